@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The README's second command and CI's (.ci/run): install everything, then format check,
+# lint, type check, generated-docs check and the full test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tools/setup.sh
+set -x
+.venv/bin/ruff format --check .
+.venv/bin/ruff check .
+.venv/bin/mypy
+.venv/bin/python -m tools.gen_docs --check
+.venv/bin/python -m pytest "$@"

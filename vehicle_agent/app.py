@@ -1,0 +1,397 @@
+"""Composition root: builds the concrete parts from the config and runs the pipeline.
+
+Read top to bottom, the flow is: capture → enhance → analyze → act → uplink → output.
+Only this module (and the simulator's wiring in `vehicle_agent.sim`) chooses implementations;
+stages receive interfaces and talk through bounded queues of immutable records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from vehicle_agent import __version__
+from vehicle_agent.capture.base import FrameSource
+from vehicle_agent.capture.stage import CaptureStage, SourceGaveUpError
+from vehicle_agent.capture.uri import open_source
+from vehicle_agent.config import Config
+from vehicle_agent.control.fan import Fan
+from vehicle_agent.enhance import Enhancer, create_enhancer
+from vehicle_agent.events import EventBus, JsonlEventLog
+from vehicle_agent.output.sinks import FrameSink, ImageFolderSink, VideoFileSink
+from vehicle_agent.quality.metrics import compute_quality
+from vehicle_agent.queues import END, StageQueue
+from vehicle_agent.records import Actuation, FrameRecord
+from vehicle_agent.sim.hardware import SimulatedFan
+from vehicle_agent.uplink.base import NoUplink, Uplink
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("capture", "enhance", "analyze", "act", "uplink", "output")
+
+
+@dataclass
+class Parts:
+    """The concrete implementations one pipeline runs with (chosen by `build_parts`).
+
+    `sinks` are extra sinks beyond those `[output]` configures (the simulator adds its report).
+    """
+
+    open_source: Callable[[], FrameSource]
+    enhancer: Enhancer
+    fan: Fan
+    uplink: Uplink
+    sinks: list[FrameSink] = field(default_factory=list)
+    events: EventBus = field(default_factory=EventBus)
+    closers: list[Callable[[], None]] = field(default_factory=list)
+
+
+@dataclass
+class RunResult:
+    """What a pipeline run did, for `summary.json`, telemetry and the exit log line."""
+
+    frames_in: int = 0
+    frames_out: int = 0
+    frames_dropped: int = 0
+    frames_missing: int = 0
+    frames_invalid: int = 0
+    reconnects: int = 0
+    wall_s: float = 0.0
+    video_s: float = 0.0
+    stop_reason: str = ""
+    drops_by_queue: dict[str, int] = field(default_factory=dict)
+    latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+    stage_failures: dict[str, int] = field(default_factory=dict)
+    source_description: str = ""
+    source_fps: float | None = None
+    events: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def fps(self) -> float:
+        return self.frames_out / self.wall_s if self.wall_s > 0 else 0.0
+
+
+def build_parts(config: Config) -> Parts:
+    """Choose the implementations the config names. The simulator swaps its own in instead."""
+    events = EventBus()
+    closers: list[Callable[[], None]] = []
+    if config.output.events is not None:
+        log = JsonlEventLog(config.output.events)
+        events.subscribe(log)
+        closers.append(log.close)
+    enhancer = create_enhancer(config.enhance.backend)
+    # Only the simulated fan exists until the fan-driver issue lands; the config union says so.
+    fan: Fan = SimulatedFan(config.control.safe_duty)
+    return Parts(
+        open_source=lambda: open_source(config.capture.uri, config.capture),
+        enhancer=enhancer,
+        fan=fan,
+        uplink=NoUplink(),
+        events=events,
+        closers=closers,
+    )
+
+
+def output_sinks(config: Config, source_fps: Callable[[], float | None]) -> list[FrameSink]:
+    """The sinks `[output]` asks for; the video takes the source's frame rate once it is known."""
+    out = config.output
+
+    def video_fps() -> float:
+        return out.video_fps or source_fps() or config.capture.fps or 10.0
+
+    sinks: list[FrameSink] = []
+    if out.video is not None:
+        sinks.append(VideoFileSink(out.video, video_fps, out.video_content))
+    if out.image_dir is not None:
+        sinks.append(ImageFolderSink(out.image_dir, out.image_every, out.video_content))
+    return sinks
+
+
+class _StageHealth:
+    """Turns per-frame failures of an optional stage into one degraded/recovered event pair."""
+
+    def __init__(self, stage: str, events: EventBus) -> None:
+        self.stage = stage
+        self.events = events
+        self.failures = 0
+        self._failing = 0
+
+    def failed(self, record: FrameRecord, error: BaseException) -> None:
+        self.failures += 1
+        self._failing += 1
+        if self._failing == 1:
+            logger.error("stage %s failed on frame %d", self.stage, record.frame.seq, exc_info=error)
+            self.events.emit(
+                "stage_degraded",
+                record.frame.t_video,
+                record.frame.seq,
+                stage=self.stage,
+                error=f"{type(error).__name__}: {error}",
+            )
+
+    def succeeded(self, record: FrameRecord) -> None:
+        if self._failing:
+            self.events.emit(
+                "stage_recovered",
+                record.frame.t_video,
+                record.frame.seq,
+                stage=self.stage,
+                failures=self._failing,
+            )
+            self._failing = 0
+
+
+class Pipeline:
+    """One run of the pipeline: named stages in one TaskGroup, linked by bounded queues."""
+
+    def __init__(self, config: Config, parts: Parts, *, lossless: bool | None = None) -> None:
+        self.config = config
+        self.parts = parts
+        self.events = parts.events
+        size = config.pipeline.queue_size
+        if lossless is None:
+            # A recording replayed at max speed has no camera to fall behind: keep every frame.
+            lossless = config.capture.pacing == "max" and not _is_live_uri(config.capture.uri)
+        names = ("capture→enhance", "enhance→analyze", "analyze→act", "act→uplink", "uplink→output")
+        self.queues: list[StageQueue[FrameRecord]] = [
+            StageQueue(n, size, lossless=lossless) for n in names
+        ]
+        self.capture = CaptureStage(parts.open_source, config.capture, self.queues[0], self.events)
+        self.health = {s: _StageHealth(s, self.events) for s in STAGES[1:]}
+        self._latency: dict[str, list[float]] = {s: [] for s in STAGES[1:]}
+        self.frames_out = 0
+        self._last_t_video = 0.0
+        self.running = asyncio.Event()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.sinks = [*output_sinks(config, lambda: self.capture.stats.source_fps), *parts.sinks]
+
+    # -- stages, in flow order ---------------------------------------------------------------
+
+    async def _thread_stage(
+        self,
+        name: str,
+        inq: StageQueue[FrameRecord],
+        outq: StageQueue[FrameRecord] | None,
+        work: Callable[[FrameRecord], FrameRecord],
+    ) -> None:
+        """Run `work` on each record on the stage's own thread; a failure passes it on unchanged."""
+        loop = asyncio.get_running_loop()
+        health = self.health[name]
+        with ThreadPoolExecutor(1, thread_name_prefix=name) as executor:
+            try:
+                while (record := await inq.get()) is not END:
+                    assert isinstance(record, FrameRecord)  # noqa: S101 - narrows the END union
+                    start = time.perf_counter()
+                    try:
+                        result = await loop.run_in_executor(executor, work, record)
+                        health.succeeded(record)
+                    except Exception as exc:
+                        health.failed(record, exc)
+                        result = record
+                    seconds = time.perf_counter() - start
+                    self._latency[name].append(seconds)
+                    if outq is not None:
+                        await outq.put(result.after(name, seconds))
+            finally:
+                if outq is not None:
+                    await outq.close()
+
+    def _enhance(self, record: FrameRecord) -> FrameRecord:
+        enhancer = self.parts.enhancer
+        return record.replace(enhanced=enhancer.enhance(record.frame.image), enhancer=enhancer.name)
+
+    def _analyze(self, record: FrameRecord) -> FrameRecord:
+        # Quality is measured on the picture the vehicle shows; adhesion on the raw frame
+        # (the lens adhesion detector lands with its own issue and fills `adhesion`).
+        if not self.config.quality.enabled:
+            return record
+        quality = compute_quality(record.output, self.config.quality.analysis_width)
+        return record.replace(quality=quality)
+
+    async def _act(self, inq: StageQueue[FrameRecord], outq: StageQueue[FrameRecord]) -> None:
+        """Actuators: the cleaning and thermal policies land with their issues; until then the
+        fan holds its safe duty and every record carries the state it saw."""
+        fan = self.parts.fan
+        health = self.health["act"]
+        try:
+            while (record := await inq.get()) is not END:
+                assert isinstance(record, FrameRecord)  # noqa: S101
+                start = time.perf_counter()
+                try:
+                    record = record.replace(actuation=Actuation(fan_duty=fan.duty))
+                    health.succeeded(record)
+                except Exception as exc:
+                    health.failed(record, exc)
+                seconds = time.perf_counter() - start
+                self._latency["act"].append(seconds)
+                await outq.put(record.after("act", seconds))
+        finally:
+            await outq.close()
+
+    async def _uplink(self, inq: StageQueue[FrameRecord], outq: StageQueue[FrameRecord]) -> None:
+        uplink = self.parts.uplink
+        health = self.health["uplink"]
+        try:
+            while (record := await inq.get()) is not END:
+                assert isinstance(record, FrameRecord)  # noqa: S101
+                start = time.perf_counter()
+                try:
+                    await uplink.on_frame(record)
+                    health.succeeded(record)
+                except Exception as exc:
+                    health.failed(record, exc)
+                seconds = time.perf_counter() - start
+                self._latency["uplink"].append(seconds)
+                await outq.put(record.after("uplink", seconds))
+        finally:
+            await outq.close()
+
+    def _output(self, record: FrameRecord) -> FrameRecord:
+        for sink in self.sinks:
+            sink.write(record)
+        self.frames_out += 1
+        self._last_t_video = record.frame.t_video
+        return record
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def _stages(self, stop: asyncio.Event) -> None:
+        q = self.queues
+        async with asyncio.TaskGroup() as tg:
+            for name, coro in (
+                ("capture", self.capture.run(stop)),
+                ("enhance", self._thread_stage("enhance", q[0], q[1], self._enhance)),
+                ("analyze", self._thread_stage("analyze", q[1], q[2], self._analyze)),
+                ("act", self._act(q[2], q[3])),
+                ("uplink", self._uplink(q[3], q[4])),
+                ("output", self._thread_stage("output", q[4], None, self._output)),
+            ):
+                self._tasks[name] = tg.create_task(coro, name=name)
+            self.running.set()
+
+    async def run(self, stop: asyncio.Event) -> RunResult:
+        """Run until the source ends or `stop` is set; then drain, make actuators safe, close."""
+        parts = self.parts
+        started = time.monotonic()
+        reason = "end_of_stream"
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(None, parts.enhancer.load)
+            parts.fan.safe_state()
+            await parts.uplink.start()
+            self.events.subscribe(parts.uplink.on_event)
+            self.events.emit(
+                "pipeline_started", 0.0, version=__version__, config_digest=self.config.digest()
+            )
+            stages = asyncio.create_task(self._stages(stop), name="pipeline")
+            stopper = asyncio.create_task(stop.wait(), name="stop-signal")
+            await asyncio.wait({stages, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            if not stages.done():
+                reason = "signal"
+                timeout = self.config.pipeline.shutdown_timeout_s
+                done, _ = await asyncio.wait({stages}, timeout=timeout)
+                if not done:
+                    pending = [n for n, t in self._tasks.items() if not t.done()]
+                    self.events.emit(
+                        "shutdown_forced",
+                        self._last_t_video,
+                        timeout_s=timeout,
+                        pending=", ".join(pending),
+                    )
+                    stages.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await stages
+            if not stages.cancelled():
+                try:
+                    stages.result()
+                except* SourceGaveUpError:
+                    reason = "source_gave_up"
+        finally:
+            await self._shutdown(reason, started)
+        return self.result(reason, time.monotonic() - started)
+
+    async def _shutdown(self, reason: str, started: float) -> None:
+        parts = self.parts
+        del started
+        try:
+            parts.fan.close()
+            self.events.emit(
+                "actuator_safe_state",
+                self._last_t_video,
+                actuator=f"fan:{parts.fan.name}",
+                duty=parts.fan.duty,
+                reason="shutdown",
+            )
+        except Exception:
+            logger.exception("could not put the fan in its safe state")
+        for sink in self.sinks:
+            try:
+                await asyncio.to_thread(sink.close)
+            except Exception:
+                logger.exception("closing a sink failed")
+        self.events.emit("pipeline_stopped", self._last_t_video, reason=reason)
+        with contextlib.suppress(Exception):
+            await parts.uplink.close()
+        await asyncio.to_thread(parts.enhancer.close)
+        for close in parts.closers:
+            close()
+
+    def result(self, reason: str, wall_s: float) -> RunResult:
+        stats = self.capture.stats
+        latency = {
+            stage: {
+                "median": round(statistics.median(values) * 1000, 3),
+                "p95": round(_percentile(values, 0.95) * 1000, 3),
+            }
+            for stage, values in self._latency.items()
+            if values
+        }
+        return RunResult(
+            frames_in=stats.frames_in,
+            frames_out=self.frames_out,
+            frames_dropped=sum(q.dropped for q in self.queues),
+            frames_missing=stats.frames_missing,
+            frames_invalid=stats.frames_invalid,
+            reconnects=stats.reconnects,
+            wall_s=wall_s,
+            video_s=self._last_t_video,
+            stop_reason=reason,
+            drops_by_queue={q.name: q.dropped for q in self.queues},
+            latency_ms=latency,
+            stage_failures={s: h.failures for s, h in self.health.items()},
+            source_description=stats.source_description,
+            source_fps=stats.source_fps,
+            events=dict(self.events.counts),
+        )
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _is_live_uri(uri: str) -> bool:
+    return uri.startswith(("v4l2://", "csi://", "gst://"))
+
+
+async def run_daemon(config: Config, stop: asyncio.Event | None = None) -> RunResult:
+    """`vehicle-agent run`: the pipeline from the config, until SIGTERM/SIGINT or the end."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        parts = build_parts(config)
+        pipeline = Pipeline(config, parts)
+        return await pipeline.run(stop)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)

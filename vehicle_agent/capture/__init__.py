@@ -1,0 +1,1 @@
+"""Capture: frame sources chosen by URI, and the stage that stamps, paces and reconnects them."""

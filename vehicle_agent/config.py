@@ -1,0 +1,402 @@
+"""The daemon's configuration: TOML read with tomllib, validated by closed, bounded pydantic models.
+
+Every field has a description (docs/configuration.md is generated from them) and every number
+has bounds. Secrets never sit in the file: fields ending in `_credential` name a systemd
+credential or environment variable that `vehicle_agent.secrets` resolves at run time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self, get_args, get_origin
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+SECRET_KEY_WORDS = ("password", "passwd", "secret", "token", "private_key", "api_key")
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; the message names the file and the key."""
+
+    def __init__(self, path: Path | str | None, key: str | None, message: str) -> None:
+        self.path = str(path) if path is not None else None
+        self.key = key
+        self.message = message
+        where = ": ".join(p for p in (self.path, key) if p)
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class ConfigModel(BaseModel):
+    """Base of every config section: closed (unknown keys are errors) and immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class AgentConfig(ConfigModel):
+    vehicle_id: str = Field(
+        "bench-vehicle",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="Identifier of this vehicle in the fleet (letters, digits, '-' and '_').",
+    )
+    camera_id: str = Field(
+        "front",
+        min_length=1,
+        max_length=32,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="Identifier of the camera this daemon controls.",
+    )
+    state_dir: Path = Field(
+        Path("/var/lib/vehicle-agent"),
+        description="Directory for persistent state (outbox, models, counters).",
+    )
+
+
+class ReconnectConfig(ConfigModel):
+    initial_s: float = Field(
+        0.5, ge=0.01, le=60.0, description="First wait before reopening a lost source, seconds."
+    )
+    max_s: float = Field(
+        10.0, ge=0.01, le=600.0, description="Longest wait between reopen attempts, seconds."
+    )
+    multiplier: float = Field(
+        2.0, ge=1.0, le=10.0, description="Factor applied to the wait after each failed attempt."
+    )
+    jitter: float = Field(
+        0.3,
+        ge=0.0,
+        le=1.0,
+        description="Random fraction of the wait added or removed so a fleet does not retry in step.",
+    )
+    max_attempts: int = Field(
+        0,
+        ge=0,
+        le=1_000_000,
+        description="Give up after this many failed attempts in a row; 0 retries forever.",
+    )
+
+    @model_validator(mode="after")
+    def _max_not_below_initial(self) -> Self:
+        if self.max_s < self.initial_s:
+            raise ValueError(f"max_s ({self.max_s}) is smaller than initial_s ({self.initial_s})")
+        return self
+
+
+class CaptureConfig(ConfigModel):
+    uri: str = Field(
+        "v4l2:///dev/video0",
+        min_length=1,
+        description=(
+            "Where frames come from: file://PATH (video), file://DIR or a bare DIR (image folder), "
+            "v4l2:///dev/videoN, csi://N (Jetson CSI camera) or gst://PIPELINE (GStreamer)."
+        ),
+    )
+    pacing: Literal["realtime", "max"] = Field(
+        "realtime",
+        description=(
+            "Recorded media only: 'realtime' replays at the recording's frame rate (a full queue "
+            "drops the oldest frame, as with a camera); 'max' goes as fast as the pipeline takes "
+            "frames and never drops."
+        ),
+    )
+    on_end: Literal["auto", "stop", "loop", "reconnect"] = Field(
+        "auto",
+        description=(
+            "What to do when the source ends: 'stop' the pipeline, 'loop' a recording from the "
+            "start, or 'reconnect' as for a lost camera. 'auto' stops for recordings and "
+            "reconnects for cameras and GStreamer pipelines."
+        ),
+    )
+    width: int | None = Field(
+        None, ge=16, le=8192, description="Requested frame width for cameras; none keeps the default."
+    )
+    height: int | None = Field(
+        None, ge=16, le=8192, description="Requested frame height for cameras; none keeps the default."
+    )
+    fps: float | None = Field(
+        None,
+        gt=0.0,
+        le=240.0,
+        description=(
+            "Frame rate: requested from cameras, and used to pace image folders and recordings "
+            "that do not state one (none: the source's own, else 10)."
+        ),
+    )
+    stall_timeout_s: float = Field(
+        3.0,
+        ge=0.1,
+        le=120.0,
+        description="A source that delivers no frame for this long is reported lost and reopened.",
+    )
+    reconnect: ReconnectConfig = Field(
+        default_factory=ReconnectConfig, description="Backoff when a source is lost."
+    )
+
+
+class PipelineConfig(ConfigModel):
+    queue_size: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="Frames each queue between stages holds; a full queue drops its oldest frame.",
+    )
+    shutdown_timeout_s: float = Field(
+        4.0,
+        ge=0.5,
+        le=5.0,
+        description="On SIGTERM/SIGINT, stages get this long to drain before they are cancelled.",
+    )
+
+
+class PassthroughEnhancerConfig(ConfigModel):
+    type: Literal["passthrough"] = Field(
+        "passthrough", description="Frames go out as they came in."
+    )
+
+
+class ClassicalEnhancerConfig(ConfigModel):
+    type: Literal["classical"] = Field(
+        "classical", description="Contrast-limited histogram equalisation and gamma, no model."
+    )
+    clip_limit: float = Field(
+        2.0, ge=0.1, le=40.0, description="CLAHE clip limit: higher gives more local contrast."
+    )
+    tile_grid: int = Field(8, ge=1, le=64, description="CLAHE tiles per side.")
+    target_brightness: float = Field(
+        110.0,
+        ge=1.0,
+        le=254.0,
+        description="Mean luma (0–255) that the gamma correction aims for on dark frames.",
+    )
+    max_gamma_gain: float = Field(
+        2.5,
+        ge=1.0,
+        le=10.0,
+        description="Limit of the brightening: 1/gamma never exceeds this.",
+    )
+
+
+EnhancerConfig = Annotated[
+    PassthroughEnhancerConfig | ClassicalEnhancerConfig, Field(discriminator="type")
+]
+
+
+class EnhanceConfig(ConfigModel):
+    backend: EnhancerConfig = Field(
+        default_factory=ClassicalEnhancerConfig,
+        description="Enhancement backend, chosen by its 'type' key.",
+    )
+
+
+class QualityConfig(ConfigModel):
+    enabled: bool = Field(True, description="Compute quality metrics for every frame.")
+    analysis_width: int = Field(
+        320,
+        ge=32,
+        le=4096,
+        description="Metrics are computed on a copy downscaled to this width, in pixels.",
+    )
+
+
+class AdhesionConfig(ConfigModel):
+    enabled: bool = Field(
+        True,
+        description="Estimate what sits on the lens (drops, mist, dust, mud).",
+    )
+
+
+class SimulatedFanConfig(ConfigModel):
+    driver: Literal["simulated"] = Field(
+        "simulated", description="A fan in memory, for the bench and tests."
+    )
+
+
+FanConfig = Annotated[SimulatedFanConfig, Field(discriminator="driver")]
+
+
+class ControlConfig(ConfigModel):
+    fan: FanConfig = Field(
+        default_factory=SimulatedFanConfig, description="The lens-cleaning fan's driver."
+    )
+    safe_duty: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Fan duty (0–1) applied at start, on shutdown and whenever control is unsure.",
+    )
+
+
+class NoUplinkConfig(ConfigModel):
+    type: Literal["none"] = Field("none", description="Nothing leaves the vehicle.")
+
+
+UplinkConfig = Annotated[NoUplinkConfig, Field(discriminator="type")]
+
+
+class OutputConfig(ConfigModel):
+    video: Path | None = Field(
+        None, description="Write the output to this video file (.mp4 or .avi); none writes none."
+    )
+    video_content: Literal["enhanced", "raw", "side_by_side"] = Field(
+        "enhanced", description="What the video shows; 'side_by_side' is raw | enhanced."
+    )
+    video_fps: float | None = Field(
+        None,
+        gt=0.0,
+        le=240.0,
+        description="Frame rate written into the video; none uses the source's.",
+    )
+    image_dir: Path | None = Field(
+        None, description="Write output frames as numbered JPEG files into this directory."
+    )
+    image_every: int = Field(
+        1, ge=1, le=100_000, description="Write one image out of this many frames."
+    )
+    events: Path | None = Field(
+        None, description="Append every event as a JSON line to this file."
+    )
+
+
+class LoggingConfig(ConfigModel):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Lowest level logged."
+    )
+    format: Literal["human", "json"] = Field(
+        "human", description="'human' lines for a terminal, or one JSON object per line."
+    )
+
+
+class Config(ConfigModel):
+    """The whole configuration file."""
+
+    agent: AgentConfig = Field(default_factory=AgentConfig, description="Who this daemon is.")
+    capture: CaptureConfig = Field(
+        default_factory=CaptureConfig, description="Frame source and reconnect."
+    )
+    pipeline: PipelineConfig = Field(
+        default_factory=PipelineConfig, description="Queues between stages and shutdown."
+    )
+    enhance: EnhanceConfig = Field(
+        default_factory=EnhanceConfig, description="Frame enhancement."
+    )
+    quality: QualityConfig = Field(
+        default_factory=QualityConfig, description="Image quality monitor."
+    )
+    adhesion: AdhesionConfig = Field(
+        default_factory=AdhesionConfig, description="Lens adhesion detector."
+    )
+    control: ControlConfig = Field(
+        default_factory=ControlConfig, description="Lens-cleaning fan and thermal protection."
+    )
+    uplink: UplinkConfig = Field(
+        default_factory=NoUplinkConfig, description="Link to the fleet backend."
+    )
+    output: OutputConfig = Field(
+        default_factory=OutputConfig, description="Video, images and event log written locally."
+    )
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Log output.")
+
+    def digest(self) -> str:
+        """Short sha256 of the effective configuration, for logs and telemetry."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif parts:
+            parts.append(f".{item}")
+        else:
+            parts.append(str(item))
+    return "".join(parts)
+
+
+def _describe(error: ValidationError, path: Path | str | None) -> ConfigError:
+    first = error.errors(include_url=False)[0]
+    # Discriminated unions add the tag ("classical") to the location; it is not a key the user wrote.
+    loc = tuple(
+        p for p in first["loc"] if not (isinstance(p, str) and p in _UNION_TAGS)
+    )
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] not in {"missing", "extra_forbidden"} and "input" in first:
+        value = first["input"]
+        if not isinstance(value, dict):
+            message = f"{message} (got {value!r})"
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    more = error.error_count() - 1
+    if more:
+        message += f" (and {more} more error{'s' if more > 1 else ''})"
+    return ConfigError(path, _key_path(loc) or None, message)
+
+
+def _union_tags() -> set[str]:
+    """Values of the discriminator fields ('type', 'driver') of every config section."""
+    tags: set[str] = set()
+    stack: list[type[ConfigModel]] = [ConfigModel]
+    while stack:
+        model = stack.pop()
+        stack.extend(model.__subclasses__())
+        for name in ("type", "driver"):
+            field = model.model_fields.get(name)
+            if field is not None and get_origin(field.annotation) is Literal:
+                tags.update(str(a) for a in get_args(field.annotation))
+    return tags
+
+
+_UNION_TAGS = _union_tags()
+
+
+def _find_secret(data: Any, prefix: str = "") -> str | None:
+    """Key path of the first key that looks like a secret written into the file."""
+    if not isinstance(data, dict):
+        return None
+    for key, value in data.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        lowered = str(key).lower()
+        if not lowered.endswith("_credential") and any(w in lowered for w in SECRET_KEY_WORDS):
+            return path
+        found = _find_secret(value, path)
+        if found:
+            return found
+    return None
+
+
+def parse_config(data: dict[str, Any], path: Path | str | None = None) -> Config:
+    """Validate a decoded TOML document; errors name `path` and the key."""
+    secret = _find_secret(data)
+    if secret is not None:
+        key = secret.rsplit(".", 1)[-1]
+        raise ConfigError(
+            path,
+            secret,
+            "secrets never sit in the config file: remove it and name a systemd credential "
+            f"or environment variable in '{key}_credential' instead",
+        )
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise _describe(exc, path) from None
+
+
+def load_config(path: Path | str) -> Config:
+    """Read and validate a TOML config file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(path, None, "no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, None, f"cannot read: {exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, None, f"invalid TOML: {exc}") from None
+    return parse_config(data, path)

@@ -1,0 +1,1 @@
+"""Act, fourth stage of the flow: the lens-cleaning fan and thermal protection."""

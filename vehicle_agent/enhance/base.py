@@ -1,0 +1,86 @@
+"""Enhance stage: the `Enhancer` interface and the registry that builds a backend from its config."""
+
+from __future__ import annotations
+
+import abc
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from vehicle_agent.records import Image, InvalidFrameError, check_image
+
+
+class EnhancerError(Exception):
+    """A backend failed to load or to enhance a frame; `backend` says which."""
+
+    def __init__(self, backend: str, reason: str) -> None:
+        self.backend = backend
+        self.reason = reason
+        super().__init__(f"{backend}: {reason}")
+
+
+class BackendUnavailableError(EnhancerError):
+    """An optional backend whose libraries or hardware are absent here."""
+
+    def __init__(self, backend: str, reason: str) -> None:
+        super().__init__(backend, f"backend unavailable: {reason}")
+
+
+class Enhancer(abc.ABC):
+    """Turns a degraded frame into a better one. Blocking: the enhance stage runs it in a thread."""
+
+    name: str = "enhancer"
+
+    def load(self) -> None:
+        """Load and warm up, so the first real frame does not pay for it. Default: one dummy frame."""
+        self.enhance(np.zeros((64, 64, 3), np.uint8))
+
+    @abc.abstractmethod
+    def _enhance(self, image: Image) -> Image:
+        """Backend-specific work on a checked frame."""
+
+    def enhance(self, image: Image) -> Image:
+        """Enhanced copy of `image` (H×W×3 uint8 BGR), same size. Raises `EnhancerError`."""
+        try:
+            check_image(image)
+        except InvalidFrameError as exc:
+            raise EnhancerError(self.name, str(exc)) from exc
+        out = self._enhance(image)
+        if out.shape != image.shape or out.dtype != np.uint8:
+            raise EnhancerError(
+                self.name, f"returned {out.dtype} {out.shape} for a uint8 {image.shape} frame"
+            )
+        return out
+
+    def close(self) -> None:  # noqa: B027 - most backends hold nothing to release
+        """Release what `load` acquired."""
+
+
+_BACKENDS: dict[str, str] = {
+    # type key → "module:factory"; imported only when chosen, so an optional backend whose
+    # libraries are missing cannot break the others.
+    "passthrough": "vehicle_agent.enhance.passthrough:PassthroughEnhancer",
+    "classical": "vehicle_agent.enhance.classical:ClassicalEnhancer",
+}
+
+
+def register_backend(type_key: str, target: str) -> None:
+    """Register a backend as 'package.module:Factory' under its config type key."""
+    _BACKENDS[type_key] = target
+
+
+def create_enhancer(config: Any) -> Enhancer:
+    """Build the backend that `config.type` names; the factory receives the config."""
+    type_key = str(config.type)
+    target = _BACKENDS.get(type_key)
+    if target is None:
+        raise EnhancerError(type_key, f"unknown backend type; known: {', '.join(sorted(_BACKENDS))}")
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise BackendUnavailableError(type_key, str(exc)) from exc
+    factory: Callable[[Any], Enhancer] = getattr(module, attr)
+    return factory(config)

@@ -1,0 +1,47 @@
+"""Enhance stage backend `classical`: CLAHE on luma plus gamma for dark frames; no model needed."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from vehicle_agent.config import ClassicalEnhancerConfig
+from vehicle_agent.enhance.base import Enhancer
+from vehicle_agent.records import Image
+
+
+class ClassicalEnhancer(Enhancer):
+    """Local contrast from CLAHE on the L channel of Lab, then a gamma that lifts dark frames.
+
+    The gamma is chosen per frame so the mean luma moves towards `target_brightness`, never
+    darkening and never brightening beyond `max_gamma_gain`, which keeps bright scenes untouched.
+    """
+
+    name = "classical"
+
+    def __init__(self, config: ClassicalEnhancerConfig | None = None) -> None:
+        self.config = config or ClassicalEnhancerConfig()
+        grid = self.config.tile_grid
+        self._clahe = cv2.createCLAHE(clipLimit=self.config.clip_limit, tileGridSize=(grid, grid))
+        self._index = np.arange(256, dtype=np.float32) / 255.0
+
+    def gamma_for(self, mean_luma: float) -> float:
+        """Exponent applied to normalised luma: ≤ 1 (brightens) for frames darker than the target."""
+        target = self.config.target_brightness / 255.0
+        mean = min(max(mean_luma / 255.0, 1e-3), 0.999)
+        if mean >= target:
+            return 1.0
+        gamma = math.log(target) / math.log(mean)
+        return max(gamma, 1.0 / self.config.max_gamma_gain)
+
+    def _enhance(self, image: Image) -> Image:
+        lab = cv2.cvtColor(image, cv2.COLOR_BGR2LAB)
+        luma = lab[:, :, 0]
+        gamma = self.gamma_for(float(luma.mean()))
+        if gamma != 1.0:
+            lut = np.clip(np.power(self._index, gamma) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+            luma = cv2.LUT(luma, lut)
+        lab[:, :, 0] = self._clahe.apply(luma)
+        return np.asarray(cv2.cvtColor(lab, cv2.COLOR_LAB2BGR), dtype=np.uint8)

@@ -1,0 +1,156 @@
+"""Every event the daemon can emit, defined once with its fields, and the bus that delivers them.
+
+Events go to `events.jsonl` (bench and vehicle), to the log, and later to the fleet uplink.
+`docs/events.md` is generated from `EVENT_TYPES`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from vehicle_agent.records import Event, JsonValue
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class EventSpec:
+    description: str
+    fields: Mapping[str, str]
+    """Field name → meaning, with its unit."""
+    level: int = logging.INFO
+
+
+EVENT_TYPES: Mapping[str, EventSpec] = {
+    "pipeline_started": EventSpec(
+        "The pipeline is running.",
+        {"version": "daemon version", "config_digest": "sha256 prefix of the effective config"},
+    ),
+    "pipeline_stopped": EventSpec(
+        "The pipeline stopped.",
+        {"reason": "'end_of_stream', 'signal', 'source_gave_up' or 'error'"},
+    ),
+    "shutdown_forced": EventSpec(
+        "Stages did not drain in time on shutdown and were cancelled.",
+        {"timeout_s": "drain time allowed, seconds", "pending": "stages still running"},
+        logging.WARNING,
+    ),
+    "source_opened": EventSpec(
+        "The frame source opened.",
+        {
+            "uri": "source URI",
+            "description": "what the source reported",
+            "width": "pixels",
+            "height": "pixels",
+            "fps": "nominal frames per second, or null",
+            "live": "true for cameras and pipelines",
+        },
+    ),
+    "source_lost": EventSpec(
+        "The source failed to open or stopped delivering; it will be retried.",
+        {"uri": "source URI", "reason": "why", "attempt": "failed attempts in a row", "retry_in_s": "seconds"},
+        logging.WARNING,
+    ),
+    "source_resumed": EventSpec(
+        "A lost source delivers again.",
+        {
+            "uri": "source URI",
+            "outage_s": "seconds without frames",
+            "missing_frames": "frames the camera would have delivered meanwhile (fps × outage)",
+        },
+    ),
+    "source_gave_up": EventSpec(
+        "The source failed more times in a row than allowed; the pipeline stops.",
+        {"uri": "source URI", "attempts": "failed attempts", "reason": "last failure"},
+        logging.ERROR,
+    ),
+    "source_ended": EventSpec(
+        "A recording reached its end.",
+        {"uri": "source URI", "frames": "frames delivered in total"},
+    ),
+    "source_looped": EventSpec(
+        "A recording reached its end and starts again.",
+        {"uri": "source URI", "loop": "loops completed"},
+    ),
+    "frame_invalid": EventSpec(
+        "One frame could not be decoded and was skipped.",
+        {"uri": "source URI", "reason": "why"},
+        logging.WARNING,
+    ),
+    "stage_degraded": EventSpec(
+        "A stage failed on a frame; the frame went on unchanged by it.",
+        {"stage": "stage name", "error": "what failed"},
+        logging.WARNING,
+    ),
+    "stage_recovered": EventSpec(
+        "A degraded stage processed a frame again.",
+        {"stage": "stage name", "failures": "frames it failed on"},
+    ),
+    "actuator_safe_state": EventSpec(
+        "An actuator was put in its safe state.",
+        {"actuator": "which", "duty": "duty cycle applied, 0–1", "reason": "why"},
+    ),
+}
+
+
+class UnknownEventError(ValueError):
+    """An event type or field that `EVENT_TYPES` does not define (a programming error)."""
+
+
+EventListener = Callable[[Event], None]
+
+
+class EventBus:
+    """Checks each event against `EVENT_TYPES` and hands it to every listener, in order.
+
+    Listeners run on the event loop and must be quick (append to a buffer or a queue).
+    """
+
+    def __init__(self) -> None:
+        self._listeners: list[EventListener] = []
+        self.counts: dict[str, int] = {}
+
+    def subscribe(self, listener: EventListener) -> None:
+        self._listeners.append(listener)
+
+    def emit(
+        self, type_: str, t: float, frame: int | None = None, **data: JsonValue
+    ) -> Event:
+        spec = EVENT_TYPES.get(type_)
+        if spec is None:
+            raise UnknownEventError(f"event type {type_!r} is not defined in EVENT_TYPES")
+        unknown = set(data) - set(spec.fields)
+        if unknown:
+            raise UnknownEventError(f"event {type_!r} has undefined fields {sorted(unknown)}")
+        event = Event(type_, t, frame, data)
+        self.counts[type_] = self.counts.get(type_, 0) + 1
+        logger.log(spec.level, "event %s %s", type_, json.dumps(data, default=str))
+        for listener in self._listeners:
+            listener(event)
+        return event
+
+
+class JsonlEventLog:
+    """Appends each event as one JSON object per line (`t`, `frame`, `type`, then its fields)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._file: IO[str] | None = path.open("a", encoding="utf-8")
+
+    def __call__(self, event: Event) -> None:
+        if self._file is None:
+            return
+        self._file.write(json.dumps(event.as_json(), default=str) + "\n")
+        # Flushed per event: events are rare and must survive a crash of the daemon.
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None

@@ -1,0 +1,169 @@
+"""Output stage: where frames end up locally (video file, image folder, per-frame CSV)."""
+
+from __future__ import annotations
+
+import abc
+import csv
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Literal
+
+import cv2
+import numpy as np
+
+from vehicle_agent.records import FrameRecord, Image
+
+VideoContent = Literal["enhanced", "raw", "side_by_side"]
+
+FOURCC_BY_SUFFIX = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
+
+
+class SinkError(Exception):
+    """A sink cannot write; `path` says where."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+def compose(record: FrameRecord, content: VideoContent) -> Image:
+    """The picture a sink writes for `record`: raw, enhanced, or both side by side."""
+    if content == "raw":
+        return record.frame.image
+    if content == "enhanced":
+        return record.output
+    return np.hstack((record.frame.image, record.output))
+
+
+class FrameSink(abc.ABC):
+    """Writes records somewhere. Blocking: the output stage calls it from a thread."""
+
+    @abc.abstractmethod
+    def write(self, record: FrameRecord) -> None: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+
+class VideoWriter:
+    """An OpenCV video writer opened on the first frame, whose size (and frame rate) it keeps.
+
+    `fps` may be a function: a camera's frame rate is known only once it has opened.
+    """
+
+    def __init__(self, path: Path, fps: float | Callable[[], float]) -> None:
+        fourcc = FOURCC_BY_SUFFIX.get(path.suffix.lower())
+        if fourcc is None:
+            raise SinkError(
+                path, f"unsupported video type {path.suffix!r}; use one of {sorted(FOURCC_BY_SUFFIX)}"
+            )
+        self.path = path
+        self.fps = fps
+        self._fourcc = cv2.VideoWriter.fourcc(*fourcc)
+        self._writer: cv2.VideoWriter | None = None
+        self._size: tuple[int, int] | None = None
+        self.frames = 0
+
+    def write(self, image: Image) -> None:
+        size = (image.shape[1], image.shape[0])
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fps = self.fps() if callable(self.fps) else self.fps
+            writer = cv2.VideoWriter(str(self.path), self._fourcc, fps, size)
+            if not writer.isOpened():
+                raise SinkError(self.path, "cannot open a video writer (codec or directory)")
+            self._writer, self._size = writer, size
+        elif size != self._size:
+            # A camera that reconnects at another resolution must not break the recording.
+            image = cv2.resize(image, self._size)
+        self._writer.write(np.ascontiguousarray(image))
+        self.frames += 1
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+
+
+class VideoFileSink(FrameSink):
+    def __init__(
+        self, path: Path, fps: float | Callable[[], float], content: VideoContent = "enhanced"
+    ) -> None:
+        self.content = content
+        self._video = VideoWriter(path, fps)
+
+    @property
+    def path(self) -> Path:
+        return self._video.path
+
+    def write(self, record: FrameRecord) -> None:
+        self._video.write(compose(record, self.content))
+
+    def close(self) -> None:
+        self._video.close()
+
+
+class ImageFolderSink(FrameSink):
+    """Numbered JPEG files (`frame_000042.jpg`, by sequence number), one every `every` frames."""
+
+    def __init__(self, directory: Path, every: int = 1, content: VideoContent = "enhanced") -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self.every = every
+        self.content = content
+        self._count = 0
+
+    def write(self, record: FrameRecord) -> None:
+        self._count += 1
+        if (self._count - 1) % self.every:
+            return
+        path = self.directory / f"frame_{record.frame.seq:06d}.jpg"
+        if not cv2.imwrite(str(path), compose(record, self.content)):
+            raise SinkError(path, "cannot write image")
+
+    def close(self) -> None:
+        pass
+
+
+class CsvFrameLog(FrameSink):
+    """One row per frame: sequence, times, quality, adhesion, fan duty and latency per stage."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._file: IO[str] = path.open("w", encoding="utf-8", newline="")
+        self._writer: csv.DictWriter[str] | None = None
+
+    @staticmethod
+    def row(record: FrameRecord) -> dict[str, object]:
+        frame = record.frame
+        row: dict[str, object] = {
+            "frame": frame.seq,
+            "t": round(frame.t_video, 6),
+            "enhancer": record.enhancer,
+        }
+        q = record.quality
+        row.update(
+            {
+                "brightness": "" if q is None else round(q.brightness, 3),
+                "contrast": "" if q is None else round(q.contrast, 3),
+                "sharpness": "" if q is None else round(q.sharpness, 3),
+            }
+        )
+        a = record.adhesion
+        row["adhesion_score"] = "" if a is None else round(a.score, 4)
+        row["fan_duty"] = "" if record.actuation is None else record.actuation.fan_duty
+        for stage, seconds in record.latency:
+            row[f"{stage}_ms"] = round(seconds * 1000.0, 3)
+        return row
+
+    def write(self, record: FrameRecord) -> None:
+        row = self.row(record)
+        if self._writer is None:
+            self._writer = csv.DictWriter(self._file, fieldnames=list(row), extrasaction="ignore")
+            self._writer.writeheader()
+        self._writer.writerow(row)
+
+    def close(self) -> None:
+        self._file.close()

@@ -1,0 +1,146 @@
+"""Immutable records that the pipeline stages pass to each other through bounded queues."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+
+Image: TypeAlias = npt.NDArray[np.uint8]
+"""An H×W×3 BGR frame, uint8, as OpenCV gives it."""
+
+JsonValue: TypeAlias = str | int | float | bool | None | list["JsonValue"] | dict[str, "JsonValue"]
+
+
+def frozen_image(image: Image) -> Image:
+    """Return `image` marked read-only, so a stage cannot change a frame another stage holds."""
+    if image.flags.writeable:
+        image = image.view()
+        image.flags.writeable = False
+    return image
+
+
+def check_image(image: object) -> Image:
+    """Refuse anything that is not an H×W×3 uint8 frame, naming what was wrong."""
+    if not isinstance(image, np.ndarray):
+        raise InvalidFrameError(f"frame is {type(image).__name__}, expected a numpy array")
+    if image.dtype != np.uint8:
+        raise InvalidFrameError(f"frame dtype is {image.dtype}, expected uint8")
+    if image.ndim != 3 or image.shape[2] != 3:  # noqa: PLR2004
+        raise InvalidFrameError(f"frame shape is {image.shape}, expected H×W×3")
+    if image.shape[0] < 2 or image.shape[1] < 2:  # noqa: PLR2004
+        raise InvalidFrameError(f"frame shape is {image.shape}, too small")
+    return image
+
+
+class InvalidFrameError(ValueError):
+    """A frame that cannot be processed (wrong type, dtype or shape)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One captured frame, stamped by the capture stage."""
+
+    seq: int
+    """Sequence number, increasing for the life of the daemon (across reconnects and loops)."""
+    t_mono: float
+    """`time.monotonic()` when the frame was captured, in seconds."""
+    t_video: float
+    """Seconds of video time: the recording's timestamp on the bench, time since start live."""
+    image: Image
+    source: str
+    """URI of the source that delivered it."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "image", frozen_image(check_image(self.image)))
+
+
+@dataclass(frozen=True, slots=True)
+class QualityMetrics:
+    """Per-frame image quality, computed on a downscaled copy (0–255 scales unless noted)."""
+
+    brightness: float
+    """Mean luma."""
+    contrast: float
+    """Standard deviation of luma."""
+    sharpness: float
+    """Variance of the Laplacian of luma."""
+
+    def as_dict(self) -> dict[str, float]:
+        return {f.name: float(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+@dataclass(frozen=True, slots=True)
+class AdhesionEstimate:
+    """What sits on the lens: a score in [0, 1] and the fraction of the image covered."""
+
+    score: float
+    covered_fraction: float
+
+
+@dataclass(frozen=True, slots=True)
+class Actuation:
+    """The actuators' state after the act stage looked at this frame."""
+
+    fan_duty: float
+    """Fan duty cycle in [0, 1]."""
+
+
+@dataclass(frozen=True, slots=True)
+class FrameRecord:
+    """A frame on its way through the pipeline; each stage returns a copy with its part filled."""
+
+    frame: Frame
+    enhanced: Image | None = None
+    enhancer: str = ""
+    """Name of the backend that produced `enhanced`."""
+    quality: QualityMetrics | None = None
+    adhesion: AdhesionEstimate | None = None
+    actuation: Actuation | None = None
+    latency: tuple[tuple[str, float], ...] = ()
+    """(stage, seconds) for every stage the record went through, in order."""
+
+    def __post_init__(self) -> None:
+        if self.enhanced is not None:
+            object.__setattr__(self, "enhanced", frozen_image(check_image(self.enhanced)))
+
+    @property
+    def output(self) -> Image:
+        """The picture the vehicle shows: the enhanced frame, or the raw one when none."""
+        return self.frame.image if self.enhanced is None else self.enhanced
+
+    def replace(self, **changes: object) -> FrameRecord:
+        """A copy with `changes` applied (a stage's result)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def after(self, stage: str, seconds: float, **changes: object) -> FrameRecord:
+        """A copy with `changes` applied and the stage's latency appended."""
+        return dataclasses.replace(
+            self,
+            latency=(*self.latency, (stage, seconds)),
+            **changes,  # type: ignore[arg-type]
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something that happened, as written to `events.jsonl` and sent to the fleet."""
+
+    type: str
+    t: float
+    """Seconds of video time (see `Frame.t_video`)."""
+    frame: int | None = None
+    """Sequence number of the frame it concerns, when it concerns one."""
+    data: Mapping[str, JsonValue] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.t):
+            raise ValueError(f"event {self.type!r} has a non-finite time {self.t!r}")
+
+    def as_json(self) -> dict[str, JsonValue]:
+        return {"t": round(self.t, 6), "frame": self.frame, "type": self.type, **self.data}

@@ -1,0 +1,1 @@
+"""Uplink, fifth stage of the flow: the link to the fleet backend."""
