@@ -159,7 +159,7 @@ class Pipeline:
         if lossless is None:
             # A recording replayed at max speed has no camera to fall behind: keep every frame.
             lossless = config.capture.pacing == "max" and not _is_live_uri(config.capture.uri)
-        names = ("capture→enhance", "enhance→analyze", "analyze→act", "act→uplink", "uplink→output")
+        names = ("capture->enhance", "enhance->analyze", "analyze->act", "act->uplink", "uplink->output")
         self.queues: list[StageQueue[FrameRecord]] = [
             StageQueue(n, size, lossless=lossless) for n in names
         ]
@@ -283,8 +283,17 @@ class Pipeline:
         reason = "end_of_stream"
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(None, parts.enhancer.load)
             parts.fan.safe_state()
+            # Loading can take long (a TensorRT engine build); a stop meanwhile must not wait.
+            load = loop.run_in_executor(None, parts.enhancer.load)
+            stopper = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({load, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            if not load.done():
+                reason = "signal"
+                load.add_done_callback(lambda f: f.cancelled() or f.exception())
+                return self.result(reason, time.monotonic() - started)
+            load.result()
             await parts.uplink.start()
             self.events.subscribe(parts.uplink.on_event)
             self.events.emit(

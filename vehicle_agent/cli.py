@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -142,7 +143,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     )
     for name, path in outputs.items():
         print(f"  {name:8s} {path}")
-    return EXIT_OK
+    return EXIT_FAILURE if summary["stop_reason"] == "source_gave_up" else EXIT_OK
 
 
 def cmd_enhance(args: argparse.Namespace) -> int:
@@ -168,8 +169,8 @@ def cmd_enhance(args: argparse.Namespace) -> int:
         f"enhanced {result.frames} frame(s) with {enhancer.name} into {args.out}"
         + (f"; {len(result.failed)} file(s) failed" if result.failed else "")
     )
-    for path, reason in result.failed:
-        print(f"  failed: {path}: {reason}", file=sys.stderr)
+    for _, reason in result.failed:
+        print(f"vehicle-agent: failed: {reason}", file=sys.stderr)
     return EXIT_FAILURE if result.failed else EXIT_OK
 
 
@@ -182,6 +183,9 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # OpenCV and FFmpeg print decoder chatter on stderr; our own errors say what failed.
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     args = build_parser().parse_args(argv)
     if args.command == "check-config":
         configure_logging(args.log_level or "WARNING", args.log_format or "human")

@@ -32,7 +32,9 @@ class ConfigError(Exception):
 class ConfigModel(BaseModel):
     """Base of every config section: closed (unknown keys are errors) and immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False
+    )
 
 
 class AgentConfig(ConfigModel):

@@ -179,7 +179,9 @@ class CaptureStage:
                 attempts=attempts,
                 reason=reason,
             )
-            raise SourceGaveUpError(f"{self.config.uri}: gave up after {attempts} attempts: {reason}")
+            raise SourceGaveUpError(
+                f"{self.config.uri}: gave up after {attempts} attempts: {reason}"
+            )
         delay = self.backoff.next_delay()
         self.events.emit(
             "source_lost",
@@ -291,9 +293,7 @@ class CaptureStage:
                 frame = Frame(self._seq, self.clock(), t_video, raw.image, self.config.uri)
             except InvalidFrameError as exc:
                 self.stats.frames_invalid += 1
-                self.events.emit(
-                    "frame_invalid", t_video, uri=self.config.uri, reason=str(exc)
-                )
+                self.events.emit("frame_invalid", t_video, uri=self.config.uri, reason=str(exc))
                 continue
             self._seq += 1
             self._last_t_video = t_video

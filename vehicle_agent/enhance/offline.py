@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,8 +10,6 @@ import numpy as np
 
 from vehicle_agent.enhance.base import Enhancer, EnhancerError
 from vehicle_agent.output.sinks import FOURCC_BY_SUFFIX, SinkError, VideoWriter
-
-logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg"})
@@ -51,7 +48,6 @@ def enhance_image(enhancer: Enhancer, src: Path, dst: Path, result: OfflineResul
         image = _read_image(src)
         _write_image(dst, enhancer.enhance(image))
     except (OfflineError, EnhancerError) as exc:
-        logger.error("%s", exc)
         result.failed.append((src, str(exc)))
         return
     result.written.append(dst)

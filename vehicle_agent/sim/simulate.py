@@ -61,7 +61,14 @@ class ReportPaths:
 
 def bench_config(config: Config, video: Path, report: ReportPaths, speed: Speed) -> Config:
     """The config with the bench's source, pacing and report outputs swapped in."""
-    capture = config.capture.model_copy(update={"uri": f"file://{video}", "pacing": speed})
+    reconnect = config.capture.reconnect
+    if reconnect.max_attempts == 0:
+        # A recording that fails three times in a row will not heal: end the bench run instead
+        # of retrying forever as a vehicle would for its camera.
+        reconnect = reconnect.model_copy(update={"max_attempts": 3})
+    capture = config.capture.model_copy(
+        update={"uri": f"file://{video}", "pacing": speed, "reconnect": reconnect}
+    )
     output = config.output.model_copy(
         update={"video": report.video, "video_content": "side_by_side", "events": None}
     )

@@ -1,0 +1,75 @@
+"""Enhancers: the registry, passthrough identity, the classical backend's behaviour, bad frames."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vehicle_agent.config import ClassicalEnhancerConfig, PassthroughEnhancerConfig
+from vehicle_agent.enhance import Enhancer, EnhancerError, create_enhancer
+from vehicle_agent.enhance.classical import ClassicalEnhancer
+from vehicle_agent.quality.metrics import compute_quality
+
+
+def street(value: float) -> np.ndarray:
+    """A textured frame (a gradient with stripes) scaled to a mean brightness near `value`."""
+    rng = np.random.default_rng(0)
+    base = np.linspace(0.3, 1.0, 160)[None, :, None] * np.ones((120, 160, 3))
+    base[::8] *= 0.6
+    base += rng.normal(0, 0.03, base.shape)
+    return np.clip(base * value / base.mean(), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("config", [PassthroughEnhancerConfig(), ClassicalEnhancerConfig()])
+def test_every_backend_keeps_shape_and_dtype(config: object) -> None:
+    enhancer = create_enhancer(config)
+    assert isinstance(enhancer, Enhancer)
+    enhancer.load()
+    frame = street(90)
+    out = enhancer.enhance(frame)
+    assert out.shape == frame.shape
+    assert out.dtype == np.uint8
+    enhancer.close()
+
+
+def test_passthrough_returns_the_frame_unchanged() -> None:
+    frame = street(90)
+    out = create_enhancer(PassthroughEnhancerConfig()).enhance(frame)
+    assert np.array_equal(out, frame)
+
+
+def test_classical_brightens_a_dark_frame_and_adds_contrast() -> None:
+    dark = street(25)
+    out = ClassicalEnhancer().enhance(dark)
+    before, after = compute_quality(dark), compute_quality(out)
+    assert after.brightness > before.brightness * 1.8
+    assert after.contrast > before.contrast
+
+
+def test_classical_does_not_darken_or_gamma_a_bright_frame() -> None:
+    enhancer = ClassicalEnhancer()
+    assert enhancer.gamma_for(200.0) == 1.0
+    assert enhancer.gamma_for(10.0) == pytest.approx(1 / 2.5)  # capped by max_gamma_gain
+    bright = street(180)
+    assert compute_quality(enhancer.enhance(bright)).brightness > 150
+
+
+@pytest.mark.parametrize(
+    ("frame", "words"),
+    [
+        (np.zeros((10, 10), np.uint8), "H×W×3"),
+        (np.zeros((10, 10, 3), np.float32), "dtype is float32"),
+        ("not an image", "numpy array"),
+    ],
+)
+def test_bad_frames_are_refused_with_the_reason(frame: object, words: str) -> None:
+    with pytest.raises(EnhancerError, match=words):
+        ClassicalEnhancer().enhance(frame)  # type: ignore[arg-type]
+
+
+def test_unknown_backend_type_names_the_known_ones() -> None:
+    class Weird:
+        type = "warp-drive"
+
+    with pytest.raises(EnhancerError, match="unknown backend type; known: classical, passthrough"):
+        create_enhancer(Weird())
