@@ -70,7 +70,13 @@ async def test_lost_camera_is_reported_retried_and_resumes_with_continuing_numbe
     records = await drain(out)
     assert [r.frame.seq for r in records] == list(range(6))
     types = [e.type for e in events]
-    assert types == ["source_opened", "source_lost", "source_opened", "source_resumed", "source_ended"]
+    assert types == [
+        "source_opened",
+        "source_lost",
+        "source_opened",
+        "source_resumed",
+        "source_ended",
+    ]
     lost = events[1]
     assert lost.data["reason"] == "camera stopped delivering frames"
     assert lost.frame == 2

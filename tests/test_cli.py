@@ -35,6 +35,7 @@ def test_enhance_one_image(tmp_path: Path) -> None:
     out = tmp_path / "night_enhanced.png"
     assert main(["enhance", str(src), "--out", str(out)]) == 0
     enhanced = cv2.imread(str(out))
+    assert enhanced is not None
     assert enhanced.shape == (60, 80, 3)
     assert enhanced.mean() > dark_image().mean()
 

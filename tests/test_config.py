@@ -73,7 +73,11 @@ def test_every_field_is_described_and_every_number_bounded() -> None:
         ("[capture]\nurl = 'x'\n", "capture.url", "unknown key"),
         ("[pipeline]\nqueue_size = 1000\n", "pipeline.queue_size", "less than or equal to 64"),
         ("[capture.reconnect]\ninitial_s = -1\n", "capture.reconnect.initial_s", "greater"),
-        ("[enhance.backend]\ntype = 'classical'\nclip_limit = 99\n", "enhance.backend.clip_limit", "40"),
+        (
+            "[enhance.backend]\ntype = 'classical'\nclip_limit = 99\n",
+            "enhance.backend.clip_limit",
+            "40",
+        ),
         ("[enhance.backend]\ntype = 'magic'\n", "enhance.backend", "'magic'"),
         ("[agent]\nvehicle_id = 'has space'\n", "agent.vehicle_id", "pattern"),
         ("[uplink]\npassword = 'hunter2'\n", "uplink.password", "secrets never sit"),

@@ -15,7 +15,8 @@ import cv2
 import pytest
 
 pytestmark = pytest.mark.skipif(
-    shutil.which("gst-launch-1.0") is None, reason="gst-launch-1.0 not installed (gstreamer1.0-tools)"
+    shutil.which("gst-launch-1.0") is None,
+    reason="gst-launch-1.0 not installed (gstreamer1.0-tools)",
 )
 
 LIVE = "videotestsrc is-live=true ! video/x-raw,width=320,height=240,framerate=30/1"

@@ -17,7 +17,7 @@ def street(value: float) -> np.ndarray:
     base = np.linspace(0.3, 1.0, 160)[None, :, None] * np.ones((120, 160, 3))
     base[::8] *= 0.6
     base += rng.normal(0, 0.03, base.shape)
-    return np.clip(base * value / base.mean(), 0, 255).astype(np.uint8)
+    return np.asarray(np.clip(base * value / base.mean(), 0, 255), dtype=np.uint8)
 
 
 @pytest.mark.parametrize("config", [PassthroughEnhancerConfig(), ClassicalEnhancerConfig()])

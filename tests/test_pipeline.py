@@ -86,7 +86,9 @@ def build(
 
 async def test_lossless_replay_delivers_every_frame_in_order_through_every_stage() -> None:
     config = parse_config({"capture": {"on_end": "stop"}})
-    pipeline, sink, events, fan = build(config, 50, PassthroughEnhancer(), live=False, lossless=True)
+    pipeline, sink, events, fan = build(
+        config, 50, PassthroughEnhancer(), live=False, lossless=True
+    )
     result = await pipeline.run(asyncio.Event())
     assert result.frames_in == result.frames_out == 50
     assert result.frames_dropped == 0
@@ -97,7 +99,7 @@ async def test_lossless_replay_delivers_every_frame_in_order_through_every_stage
     assert record.actuation is not None
     assert record.actuation.fan_duty == 0.0
     assert sink.closed
-    assert [e.type for e in events][0] == "pipeline_started"
+    assert events[0].type == "pipeline_started"
     assert [e.type for e in events][-2:] == ["actuator_safe_state", "pipeline_stopped"]
     assert fan.history[-1] == 0.0
 
@@ -136,7 +138,7 @@ async def test_stop_drains_within_the_shutdown_timeout_and_leaves_the_fan_safe()
     fan.set_duty(0.8)  # as if a cleaning burst were running when the stop came
     stop = asyncio.Event()
     task = asyncio.create_task(pipeline.run(stop))
-    while len(sink.records) < 20:
+    while len(sink.records) < 20:  # noqa: ASYNC110 - the sink is written from a thread
         await asyncio.sleep(0.01)
     started = time.monotonic()
     stop.set()

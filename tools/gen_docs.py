@@ -1,7 +1,7 @@
 """Developer tool: generate docs/configuration.md and docs/events.md from the code that defines them.
 
-    python -m tools.gen_docs          # rewrite the files
-    python -m tools.gen_docs --check  # exit 1 if they are not current (CI)
+python -m tools.gen_docs          # rewrite the files
+python -m tools.gen_docs --check  # exit 1 if they are not current (CI)
 """
 
 from __future__ import annotations
@@ -92,8 +92,8 @@ def _section(model: type[BaseModel], prefix: str, out: list[str]) -> None:
     for name, info in model.model_fields.items():
         models = _models_in(info.annotation)
         if models:
-            for sub in models:
-                nested.append((f"{prefix}.{name}" if prefix else name, sub))
+            key = f"{prefix}.{name}" if prefix else name
+            nested.extend((key, sub) for sub in models)
             continue
         desc = (info.description or "").replace("|", "\\|")
         bounds = _bounds(info)

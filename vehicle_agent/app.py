@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from vehicle_agent import __version__
 from vehicle_agent.capture.base import FrameSource
@@ -127,7 +128,9 @@ class _StageHealth:
         self.failures += 1
         self._failing += 1
         if self._failing == 1:
-            logger.error("stage %s failed on frame %d", self.stage, record.frame.seq, exc_info=error)
+            logger.error(
+                "stage %s failed on frame %d", self.stage, record.frame.seq, exc_info=error
+            )
             self.events.emit(
                 "stage_degraded",
                 record.frame.t_video,
@@ -159,7 +162,13 @@ class Pipeline:
         if lossless is None:
             # A recording replayed at max speed has no camera to fall behind: keep every frame.
             lossless = config.capture.pacing == "max" and not _is_live_uri(config.capture.uri)
-        names = ("capture->enhance", "enhance->analyze", "analyze->act", "act->uplink", "uplink->output")
+        names = (
+            "capture->enhance",
+            "enhance->analyze",
+            "analyze->act",
+            "act->uplink",
+            "uplink->output",
+        )
         self.queues: list[StageQueue[FrameRecord]] = [
             StageQueue(n, size, lossless=lossless) for n in names
         ]
@@ -287,7 +296,8 @@ class Pipeline:
             # Loading can take long (a TensorRT engine build); a stop meanwhile must not wait.
             load = loop.run_in_executor(None, parts.enhancer.load)
             stopper = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({load, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            waiters: set[asyncio.Future[Any]] = {load, stopper}
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             stopper.cancel()
             if not load.done():
                 reason = "signal"

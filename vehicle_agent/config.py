@@ -114,10 +114,16 @@ class CaptureConfig(ConfigModel):
         ),
     )
     width: int | None = Field(
-        None, ge=16, le=8192, description="Requested frame width for cameras; none keeps the default."
+        None,
+        ge=16,
+        le=8192,
+        description="Requested frame width for cameras; none keeps the default.",
     )
     height: int | None = Field(
-        None, ge=16, le=8192, description="Requested frame height for cameras; none keeps the default."
+        None,
+        ge=16,
+        le=8192,
+        description="Requested frame height for cameras; none keeps the default.",
     )
     fps: float | None = Field(
         None,
@@ -195,7 +201,7 @@ class EnhanceConfig(ConfigModel):
 
 
 class QualityConfig(ConfigModel):
-    enabled: bool = Field(True, description="Compute quality metrics for every frame.")
+    enabled: bool = Field(default=True, description="Compute quality metrics for every frame.")
     analysis_width: int = Field(
         320,
         ge=32,
@@ -206,7 +212,7 @@ class QualityConfig(ConfigModel):
 
 class AdhesionConfig(ConfigModel):
     enabled: bool = Field(
-        True,
+        default=True,
         description="Estimate what sits on the lens (drops, mist, dust, mud).",
     )
 
@@ -258,9 +264,7 @@ class OutputConfig(ConfigModel):
     image_every: int = Field(
         1, ge=1, le=100_000, description="Write one image out of this many frames."
     )
-    events: Path | None = Field(
-        None, description="Append every event as a JSON line to this file."
-    )
+    events: Path | None = Field(None, description="Append every event as a JSON line to this file.")
 
 
 class LoggingConfig(ConfigModel):
@@ -282,9 +286,7 @@ class Config(ConfigModel):
     pipeline: PipelineConfig = Field(
         default_factory=PipelineConfig, description="Queues between stages and shutdown."
     )
-    enhance: EnhanceConfig = Field(
-        default_factory=EnhanceConfig, description="Frame enhancement."
-    )
+    enhance: EnhanceConfig = Field(default_factory=EnhanceConfig, description="Frame enhancement.")
     quality: QualityConfig = Field(
         default_factory=QualityConfig, description="Image quality monitor."
     )
@@ -323,9 +325,7 @@ def _key_path(loc: tuple[int | str, ...]) -> str:
 def _describe(error: ValidationError, path: Path | str | None) -> ConfigError:
     first = error.errors(include_url=False)[0]
     # Discriminated unions add the tag ("classical") to the location; it is not a key the user wrote.
-    loc = tuple(
-        p for p in first["loc"] if not (isinstance(p, str) and p in _UNION_TAGS)
-    )
+    loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] not in {"missing", "extra_forbidden"} and "input" in first:
         value = first["input"]

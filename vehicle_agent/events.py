@@ -53,7 +53,12 @@ EVENT_TYPES: Mapping[str, EventSpec] = {
     ),
     "source_lost": EventSpec(
         "The source failed to open or stopped delivering; it will be retried.",
-        {"uri": "source URI", "reason": "why", "attempt": "failed attempts in a row", "retry_in_s": "seconds"},
+        {
+            "uri": "source URI",
+            "reason": "why",
+            "attempt": "failed attempts in a row",
+            "retry_in_s": "seconds",
+        },
         logging.WARNING,
     ),
     "source_resumed": EventSpec(
@@ -118,9 +123,7 @@ class EventBus:
     def subscribe(self, listener: EventListener) -> None:
         self._listeners.append(listener)
 
-    def emit(
-        self, type_: str, t: float, frame: int | None = None, **data: JsonValue
-    ) -> Event:
+    def emit(self, type_: str, t: float, frame: int | None = None, **data: JsonValue) -> Event:
         spec = EVENT_TYPES.get(type_)
         if spec is None:
             raise UnknownEventError(f"event type {type_!r} is not defined in EVENT_TYPES")

@@ -9,14 +9,12 @@ T = TypeVar("T")
 
 
 class EndOfStream:
-    """Marker a stage puts on its output queue when it has finished; never dropped."""
+    """Marker a stage puts on its output queue when it has finished; never dropped.
 
-    _instance: EndOfStream | None = None
+    Compare with `is END`: `END` is the only instance the pipeline makes.
+    """
 
-    def __new__(cls) -> EndOfStream:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
+    __slots__ = ()
 
     def __repr__(self) -> str:
         return "END"

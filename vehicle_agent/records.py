@@ -14,7 +14,7 @@ import numpy.typing as npt
 Image: TypeAlias = npt.NDArray[np.uint8]
 """An H×W×3 BGR frame, uint8, as OpenCV gives it."""
 
-JsonValue: TypeAlias = str | int | float | bool | None | list["JsonValue"] | dict[str, "JsonValue"]
+JsonValue: TypeAlias = str | int | float | bool | list["JsonValue"] | dict[str, "JsonValue"] | None
 
 
 def frozen_image(image: Image) -> Image:
@@ -31,9 +31,9 @@ def check_image(image: object) -> Image:
         raise InvalidFrameError(f"frame is {type(image).__name__}, expected a numpy array")
     if image.dtype != np.uint8:
         raise InvalidFrameError(f"frame dtype is {image.dtype}, expected uint8")
-    if image.ndim != 3 or image.shape[2] != 3:  # noqa: PLR2004
+    if image.ndim != 3 or image.shape[2] != 3:
         raise InvalidFrameError(f"frame shape is {image.shape}, expected H×W×3")
-    if image.shape[0] < 2 or image.shape[1] < 2:  # noqa: PLR2004
+    if image.shape[0] < 2 or image.shape[1] < 2:
         raise InvalidFrameError(f"frame shape is {image.shape}, too small")
     return image
 

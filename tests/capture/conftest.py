@@ -1,55 +1,21 @@
-"""Capture tests: media the tests write themselves (videos, image folders) and helpers."""
+"""Capture test fixtures: a small video and an image folder, written into tmp_path."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import cv2
-import numpy as np
 import pytest
+
+from tests.capture.media import frame_value, grey, write_image, write_video
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-    from vehicle_agent.records import Image
-
-VIDEO_FRAMES = 12
-VIDEO_FPS = 25.0
-VIDEO_SIZE = (64, 48)
-"""(width, height)"""
-
-
-def grey(value: int, size: tuple[int, int] = VIDEO_SIZE) -> Image:
-    """A uniform BGR frame of `size` (width, height)."""
-    width, height = size
-    return np.full((height, width, 3), value, dtype=np.uint8)
-
-
-def frame_value(i: int) -> int:
-    """Grey level of frame i of the test video, far enough apart to survive lossy coding."""
-    return 10 + 20 * i
-
-
-def write_video(
-    path: Path, frames: int = VIDEO_FRAMES, fps: float = VIDEO_FPS, size: tuple[int, int] = VIDEO_SIZE
-) -> Path:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, size)
-    assert writer.isOpened(), "this OpenCV build cannot write mp4v"
-    for i in range(frames):
-        writer.write(grey(frame_value(i), size))
-    writer.release()
-    return path
 
 
 @pytest.fixture
 def video_file(tmp_path: Path) -> Path:
     """A 12-frame 64x48 25 fps mp4 whose frame i is uniformly grey at frame_value(i)."""
     return write_video(tmp_path / "clip.mp4")
-
-
-def write_image(path: Path, image: Image) -> Path:
-    assert cv2.imwrite(str(path), image), f"cannot write {path}"
-    return path
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 
-from tests.capture.conftest import frame_value, grey, write_image
+from tests.capture.media import frame_value, grey, write_image
 from vehicle_agent.capture.base import BadFrameError, SourceError
 from vehicle_agent.capture.folder import ImageFolderSource
 
@@ -96,7 +96,7 @@ def test_grey_and_alpha_images_come_out_bgr(tmp_path: Path) -> None:
 
 def test_empty_folder_fails_open(tmp_path: Path) -> None:
     (tmp_path / "readme.txt").write_text("no images here")
-    with pytest.raises(SourceError, match="no images .* in"):
+    with pytest.raises(SourceError, match=r"no images .* in"):
         ImageFolderSource("file://dir", tmp_path).open()
 
 

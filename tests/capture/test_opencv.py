@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 
-from tests.capture.conftest import VIDEO_FPS, VIDEO_FRAMES, frame_value, write_video
+from tests.capture.media import VIDEO_FPS, VIDEO_FRAMES, frame_value, write_video
 from vehicle_agent.capture.base import SourceError
 from vehicle_agent.capture.opencv import VideoFileSource, as_bgr
 
@@ -48,7 +48,7 @@ def test_rewind_goes_back_to_the_first_frame(video_file: Path) -> None:
 
 def test_missing_file_fails_open(tmp_path: Path) -> None:
     source = VideoFileSource("file://gone.mp4", tmp_path / "gone.mp4")
-    with pytest.raises(SourceError, match="no such file or directory: .*gone.mp4"):
+    with pytest.raises(SourceError, match=r"no such file or directory: .*gone\.mp4"):
         source.open()
 
 

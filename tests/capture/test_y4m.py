@@ -66,7 +66,9 @@ def parse_all(data: bytes, layout: Y4mLayout = Y4mLayout.PACKED) -> list[Y4mFram
 
 
 def test_header_fields_are_parsed() -> None:
-    header = parse_stream_header(b"YUV4MPEG2 W320 H240 F30000:1001 It A4:3 C420mpeg2 XYSCSS=420 Zfoo")
+    header = parse_stream_header(
+        b"YUV4MPEG2 W320 H240 F30000:1001 It A4:3 C420mpeg2 XYSCSS=420 Zfoo"
+    )
     assert (header.width, header.height) == (320, 240)
     assert (header.fps_num, header.fps_den) == (30000, 1001)
     assert header.fps == pytest.approx(29.97, abs=1e-3)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from vehicle_agent.backoff import Backoff
 from vehicle_agent.capture.base import BadFrameError, FrameSource, RawFrame, SourceError, SourceInfo
@@ -52,11 +53,11 @@ def end_policy(setting: str, live: bool) -> EndPolicy:
     raise ValueError(f"unknown on_end setting {setting!r}")
 
 
-class _Stopped(Exception):
+class _StopRequestedError(Exception):
     """`stop` was set while waiting on the source."""
 
 
-class _Lost(Exception):
+class _SourceLostError(Exception):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(reason)
@@ -99,15 +100,16 @@ class CaptureStage:
     # -- helpers -----------------------------------------------------------------------------
 
     async def _in_thread(
-        self, executor: ThreadPoolExecutor, fn: Callable[[], T], stop: asyncio.Event, timeout: float
+        self, executor: ThreadPoolExecutor, fn: Callable[[], T], stop: asyncio.Event, limit_s: float
     ) -> T:
-        """Run `fn` on the source's thread; raise _Lost when it takes too long, _Stopped on stop."""
+        """Run `fn` on the source thread; _SourceLostError if it takes too long, _StopRequestedError on stop."""
         loop = asyncio.get_running_loop()
         work = asyncio.ensure_future(loop.run_in_executor(executor, fn))
         stopper = asyncio.ensure_future(stop.wait())
+        waiters: set[asyncio.Future[Any]] = {work, stopper}
         try:
             done, _ = await asyncio.wait(
-                {work, stopper}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                waiters, timeout=limit_s, return_when=asyncio.FIRST_COMPLETED
             )
         finally:
             stopper.cancel()
@@ -117,16 +119,14 @@ class CaptureStage:
         # source is closed; its result or error is consumed so it is not reported as lost.
         work.add_done_callback(lambda f: f.exception())
         if stop.is_set():
-            raise _Stopped
-        raise _Lost(f"stalled: no frame for {timeout:g} s")
+            raise _StopRequestedError
+        raise _SourceLostError(f"stalled: no frame for {limit_s:g} s")
 
     async def _sleep(self, seconds: float, stop: asyncio.Event) -> None:
         if seconds <= 0:
             return
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), seconds)
-        except TimeoutError:
-            pass
 
     @staticmethod
     async def _close(source: FrameSource) -> None:
@@ -151,9 +151,9 @@ class CaptureStage:
                 reason = ""
                 try:
                     ended = await self._run_source(source, executor, stop)
-                except _Stopped:
+                except _StopRequestedError:
                     ended = True
-                except _Lost as lost:
+                except _SourceLostError as lost:
                     ended, reason = False, lost.reason
                 finally:
                     await self._close(source)
@@ -167,7 +167,7 @@ class CaptureStage:
     async def _on_lost(self, reason: str, stop: asyncio.Event) -> None:
         if self._lost_since is None:
             # The outage began with the last frame, not when the stall timeout noticed it.
-            self._lost_since = self._last_frame_mono if self._last_frame_mono else self.clock()
+            self._lost_since = self._last_frame_mono or self.clock()
         attempts = self.backoff.attempt + 1
         max_attempts = self.config.reconnect.max_attempts
         if max_attempts and attempts >= max_attempts:
@@ -202,7 +202,7 @@ class CaptureStage:
         try:
             info: SourceInfo = await self._in_thread(executor, source.open, stop, open_timeout)
         except SourceError as exc:
-            raise _Lost(f"cannot open: {exc.reason}") from exc
+            raise _SourceLostError(f"cannot open: {exc.reason}") from exc
         self._is_live = info.live
         fps = self.config.fps or info.fps or DEFAULT_FPS
         self.stats.source_fps = info.fps or self.config.fps
@@ -249,7 +249,7 @@ class CaptureStage:
                 )
                 continue
             except SourceError as exc:
-                raise _Lost(exc.reason) from exc
+                raise _SourceLostError(exc.reason) from exc
             if raw is None:
                 if policy == "stop":
                     self.events.emit(
@@ -273,11 +273,11 @@ class CaptureStage:
                     try:
                         await self._in_thread(executor, source.rewind, stop, open_timeout)
                     except SourceError as exc:
-                        raise _Lost(f"cannot rewind: {exc.reason}") from exc
+                        raise _SourceLostError(f"cannot rewind: {exc.reason}") from exc
                     pace_origin = None
                     frames_this_open = 0
                     continue
-                raise _Lost("stream ended")
+                raise _SourceLostError("stream ended")
             frames_this_open += 1
             if info.live:
                 t_video = self._t_now()

@@ -18,7 +18,7 @@ class FanError(Exception):
 def check_duty(duty: float) -> float:
     """Refuse a duty cycle that is not a finite number in [0, 1]."""
     if not isinstance(duty, int | float) or isinstance(duty, bool):
-        raise ValueError(f"fan duty must be a number, got {type(duty).__name__}")
+        raise TypeError(f"fan duty must be a number, got {type(duty).__name__}")
     if not math.isfinite(duty) or not 0.0 <= duty <= 1.0:
         raise ValueError(f"fan duty must be finite and within [0, 1], got {duty!r}")
     return float(duty)

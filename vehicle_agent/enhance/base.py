@@ -76,7 +76,9 @@ def create_enhancer(config: Any) -> Enhancer:
     type_key = str(config.type)
     target = _BACKENDS.get(type_key)
     if target is None:
-        raise EnhancerError(type_key, f"unknown backend type; known: {', '.join(sorted(_BACKENDS))}")
+        raise EnhancerError(
+            type_key, f"unknown backend type; known: {', '.join(sorted(_BACKENDS))}"
+        )
     module_name, _, attr = target.partition(":")
     try:
         module = importlib.import_module(module_name)

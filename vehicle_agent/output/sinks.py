@@ -56,7 +56,8 @@ class VideoWriter:
         fourcc = FOURCC_BY_SUFFIX.get(path.suffix.lower())
         if fourcc is None:
             raise SinkError(
-                path, f"unsupported video type {path.suffix!r}; use one of {sorted(FOURCC_BY_SUFFIX)}"
+                path,
+                f"unsupported video type {path.suffix!r}; use one of {sorted(FOURCC_BY_SUFFIX)}",
             )
         self.path = path
         self.fps = fps
@@ -76,7 +77,7 @@ class VideoWriter:
             self._writer, self._size = writer, size
         elif size != self._size:
             # A camera that reconnects at another resolution must not break the recording.
-            image = cv2.resize(image, self._size)
+            image = np.asarray(cv2.resize(image, self._size), dtype=np.uint8)
         self._writer.write(np.ascontiguousarray(image))
         self.frames += 1
 

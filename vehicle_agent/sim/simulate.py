@@ -102,16 +102,20 @@ def summary_dict(
     }
 
 
-async def simulate(
-    config: Config, video: Path, report_dir: Path, speed: Speed = "max"
-) -> dict[str, object]:
-    """Run the pipeline over `video` and write the report into `report_dir`; returns the summary."""
-    if not video.exists():
-        raise FileNotFoundError(f"{video}: no such video")
+def prepare_report(report_dir: Path) -> ReportPaths:
+    """Create the report directory and remove a previous run's files from it."""
     report = ReportPaths(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
     for stale in (report.summary, report.events, report.frames, report.video):
         stale.unlink(missing_ok=True)
+    return report
+
+
+async def simulate(
+    config: Config, video: Path, report_dir: Path, speed: Speed = "max"
+) -> dict[str, object]:
+    """Run the pipeline over `video` and write the report into `report_dir`; returns the summary."""
+    report = await asyncio.to_thread(prepare_report, report_dir)
     config = bench_config(config, video, report, speed)
     events = EventBus()
     event_log = JsonlEventLog(report.events)
@@ -135,5 +139,6 @@ async def simulate(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     summary = summary_dict(result, config, video, report, speed)
-    report.summary.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    text = json.dumps(summary, indent=2) + "\n"
+    await asyncio.to_thread(report.summary.write_text, text, encoding="utf-8")
     return summary

@@ -1,0 +1,141 @@
+"""open_source(): which source each URI gets, and the errors for URIs no source reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vehicle_agent.capture.base import FrameSource, SourceError
+from vehicle_agent.capture.folder import ImageFolderSource
+from vehicle_agent.capture.gst import GstSource
+from vehicle_agent.capture.opencv import V4l2Source, VideoFileSource
+from vehicle_agent.capture.uri import SCHEMES, csi_pipeline, open_source
+from vehicle_agent.config import CaptureConfig
+
+CONFIG = CaptureConfig()
+
+
+def test_absolute_file_uri_of_a_video_gives_a_video_file_source(video_file: Path) -> None:
+    source = open_source(f"file://{video_file}", CONFIG)
+    assert isinstance(source, VideoFileSource)
+    assert source.path == video_file
+    assert source.uri == f"file://{video_file}"
+    assert source.open().width == 64
+    source.close()
+
+
+def test_relative_file_uri_and_bare_path_are_relative_to_the_working_directory(
+    video_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(video_file.parent)
+    for uri in ("file://clip.mp4", "clip.mp4", str(video_file)):
+        source = open_source(uri, CONFIG)
+        assert isinstance(source, VideoFileSource)
+        assert source.open().height == 48
+        source.close()
+
+
+def test_directory_gives_an_image_folder_source(image_folder: Path) -> None:
+    for uri in (f"file://{image_folder}", str(image_folder), f"{image_folder}/"):
+        source = open_source(uri, CaptureConfig(fps=4.0))
+        assert isinstance(source, ImageFolderSource)
+        assert source.fps == 4.0
+
+
+def test_missing_path_is_reported_by_open_not_by_open_source(tmp_path: Path) -> None:
+    for uri in (f"file://{tmp_path}/gone.mp4", f"{tmp_path}/gone.mp4", f"{tmp_path}/gone/"):
+        source = open_source(uri, CONFIG)
+        with pytest.raises(SourceError, match=r"no such file or directory: .*gone") as caught:
+            source.open()
+        assert caught.value.uri == uri
+
+
+def test_file_uri_without_a_path_is_refused() -> None:
+    with pytest.raises(SourceError, match="no path"):
+        open_source("file://", CONFIG)
+
+
+def test_v4l2_uri_gives_a_camera_with_the_requested_mode() -> None:
+    config = CaptureConfig(width=640, height=480, fps=15.0, stall_timeout_s=2.0)
+    source = open_source("v4l2:///dev/video7", config)
+    assert isinstance(source, V4l2Source)
+    assert source.device == Path("/dev/video7")
+    assert (source.width, source.height, source.fps) == (640, 480, 15.0)
+    assert source.stall_timeout_s == 2.0
+
+
+def test_v4l2_uri_needs_an_absolute_device_path() -> None:
+    with pytest.raises(SourceError, match=r"expected v4l2:///dev/videoN"):
+        open_source("v4l2://video0", CONFIG)
+
+
+def test_missing_v4l2_device_fails_open() -> None:
+    source = open_source("v4l2:///dev/video-does-not-exist", CONFIG)
+    with pytest.raises(SourceError, match="no such file or directory"):
+        source.open()
+
+
+def test_csi_uri_gives_the_jetson_argus_pipeline_with_defaults() -> None:
+    source = open_source("csi://1", CONFIG)
+    assert isinstance(source, GstSource)
+    assert source.live
+    assert source.pipeline == (
+        "nvarguscamerasrc sensor-id=1 ! "
+        "video/x-raw(memory:NVMM),width=1920,height=1080,framerate=30/1 ! nvvidconv"
+    )
+
+
+def test_csi_pipeline_takes_the_configured_mode() -> None:
+    config = CaptureConfig(width=1280, height=720, fps=59.94)
+    assert csi_pipeline(0, config) == (
+        "nvarguscamerasrc sensor-id=0 ! "
+        "video/x-raw(memory:NVMM),width=1280,height=720,framerate=2997/50 ! nvvidconv"
+    )
+    argv = GstSource("csi://0", csi_pipeline(0, config)).argv()
+    assert "video/x-raw(memory:NVMM),width=1280,height=720,framerate=2997/50" in argv
+
+
+@pytest.mark.parametrize("uri", ["csi://", "csi://a", "csi://-1", "csi://0/1"])
+def test_csi_uri_needs_a_sensor_number(uri: str) -> None:
+    with pytest.raises(SourceError, match=r"expected csi://N"):
+        open_source(uri, CONFIG)
+
+
+def test_gst_uri_gives_a_live_pipeline_source() -> None:
+    pipeline = "videotestsrc num-buffers=60 ! video/x-raw,width=320,height=240"
+    source = open_source(f"gst://{pipeline}", CONFIG)
+    assert isinstance(source, GstSource)
+    assert source.pipeline == pipeline
+    assert source.live
+
+
+def test_gst_uri_without_a_pipeline_is_refused() -> None:
+    with pytest.raises(SourceError, match="empty pipeline"):
+        open_source("gst://  ", CONFIG)
+
+
+def test_schemes_are_case_insensitive() -> None:
+    assert isinstance(open_source("GST://videotestsrc", CONFIG), GstSource)
+
+
+@pytest.mark.parametrize("uri", ["rtsp://camera/stream", "http://x", "://nothing"])
+def test_unknown_scheme_names_the_uri_and_the_accepted_schemes(uri: str) -> None:
+    with pytest.raises(SourceError) as caught:
+        open_source(uri, CONFIG)
+    assert caught.value.uri == uri
+    assert "unknown scheme" in caught.value.reason
+    for scheme in ("file://", "v4l2://", "csi://", "gst://"):
+        assert scheme in caught.value.reason
+
+
+def test_a_registered_scheme_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[tuple[str, str]] = []
+
+    def factory(uri: str, target: str, config: CaptureConfig) -> FrameSource:
+        made.append((uri, target))
+        return GstSource(uri, "videotestsrc")
+
+    monkeypatch.setitem(SCHEMES, "rtsp", factory)
+    open_source("rtsp://camera/stream", CONFIG)
+    assert made == [("rtsp://camera/stream", "camera/stream")]
