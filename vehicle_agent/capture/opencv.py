@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 from pathlib import Path
@@ -23,8 +24,12 @@ DEFAULT_FPS = 10.0
 """Pace of a recording that states no frame rate and has none configured."""
 MAX_FPS = 1000.0
 """A container claiming more is lying (some write 90000, the timebase)."""
-V4L2_READ_SLICE_S = 0.5
-"""OpenCV's V4L2 read blocks up to this long, so close() from another thread takes effect soon."""
+V4L2_SELECT_TIMEOUT_ENV = "OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT"
+"""OpenCV's V4L2 backend has no read timeout property: a read waits for a frame this many seconds
+(default 10), read from the environment once per process, at the first V4L2 read."""
+V4L2_SELECT_TIMEOUT_S = 1
+"""What we set it to (unless the operator did): close() from another thread takes effect within
+about this long, and a camera that stops is noticed in slices of it."""
 _CLOSE_WAIT_S = 2.0
 
 
@@ -137,6 +142,14 @@ class VideoFileSource(FrameSource):
             capture.release()
 
 
+def _v4l2_select_timeout_s() -> float:
+    os.environ.setdefault(V4L2_SELECT_TIMEOUT_ENV, str(V4L2_SELECT_TIMEOUT_S))
+    try:
+        return float(os.environ[V4L2_SELECT_TIMEOUT_ENV])
+    except ValueError:
+        return 10.0  # OpenCV ignores a value it cannot parse
+
+
 class V4l2Source(FrameSource):
     """A V4L2 camera (/dev/videoN) through cv2.VideoCapture; live, frames are lost if not taken.
 
@@ -165,16 +178,17 @@ class V4l2Source(FrameSource):
         """Held around every call into the capture: releasing it during a read would crash."""
         self._capture: Any = None
         self._closing = False
+        self._slice_s = float(V4L2_SELECT_TIMEOUT_S)
 
     def open(self) -> SourceInfo:
         self.close()
         if not self.device.exists():
             raise SourceError(self.uri, f"no such file or directory: {self.device}")
+        self._slice_s = _v4l2_select_timeout_s()
         capture = cv2.VideoCapture(str(self.device), cv2.CAP_V4L2)
         if not capture.isOpened():
             capture.release()
             raise SourceError(self.uri, f"cannot open camera {self.device}")
-        capture.set(cv2.CAP_PROP_READ_TIMEOUT_MSEC, V4L2_READ_SLICE_S * 1000)
         if self.width is not None:
             capture.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
         if self.height is not None:
@@ -211,9 +225,16 @@ class V4l2Source(FrameSource):
                     break
                 now = time.monotonic()
                 # A read that fails at once is a broken device (unplugged, streaming stopped);
-                # one that used its whole slice only timed out and is worth repeating.
-                if now - started < V4L2_READ_SLICE_S / 2 or now >= deadline:
-                    raise SourceError(self.uri, "camera stopped delivering frames")
+                # one that waited its whole select timeout only saw no frame yet: try again.
+                if (self._slice_s > 0 and now - started < self._slice_s / 2) or now >= deadline:
+                    raise SourceError(
+                        self.uri,
+                        f"camera stopped delivering frames (no frame for {now - started:.1f} s)"
+                        if now >= deadline
+                        else "camera stopped delivering frames",
+                    )
+                if self._slice_s <= 0:
+                    time.sleep(0.01)  # non-blocking reads: do not spin
         try:
             return RawFrame(image=as_bgr(image), pts=None)
         except ValueError as exc:
@@ -221,7 +242,7 @@ class V4l2Source(FrameSource):
 
     def close(self) -> None:
         self._closing = True
-        # A read in progress ends within V4L2_READ_SLICE_S and sees the flag.
+        # A read in progress ends within the select timeout and sees the flag.
         if not self._lock.acquire(timeout=_CLOSE_WAIT_S):
             logger.warning(f"{self.uri}: camera read did not return; not releasing it")
             return
