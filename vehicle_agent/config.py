@@ -134,6 +134,12 @@ class CaptureConfig(ConfigModel):
             "that do not state one (none: the source's own, else 10)."
         ),
     )
+    open_timeout_s: float = Field(
+        20.0,
+        ge=1.0,
+        le=300.0,
+        description="Opening a source that takes longer than this counts as a failed attempt.",
+    )
     stall_timeout_s: float = Field(
         3.0,
         ge=0.1,

@@ -177,7 +177,8 @@ class GstSource(FrameSource):
 
     `pipeline` is split with shlex, so caps with spaces or parentheses can be quoted. Frames are
     BGR; odd sizes are cropped to even (see `vehicle_agent.capture.y4m`). `close()` from another
-    thread makes a blocked `read()` return None within about POLL_S.
+    thread makes a blocked `read()` return None within about POLL_S, then stops the child: EOS
+    first, SIGTERM to its process group after eos_grace_s, SIGKILL after kill_grace_s more.
     """
 
     def __init__(
@@ -187,13 +188,17 @@ class GstSource(FrameSource):
         live: bool = True,
         *,
         open_timeout_s: float = 10.0,
+        eos_grace_s: float = 1.0,
         kill_grace_s: float = 1.0,
         gst_launch: str = GST_LAUNCH,
     ) -> None:
+        """`open_timeout_s`: longest wait for the first frame; `eos_grace_s`: how long close()
+        lets the pipeline stop cleanly before SIGTERM; `kill_grace_s`: from SIGTERM to SIGKILL."""
         super().__init__(uri)
         self.pipeline = pipeline
         self.live = live
         self.open_timeout_s = open_timeout_s
+        self.eos_grace_s = eos_grace_s
         self.kill_grace_s = kill_grace_s
         self.gst_launch = gst_launch
         self._state_lock = threading.Lock()
@@ -376,12 +381,34 @@ class GstSource(FrameSource):
         status = _exit_text(returncode)
         return f"pipeline failed {when} ({status})" + (f": {reason}" if reason else "")
 
+    def _interrupt(self, child: _Child) -> None:
+        """Ask the pipeline to stop cleanly: SIGINT, which -e turns into an EOS through it.
+
+        Sources then shut down as they should; nvarguscamerasrc killed in the middle of a
+        capture can leave nvargus-daemon unable to open the sensor until it is restarted.
+        stdout is drained meanwhile (the frames are not wanted), or a full pipe would hold the
+        EOS back. Returns after eos_grace_s at most, whether the child exited or not.
+        """
+        proc = child.proc
+        if proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGINT)
+        deadline = time.monotonic() + self.eos_grace_s
+        while (remaining := deadline - time.monotonic()) > 0:
+            chunk = self._read_chunk(child, remaining)
+            if chunk == b"":
+                break
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=max(deadline - time.monotonic(), 0.0))
+
     def _terminate(self, proc: subprocess.Popen[bytes]) -> None:
         """SIGTERM the child's process group, SIGKILL it after kill_grace_s, and reap the child."""
-        if proc.returncode is None:
-            # Not yet reaped, so its pid (= process group id) cannot have been reused.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGTERM)
+        if proc.returncode is not None:
+            return
+        # Not yet reaped, so its pid (= process group id) cannot have been reused.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=self.kill_grace_s)
         except subprocess.TimeoutExpired:
@@ -395,10 +422,13 @@ class GstSource(FrameSource):
             if child is None or self._closing:
                 return
             self._closing = True
-        self._terminate(child.proc)
-        # The child is dead, so a blocked read() sees the end of stdout (or the closing flag
-        # within POLL_S) and lets go of the lock.
+        # A blocked read() sees the flag within POLL_S and lets go of the lock; after that
+        # only we touch the pipe.
         with self._read_lock:
+            # If stdout cannot be read, the signals below end the child all the same.
+            with contextlib.suppress(SourceError):
+                self._interrupt(child)
+            self._terminate(child.proc)
             os.close(child.stdout)
             child.stderr.join(1.0)
             with self._state_lock:

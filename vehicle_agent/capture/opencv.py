@@ -31,6 +31,7 @@ V4L2_SELECT_TIMEOUT_S = 1
 """What we set it to (unless the operator did): close() from another thread takes effect within
 about this long, and a camera that stops is noticed in slices of it."""
 _CLOSE_WAIT_S = 2.0
+"""close() waits this long for a blocked camera read; past it, the read releases the camera."""
 
 
 def as_bgr(image: Any) -> Image:
@@ -114,9 +115,9 @@ class VideoFileSource(FrameSource):
             index = self._index
             self._index += 1
             pts = msec / 1000.0
-            if index > 0 and pts <= self._last_pts:
+            if pts < 0 or (index > 0 and pts <= self._last_pts):
                 # Some containers report 0 or a stale time for every frame: keep time moving.
-                pts = self._last_pts + 1.0 / self._fps
+                pts = self._last_pts + 1.0 / self._fps if index > 0 else 0.0
             self._last_pts = pts
         try:
             bgr = as_bgr(image)
@@ -220,21 +221,24 @@ class V4l2Source(FrameSource):
                 started = time.monotonic()
                 ok, image = capture.read()
                 if self._closing:
+                    # close() may have given up waiting for us: release here, under the lock.
+                    self._capture = None
+                    capture.release()
                     return None
                 if ok and image is not None:
                     break
                 now = time.monotonic()
-                # A read that fails at once is a broken device (unplugged, streaming stopped);
-                # one that waited its whole select timeout only saw no frame yet: try again.
-                if (self._slice_s > 0 and now - started < self._slice_s / 2) or now >= deadline:
+                if now >= deadline:
                     raise SourceError(
                         self.uri,
-                        f"camera stopped delivering frames (no frame for {now - started:.1f} s)"
-                        if now >= deadline
-                        else "camera stopped delivering frames",
+                        f"camera stopped delivering frames (none for {self.stall_timeout_s:g} s)",
                     )
+                # A read that fails well within the select timeout is a broken device (unplugged,
+                # streaming stopped); one that waited it out only saw no frame yet: try again.
+                if self._slice_s > 0 and now - started < self._slice_s / 2:
+                    raise SourceError(self.uri, "camera stopped delivering frames")
                 if self._slice_s <= 0:
-                    time.sleep(0.01)  # non-blocking reads: do not spin
+                    time.sleep(0.01)  # the operator made reads non-blocking: do not spin
         try:
             return RawFrame(image=as_bgr(image), pts=None)
         except ValueError as exc:
@@ -244,7 +248,7 @@ class V4l2Source(FrameSource):
         self._closing = True
         # A read in progress ends within the select timeout and sees the flag.
         if not self._lock.acquire(timeout=_CLOSE_WAIT_S):
-            logger.warning(f"{self.uri}: camera read did not return; not releasing it")
+            logger.warning(f"{self.uri}: camera read still blocked; it releases the camera")
             return
         try:
             capture, self._capture = self._capture, None

@@ -102,7 +102,7 @@ class CaptureStage:
     async def _in_thread(
         self, executor: ThreadPoolExecutor, fn: Callable[[], T], stop: asyncio.Event, limit_s: float
     ) -> T:
-        """Run `fn` on the source thread; _SourceLostError if it takes too long, _StopRequestedError on stop."""
+        """Run `fn` on the source thread; `_SourceLostError` past `limit_s`, `_StopRequestedError` on stop."""
         loop = asyncio.get_running_loop()
         work = asyncio.ensure_future(loop.run_in_executor(executor, fn))
         stopper = asyncio.ensure_future(stop.wait())
@@ -198,7 +198,7 @@ class CaptureStage:
         self, source: FrameSource, executor: ThreadPoolExecutor, stop: asyncio.Event
     ) -> bool:
         """Open and read one source instance. True when capture is over, False to reopen."""
-        open_timeout = max(10.0, self.config.stall_timeout_s)
+        open_timeout = self.config.open_timeout_s
         try:
             info: SourceInfo = await self._in_thread(executor, source.open, stop, open_timeout)
         except SourceError as exc:
