@@ -134,6 +134,14 @@ class CaptureConfig(ConfigModel):
             "that do not state one (none: the source's own, else 10)."
         ),
     )
+    gst_backend: Literal["auto", "opencv", "subprocess"] = Field(
+        "auto",
+        description=(
+            "How gst:// and csi:// pipelines run: inside OpenCV ('opencv', needs a cv2 built "
+            "with GStreamer), as a gst-launch-1.0 process that can be killed when a camera "
+            "wedges ('subprocess'), or 'auto': OpenCV when it has GStreamer, else the process."
+        ),
+    )
     open_timeout_s: float = Field(
         20.0,
         ge=1.0,

@@ -9,7 +9,12 @@ import pytest
 from vehicle_agent.capture.base import FrameSource, SourceError
 from vehicle_agent.capture.folder import ImageFolderSource
 from vehicle_agent.capture.gst import GstSource
-from vehicle_agent.capture.opencv import V4l2Source, VideoFileSource
+from vehicle_agent.capture.opencv import (
+    OpenCvGstSource,
+    V4l2Source,
+    VideoFileSource,
+    opencv_has_gstreamer,
+)
 from vehicle_agent.capture.uri import SCHEMES, csi_pipeline, open_source
 from vehicle_agent.config import CaptureConfig
 
@@ -139,3 +144,37 @@ def test_a_registered_scheme_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(SCHEMES, "rtsp", factory)
     open_source("rtsp://camera/stream", CONFIG)
     assert made == [("rtsp://camera/stream", "camera/stream")]
+
+
+def test_gst_backend_auto_follows_opencv_build_and_can_be_forced() -> None:
+    pipeline = "gst://videotestsrc num-buffers=5"
+    auto = open_source(pipeline, CaptureConfig())
+    expected = OpenCvGstSource if opencv_has_gstreamer() else GstSource
+    assert isinstance(auto, expected)
+    assert isinstance(open_source(pipeline, CaptureConfig(gst_backend="subprocess")), GstSource)
+    forced = open_source(pipeline, CaptureConfig(gst_backend="opencv"))
+    assert isinstance(forced, OpenCvGstSource)
+    assert forced.capture_pipeline().endswith("appsink sync=false drop=true max-buffers=2")
+
+
+@pytest.mark.skipif(opencv_has_gstreamer(), reason="this OpenCV has GStreamer")
+def test_opencv_backend_without_gstreamer_says_what_to_use_instead() -> None:
+    source = open_source("gst://videotestsrc", CaptureConfig(gst_backend="opencv"))
+    with pytest.raises(SourceError, match=r"built without GStreamer: use capture\.gst_backend"):
+        source.open()
+
+
+@pytest.mark.skipif(
+    not opencv_has_gstreamer(), reason="PyPI OpenCV has no GStreamer (Debian/JetPack builds do)"
+)
+def test_opencv_backend_delivers_frames_from_a_test_pipeline() -> None:
+    uri = "gst://videotestsrc num-buffers=10 ! video/x-raw,width=160,height=120"
+    source = open_source(uri, CaptureConfig(gst_backend="opencv"))
+    info = source.open()
+    assert (info.width, info.height) == (160, 120)
+    got = 0
+    while (frame := source.read()) is not None:
+        assert frame.image.shape == (120, 160, 3)
+        got += 1
+    source.close()
+    assert got == 10

@@ -1,7 +1,8 @@
-"""Capture: sources that OpenCV's VideoCapture reads, video files (FFMPEG) and V4L2 cameras."""
+"""Capture: sources that OpenCV's VideoCapture reads: video files, V4L2 cameras, GStreamer in-process."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -249,6 +250,99 @@ class V4l2Source(FrameSource):
         # A read in progress ends within the select timeout and sees the flag.
         if not self._lock.acquire(timeout=_CLOSE_WAIT_S):
             logger.warning(f"{self.uri}: camera read still blocked; it releases the camera")
+            return
+        try:
+            capture, self._capture = self._capture, None
+        finally:
+            self._lock.release()
+        if capture is not None:
+            capture.release()
+
+
+@functools.cache
+def opencv_has_gstreamer() -> bool:
+    """Whether this cv2 was built with GStreamer (Debian/JetPack python3-opencv; not PyPI wheels)."""
+    for line in cv2.getBuildInformation().splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() == "GStreamer":
+            return value.strip().upper().startswith("YES")
+    return False
+
+
+class OpenCvGstSource(FrameSource):
+    """A GStreamer pipeline run inside OpenCV (cv2.CAP_GSTREAMER), ending in a BGR appsink.
+
+    No subprocess and no pipe copy, so it is the cheaper way where cv2 has GStreamer. Its limit:
+    a read blocked inside GStreamer cannot be interrupted, so a wedged camera is only freed when
+    the read returns; the `gst-launch-1.0` subprocess backend (`GstSource`) can be killed instead.
+    """
+
+    def __init__(self, uri: str, pipeline: str, *, live: bool = True) -> None:
+        super().__init__(uri)
+        self.pipeline = pipeline
+        self.live = live
+        self._lock = threading.Lock()
+        self._capture: Any = None
+        self._closing = False
+
+    def capture_pipeline(self) -> str:
+        # drop + max-buffers: a slow consumer gets the newest frames, as from a camera.
+        tail = "videoconvert ! video/x-raw,format=BGR ! appsink sync=false"
+        tail += " drop=true max-buffers=2" if self.live else ""
+        return f"{self.pipeline} ! {tail}"
+
+    def open(self) -> SourceInfo:
+        self.close()
+        if not opencv_has_gstreamer():
+            raise SourceError(
+                self.uri,
+                "this OpenCV was built without GStreamer: use capture.gst_backend = 'subprocess'",
+            )
+        capture = cv2.VideoCapture(self.capture_pipeline(), cv2.CAP_GSTREAMER)
+        if not capture.isOpened():
+            capture.release()
+            raise SourceError(
+                self.uri,
+                "GStreamer pipeline did not start (OpenCV gives no reason; "
+                "capture.gst_backend = 'subprocess' reports the element's error)",
+            )
+        width = int(_prop(capture, cv2.CAP_PROP_FRAME_WIDTH))
+        height = int(_prop(capture, cv2.CAP_PROP_FRAME_HEIGHT))
+        fps = _prop(capture, cv2.CAP_PROP_FPS)
+        with self._lock:
+            self._capture = capture
+            self._closing = False
+        rate = f"{fps:g} fps" if 0 < fps <= MAX_FPS else "unknown fps"
+        return SourceInfo(
+            width=width,
+            height=height,
+            fps=fps if 0 < fps <= MAX_FPS else None,
+            live=self.live,
+            description=f"GStreamer in OpenCV: {width}x{height} @ {rate}",
+        )
+
+    def read(self) -> RawFrame | None:
+        with self._lock:
+            capture = self._capture
+            if capture is None:
+                raise SourceError(self.uri, "read() on a source that is not open")
+            ok, image = capture.read()
+            if self._closing:
+                self._capture = None
+                capture.release()
+                return None
+            if not ok or image is None:
+                return None  # end of stream; the stage's on_end policy decides what follows
+            pts = _prop(capture, cv2.CAP_PROP_POS_MSEC) / 1000.0
+        try:
+            return RawFrame(image=as_bgr(image), pts=pts if pts > 0 else None)
+        except ValueError as exc:
+            raise SourceError(self.uri, f"pipeline frame cannot be used: {exc}") from None
+
+    def close(self) -> None:
+        self._closing = True
+        if not self._lock.acquire(timeout=_CLOSE_WAIT_S):
+            logger.warning(f"{self.uri}: pipeline read still blocked; it releases the pipeline")
             return
         try:
             capture, self._capture = self._capture, None

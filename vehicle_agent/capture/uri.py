@@ -14,7 +14,12 @@ from typing import TYPE_CHECKING, TypeAlias
 from vehicle_agent.capture.base import FrameSource, SourceError
 from vehicle_agent.capture.folder import ImageFolderSource
 from vehicle_agent.capture.gst import GstSource
-from vehicle_agent.capture.opencv import V4l2Source, VideoFileSource
+from vehicle_agent.capture.opencv import (
+    OpenCvGstSource,
+    V4l2Source,
+    VideoFileSource,
+    opencv_has_gstreamer,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -65,16 +70,26 @@ def csi_pipeline(sensor_id: int, config: CaptureConfig) -> str:
     )
 
 
+def gst_pipeline_source(uri: str, pipeline: str, config: CaptureConfig) -> FrameSource:
+    """A pipeline inside OpenCV when its build has GStreamer, else a `gst-launch-1.0` process."""
+    backend = config.gst_backend
+    if backend == "auto":
+        backend = "opencv" if opencv_has_gstreamer() else "subprocess"
+    if backend == "opencv":
+        return OpenCvGstSource(uri, pipeline, live=True)
+    return GstSource(uri, pipeline, live=True)
+
+
 def _csi_source(uri: str, target: str, config: CaptureConfig) -> FrameSource:
     if not target.isdigit():
         raise SourceError(uri, "expected csi://N, N the sensor id (0, 1, ...)")
-    return GstSource(uri, csi_pipeline(int(target), config), live=True)
+    return gst_pipeline_source(uri, csi_pipeline(int(target), config), config)
 
 
-def _gst_source(uri: str, target: str, _config: CaptureConfig) -> FrameSource:
+def _gst_source(uri: str, target: str, config: CaptureConfig) -> FrameSource:
     if not target.strip():
         raise SourceError(uri, "empty pipeline: expected gst://<gst-launch-1.0 pipeline>")
-    return GstSource(uri, target, live=True)
+    return gst_pipeline_source(uri, target, config)
 
 
 SCHEMES: dict[str, SourceFactory] = {

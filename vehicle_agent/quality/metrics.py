@@ -11,11 +11,12 @@ from vehicle_agent.records import Image, QualityMetrics, check_image
 def downscale_grey(image: Image, width: int) -> np.ndarray:
     """Luma of `image`, shrunk (area interpolation) to `width` pixels wide when it is wider."""
     check_image(image)
-    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    h, w = grey.shape
+    h, w = image.shape[:2]
     if w > width:
-        grey = cv2.resize(grey, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
-    return np.asarray(grey)
+        # Shrink first: converting a 320-pixel copy to grey is cheaper than a full frame.
+        size = (width, max(1, round(h * width / w)))
+        image = np.asarray(cv2.resize(image, size, interpolation=cv2.INTER_AREA), dtype=np.uint8)
+    return np.asarray(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
 
 
 def compute_quality(image: Image, analysis_width: int = 320) -> QualityMetrics:
