@@ -1,6 +1,36 @@
-"""firmware_bridge: the host side of the camera module microcontroller's serial protocol.
+"""Firmware bridge: the host side of the camera module microcontroller's serial protocol.
 
-Usable on its own: it never imports `vehicle_agent`. The protocol, the asyncio bridge and the
-firmware simulator land with the firmware-bridge issue; until then the daemon runs its fan
-through the simulated driver chosen in `vehicle_agent.app`.
+Usable on its own: it never imports `vehicle_agent`. `messages` is the one table of messages,
+`protocol` the sans-IO framing, `bridge` the asyncio client (`McuBridge`), `sim` a simulated
+firmware on a pseudo-terminal, `cli` the `python -m firmware_bridge` commands. The protocol is
+documented in docs/mcu-protocol.md, whose tables `gen_docs` generates from `messages`.
 """
+
+from firmware_bridge.bridge import BridgeCounters, Identity, McuBridge, Snapshot, Telemetry
+from firmware_bridge.errors import (
+    McuError,
+    McuRefusedError,
+    McuTimeoutError,
+    McuUnavailableError,
+    McuVersionError,
+)
+from firmware_bridge.messages import PROTOCOL_VERSION, ErrorCode, Fault, State
+from firmware_bridge.protocol import ProtocolError
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "BridgeCounters",
+    "ErrorCode",
+    "Fault",
+    "Identity",
+    "McuBridge",
+    "McuError",
+    "McuRefusedError",
+    "McuTimeoutError",
+    "McuUnavailableError",
+    "McuVersionError",
+    "ProtocolError",
+    "Snapshot",
+    "State",
+    "Telemetry",
+]

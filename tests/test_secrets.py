@@ -34,3 +34,16 @@ def test_missing_secret_names_where_it_was_looked_for(tmp_path: Path) -> None:
 def test_names_cannot_escape_the_credentials_directory(tmp_path: Path) -> None:
     with pytest.raises(SecretError, match="invalid credential name"):
         read_secret("../etc/shadow", {"CREDENTIALS_DIRECTORY": str(tmp_path)})
+
+
+def test_a_secret_that_reaches_a_log_line_is_redacted(caplog: pytest.LogCaptureFixture) -> None:
+    import logging  # noqa: PLC0415
+
+    from vehicle_agent.logs import HumanFormatter, JsonFormatter  # noqa: PLC0415
+
+    secret = read_secret("broker-pass", {"VEHICLE_AGENT_BROKER_PASS": "correct-horse"})
+    record = logging.makeLogRecord({"msg": "connecting with %s", "args": (secret.reveal(),)})
+    for formatter in (HumanFormatter(), JsonFormatter()):
+        line = formatter.format(record)
+        assert "correct-horse" not in line
+        assert "***" in line

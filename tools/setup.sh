@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good  # gst:// sources
   mosquitto mosquitto-clients                                             # local MQTT broker
+  systemd                                                                 # systemd-analyze (unit check)
 )
 EXTRAS="${VEHICLE_AGENT_EXTRAS:-dev}"
 

@@ -9,4 +9,5 @@ set -x
 .venv/bin/ruff check .
 .venv/bin/mypy
 .venv/bin/python -m tools.gen_docs --check
+.venv/bin/python -m tools.check_unit
 .venv/bin/python -m pytest "$@"

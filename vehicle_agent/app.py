@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import statistics
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -36,6 +36,13 @@ from vehicle_agent.uplink.base import NoUplink, Uplink
 logger = logging.getLogger(__name__)
 
 STAGES = ("capture", "enhance", "analyze", "act", "uplink", "output")
+LATENCY_WINDOW = 10_000
+"""Latency samples kept per stage for the summary's median and p95."""
+FPS_WINDOW = 64
+"""Output frames over which the live frame rate is measured."""
+
+StageObserver = Callable[[str, float], None]
+"""Called on the event loop with (stage, seconds) for every frame a stage handled."""
 
 
 @dataclass
@@ -52,6 +59,7 @@ class Parts:
     sinks: list[FrameSink] = field(default_factory=list)
     events: EventBus = field(default_factory=EventBus)
     closers: list[Callable[[], None]] = field(default_factory=list)
+    latency_observers: list[StageObserver] = field(default_factory=list)
 
 
 @dataclass
@@ -174,9 +182,15 @@ class Pipeline:
         ]
         self.capture = CaptureStage(parts.open_source, config.capture, self.queues[0], self.events)
         self.health = {s: _StageHealth(s, self.events) for s in STAGES[1:]}
-        self._latency: dict[str, list[float]] = {s: [] for s in STAGES[1:]}
+        # Bounded: a daemon runs for months; the summary's median/p95 cover the latest frames.
+        self._latency: dict[str, deque[float]] = {
+            s: deque(maxlen=LATENCY_WINDOW) for s in STAGES[1:]
+        }
+        self._out_times: deque[float] = deque(maxlen=FPS_WINDOW)
+        self.last_record: FrameRecord | None = None
         self.frames_out = 0
         self._last_t_video = 0.0
+        self._next_enhancer: Enhancer | None = None
         self.running = asyncio.Event()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self.sinks = [*output_sinks(config, lambda: self.capture.stats.source_fps), *parts.sinks]
@@ -205,14 +219,27 @@ class Pipeline:
                         health.failed(record, exc)
                         result = record
                     seconds = time.perf_counter() - start
-                    self._latency[name].append(seconds)
+                    self._observe(name, seconds)
                     if outq is not None:
                         await outq.put(result.after(name, seconds))
             finally:
                 if outq is not None:
                     await outq.close()
 
+    def replace_enhancer(self, enhancer: Enhancer) -> None:
+        """Swap the backend (config reload): the enhance stage switches between two frames."""
+        self._next_enhancer = enhancer
+
+    @property
+    def video_time(self) -> float:
+        """Video time of the latest frame out, for events that concern no frame."""
+        return self._last_t_video
+
     def _enhance(self, record: FrameRecord) -> FrameRecord:
+        if self._next_enhancer is not None:
+            # On the enhance thread, so the old backend is never closed while it runs a frame.
+            old, self.parts.enhancer, self._next_enhancer = self.parts.enhancer, self._next_enhancer, None
+            old.close()
         enhancer = self.parts.enhancer
         return record.replace(enhanced=enhancer.enhance(record.frame.image), enhancer=enhancer.name)
 
@@ -239,7 +266,7 @@ class Pipeline:
                 except Exception as exc:
                     health.failed(record, exc)
                 seconds = time.perf_counter() - start
-                self._latency["act"].append(seconds)
+                self._observe("act", seconds)
                 await outq.put(record.after("act", seconds))
         finally:
             await outq.close()
@@ -257,7 +284,7 @@ class Pipeline:
                 except Exception as exc:
                     health.failed(record, exc)
                 seconds = time.perf_counter() - start
-                self._latency["uplink"].append(seconds)
+                self._observe("uplink", seconds)
                 await outq.put(record.after("uplink", seconds))
         finally:
             await outq.close()
@@ -266,8 +293,23 @@ class Pipeline:
         for sink in self.sinks:
             sink.write(record)
         self.frames_out += 1
+        self.last_record = record
+        self._out_times.append(time.monotonic())
         self._last_t_video = record.frame.t_video
         return record
+
+    def _observe(self, stage: str, seconds: float) -> None:
+        self._latency[stage].append(seconds)
+        for observer in self.parts.latency_observers:
+            observer(stage, seconds)
+
+    @property
+    def fps(self) -> float:
+        """Output frame rate over the last `FPS_WINDOW` frames."""
+        times = self._out_times
+        if len(times) < 2 or times[-1] <= times[0]:
+            return 0.0
+        return (len(times) - 1) / (times[-1] - times[0])
 
     # -- running -----------------------------------------------------------------------------
 
@@ -399,18 +441,3 @@ def _percentile(values: Sequence[float], q: float) -> float:
 
 def _is_live_uri(uri: str) -> bool:
     return uri.startswith(("v4l2://", "csi://", "gst://"))
-
-
-async def run_daemon(config: Config, stop: asyncio.Event | None = None) -> RunResult:
-    """`vehicle-agent run`: the pipeline from the config, until SIGTERM/SIGINT or the end."""
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        parts = build_parts(config)
-        pipeline = Pipeline(config, parts)
-        return await pipeline.run(stop)
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)

@@ -44,8 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--log-format",
-        choices=["human", "json"],
-        help="human lines (default) or one JSON object per line",
+        choices=["auto", "human", "json", "journald"],
+        help="log line format (default: the config's, else auto: journald under systemd, "
+        "human on a terminal, JSON otherwise)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -79,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="override the config's enhancement backend",
     )
 
+    status = sub.add_parser("status", help="summary of the daemon running on this machine")
+    status.add_argument("--config", type=Path, help="the daemon's config (for its metrics port)")
+    status.add_argument("--url", help="metrics URL (default: from the config, else port 9108)")
+
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("file", type=Path, metavar="FILE")
     return parser
@@ -90,7 +95,7 @@ def _config(path: Path | None) -> Config:
 
 def _setup_logging(args: argparse.Namespace, config: Config | None) -> None:
     level = args.log_level or (config.logging.level if config else "INFO")
-    fmt = args.log_format or (config.logging.format if config else "human")
+    fmt = args.log_format or (config.logging.format if config else "auto")
     configure_logging(level, fmt)
 
 
@@ -101,19 +106,19 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from vehicle_agent.app import run_daemon  # noqa: PLC0415 - keeps `--help` and checks fast
+    from vehicle_agent.service.daemon import run_daemon  # noqa: PLC0415 - keeps `--help` fast
 
     config = load_config(args.config)
     _setup_logging(args, config)
     logger.info(
-        "vehicle-agent %s starting: vehicle %s, camera %s, config %s (digest %s)",
+        "vehicle-agent %s: vehicle %s, camera %s",
         __version__,
         config.agent.vehicle_id,
         config.agent.camera_id,
-        args.config,
-        config.digest(),
     )
-    result = asyncio.run(run_daemon(config))
+    result = asyncio.run(
+        run_daemon(config, args.config, log_override=(args.log_level, args.log_format))
+    )
     logger.info(
         "stopped (%s): %d frames in, %d out, %d dropped, %.1f fps",
         result.stop_reason,
@@ -174,11 +179,26 @@ def cmd_enhance(args: argparse.Namespace) -> int:
     return EXIT_FAILURE if result.failed else EXIT_OK
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from vehicle_agent.service.status import StatusError, fetch_status, format_status  # noqa: PLC0415
+
+    config = _config(args.config)
+    service = config.service
+    host = f"[{service.metrics_host}]" if ":" in service.metrics_host else service.metrics_host
+    url = args.url or f"http://{host}:{service.metrics_port}/metrics"
+    try:
+        print(format_status(fetch_status(url)))
+    except StatusError as exc:
+        raise CliError(str(exc)) from exc
+    return EXIT_OK
+
+
 COMMANDS = {
     "run": cmd_run,
     "simulate": cmd_simulate,
     "enhance": cmd_enhance,
     "check-config": cmd_check_config,
+    "status": cmd_status,
 }
 
 
@@ -187,10 +207,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     args = build_parser().parse_args(argv)
-    if args.command == "check-config":
-        configure_logging(args.log_level or "WARNING", args.log_format or "human")
+    if args.command in ("check-config", "status"):
+        configure_logging(args.log_level or "WARNING", args.log_format or "auto")
     else:
-        configure_logging(args.log_level or "INFO", args.log_format or "human")
+        configure_logging(args.log_level or "INFO", args.log_format or "auto")
     try:
         return COMMANDS[args.command](args)
     except ConfigError as exc:

@@ -256,7 +256,208 @@ class NoUplinkConfig(ConfigModel):
     type: Literal["none"] = Field("none", description="Nothing leaves the vehicle.")
 
 
-UplinkConfig = Annotated[NoUplinkConfig, Field(discriminator="type")]
+class OutboxConfig(ConfigModel):
+    path: Path | None = Field(
+        None,
+        description=(
+            "SQLite file of the outbox, which also keeps sequence numbers, the ledger of commands "
+            "already run and settings changed by set_config; none: <agent.state_dir>/uplink.sqlite3."
+        ),
+    )
+    budget_mb: float = Field(
+        256.0,
+        ge=1.0,
+        le=100_000.0,
+        description="Disk budget, MiB; over it, the lowest-priority, oldest messages are dropped.",
+    )
+    synchronous: Literal["normal", "full"] = Field(
+        "normal",
+        description=(
+            "'normal' survives a crash of the daemon; 'full' also a power cut, at the cost of "
+            "an fsync per write."
+        ),
+    )
+    ttl_reply_s: float = Field(
+        86_400.0, ge=1.0, le=2_592_000.0, description="Command replies older than this are dropped."
+    )
+    ttl_event_s: float = Field(
+        604_800.0, ge=1.0, le=2_592_000.0, description="Events older than this are dropped, seconds."
+    )
+    ttl_telemetry_s: float = Field(
+        86_400.0,
+        ge=1.0,
+        le=2_592_000.0,
+        description="Telemetry older than this is dropped, seconds.",
+    )
+    ttl_frame_s: float = Field(
+        3_600.0,
+        ge=1.0,
+        le=2_592_000.0,
+        description="Frame uploads older than this are dropped (no stale replay after an outage).",
+    )
+
+
+class UploadConfig(ConfigModel):
+    good_frame_every_s: float = Field(
+        600.0,
+        ge=0.0,
+        le=86_400.0,
+        description="Upload the first good frame after this many seconds since the last; 0: never.",
+    )
+    good_min_sharpness: float = Field(
+        50.0,
+        ge=0.0,
+        le=1_000_000.0,
+        description="A good frame is at least this sharp (variance of the Laplacian).",
+    )
+    good_min_brightness: float = Field(
+        40.0, ge=0.0, le=255.0, description="A good frame has at least this mean luma (0–255)."
+    )
+    good_max_brightness: float = Field(
+        220.0, ge=0.0, le=255.0, description="A good frame has at most this mean luma (0–255)."
+    )
+    good_max_adhesion: float = Field(
+        0.2, ge=0.0, le=1.0, description="A good frame has at most this adhesion score (0–1)."
+    )
+    around_cleaning_frames: int = Field(
+        2, ge=0, le=10, description="Frames uploaded just before and just after a lens cleaning."
+    )
+    max_frames_per_hour: int = Field(
+        60, ge=0, le=3_600, description="Rate limit of all uploads; 0 uploads nothing."
+    )
+    content: Literal["raw", "enhanced"] = Field(
+        "raw", description="Which picture policy uploads carry: as captured, or enhanced."
+    )
+    jpeg_quality: int = Field(90, ge=30, le=100, description="JPEG quality of uploads (30–100).")
+    max_width: int = Field(
+        1920, ge=64, le=8192, description="Wider frames are downscaled to this width, pixels."
+    )
+    chunk_kib: int = Field(
+        64, ge=1, le=1024, description="Uploads are sent in chunks of this many KiB."
+    )
+
+    @model_validator(mode="after")
+    def _brightness_range(self) -> Self:
+        if self.good_max_brightness < self.good_min_brightness:
+            raise ValueError("good_max_brightness is below good_min_brightness")
+        return self
+
+
+class MqttUplinkConfig(ConfigModel):
+    type: Literal["mqtt"] = Field("mqtt", description="MQTT 5 link to the fleet broker.")
+    broker: str = Field(
+        pattern=r"^mqtts?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?/?$",
+        description=(
+            "Broker URL: mqtts://HOST[:PORT] (TLS, default port 8883) or mqtt://HOST[:PORT] "
+            "(plain TCP, 1883; refused when TLS files are given)."
+        ),
+    )
+    ca_file: Path | None = Field(
+        None, description="CA certificate(s) that sign the broker's; required with mqtts://."
+    )
+    client_cert_file: Path | None = Field(
+        None, description="Client certificate (PEM) to authenticate with, instead of a password."
+    )
+    client_key_file: Path | None = Field(
+        None, description="Key of the client certificate, when not inside client_cert_file."
+    )
+    username: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        description="Username; the broker's ACL expects the vehicle id. None with a certificate.",
+    )
+    password_credential: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$",
+        description="Name of the credential (or VEHICLE_AGENT_<NAME> variable) holding the password.",
+    )
+    topic_prefix: str = Field(
+        "fleet",
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="First topic level; the vehicle's topics are <prefix>/<vehicle_id>/….",
+    )
+    keepalive_s: int = Field(
+        30, ge=5, le=1200, description="MQTT keepalive: a silent link is declared lost after 1.5×."
+    )
+    connect_timeout_s: float = Field(
+        10.0, ge=0.5, le=120.0, description="A connection not established by then is retried."
+    )
+    session_expiry_s: int = Field(
+        86_400,
+        ge=0,
+        le=2_592_000,
+        description="How long the broker keeps commands for this vehicle while it is offline.",
+    )
+    reconnect_initial_s: float = Field(
+        0.5, ge=0.01, le=60.0, description="First wait before reconnecting, seconds (jittered)."
+    )
+    reconnect_max_s: float = Field(
+        30.0, ge=0.01, le=3_600.0, description="Longest wait between reconnect attempts, seconds."
+    )
+    max_inflight: int = Field(
+        32, ge=1, le=1_000, description="Messages sent and not yet acknowledged, at most."
+    )
+    telemetry_interval_s: float = Field(
+        10.0, ge=0.1, le=3_600.0, description="Seconds between telemetry messages."
+    )
+    drain_on_close_s: float = Field(
+        2.0,
+        ge=0.0,
+        le=10.0,
+        description="On shutdown, time allowed to send what the outbox holds before leaving it.",
+    )
+    command_max_bytes: int = Field(
+        16_384, ge=256, le=1_048_576, description="Larger command payloads are refused, bytes."
+    )
+    command_memory_s: float = Field(
+        604_800.0,
+        ge=3_600.0,
+        le=31_536_000.0,
+        description="How long command ids are remembered to refuse running one twice, seconds.",
+    )
+    outbox: OutboxConfig = Field(
+        default_factory=OutboxConfig, description="Durable queue of outgoing messages."
+    )
+    upload: UploadConfig = Field(
+        default_factory=UploadConfig, description="Frame uploads (the fleet's training data)."
+    )
+
+    @model_validator(mode="after")
+    def _tls_consistent(self) -> Self:
+        tls_files = [
+            name
+            for name in ("ca_file", "client_cert_file", "client_key_file")
+            if getattr(self, name) is not None
+        ]
+        if self.broker.startswith("mqtt://") and tls_files:
+            raise ValueError(
+                f"{', '.join(tls_files)} given but the broker URL is plain mqtt://: use "
+                "mqtts:// (plain TCP is refused when TLS is configured)"
+            )
+        if self.broker.startswith("mqtts://") and self.ca_file is None:
+            raise ValueError("mqtts:// needs ca_file, the CA that signed the broker's certificate")
+        if self.client_key_file is not None and self.client_cert_file is None:
+            raise ValueError("client_key_file given without client_cert_file")
+        if self.reconnect_max_s < self.reconnect_initial_s:
+            raise ValueError("reconnect_max_s is smaller than reconnect_initial_s")
+        if not 1 <= self.address()[2] <= 65535:
+            raise ValueError(f"broker port out of range 1–65535 in {self.broker!r}")
+        return self
+
+    def address(self) -> tuple[bool, str, int]:
+        """(tls, host, port) of the broker."""
+        tls = self.broker.startswith("mqtts://")
+        rest = self.broker.split("://", 1)[1].rstrip("/")
+        if rest.startswith("["):
+            host, _, tail = rest[1:].partition("]")
+            port = tail.removeprefix(":")
+        else:
+            host, _, port = rest.partition(":")
+        return tls, host, int(port) if port else (8883 if tls else 1883)
+
+
+UplinkConfig = Annotated[NoUplinkConfig | MqttUplinkConfig, Field(discriminator="type")]
 
 
 class OutputConfig(ConfigModel):
@@ -285,8 +486,25 @@ class LoggingConfig(ConfigModel):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Lowest level logged."
     )
-    format: Literal["human", "json"] = Field(
-        "human", description="'human' lines for a terminal, or one JSON object per line."
+    format: Literal["auto", "human", "json", "journald"] = Field(
+        "auto",
+        description=(
+            "'human' lines, one 'json' object per line, or 'journald' (JSON with syslog priority "
+            "prefixes that the journal understands). 'auto': journald when systemd captures "
+            "stderr, human on a terminal, JSON otherwise."
+        ),
+    )
+
+
+class ServiceConfig(ConfigModel):
+    metrics_host: Literal["127.0.0.1", "::1", "localhost"] = Field(
+        "127.0.0.1", description="Loopback address of the Prometheus endpoint (never exposed)."
+    )
+    metrics_port: int = Field(
+        9108,
+        ge=0,
+        le=65535,
+        description="Port of the Prometheus endpoint on metrics_host; 0 turns it off.",
     )
 
 
@@ -317,6 +535,9 @@ class Config(ConfigModel):
         default_factory=OutputConfig, description="Video, images and event log written locally."
     )
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Log output.")
+    service: ServiceConfig = Field(
+        default_factory=ServiceConfig, description="systemd integration and metrics endpoint."
+    )
 
     def digest(self) -> str:
         """Short sha256 of the effective configuration, for logs and telemetry."""

@@ -96,9 +96,77 @@ EVENT_TYPES: Mapping[str, EventSpec] = {
         "A degraded stage processed a frame again.",
         {"stage": "stage name", "failures": "frames it failed on"},
     ),
+    "config_reloaded": EventSpec(
+        "A new configuration was applied after SIGHUP.",
+        {
+            "sections": "top-level sections that changed, comma-separated",
+            "applied": "'live' (no interruption) or 'restart' (the pipeline restarted)",
+            "config_digest": "sha256 prefix of the new config",
+        },
+    ),
+    "config_reload_refused": EventSpec(
+        "A configuration given by SIGHUP was invalid; the running one stays.",
+        {"error": "file, key and problem"},
+        logging.ERROR,
+    ),
     "actuator_safe_state": EventSpec(
         "An actuator was put in its safe state.",
         {"actuator": "which", "duty": "duty cycle applied, 0–1", "reason": "why"},
+    ),
+    "uplink_connected": EventSpec(
+        "The fleet link (MQTT) is up.",
+        {
+            "broker": "broker URL",
+            "attempts": "connection attempts it took",
+            "outage_s": "seconds without a link before this one, or null on the first",
+            "pending": "messages waiting in the outbox",
+        },
+    ),
+    "uplink_lost": EventSpec(
+        "The fleet link failed or dropped; it is retried with backoff, the outbox keeps messages.",
+        {
+            "broker": "broker URL",
+            "reason": "why",
+            "retry_in_s": "seconds until the next attempt",
+        },
+        logging.WARNING,
+    ),
+    "uplink_refused": EventSpec(
+        "The broker refused a message (MQTT 5 reason code ≥ 0x80); it was dropped, not retried.",
+        {
+            "topic": "topic of the message",
+            "message_class": "'reply', 'event', 'telemetry' or 'frame'",
+            "reason_code": "MQTT 5 reason code, e.g. 135 (not authorized)",
+            "reason": "reason code name",
+        },
+        logging.ERROR,
+    ),
+    "outbox_dropped": EventSpec(
+        "Outgoing messages were dropped (over the disk budget, expired, or refused).",
+        {
+            "counts": "class:reason=count, comma-separated, since the previous report",
+            "pending": "messages still in the outbox",
+        },
+        logging.WARNING,
+    ),
+    "command_handled": EventSpec(
+        "A fleet command was answered.",
+        {
+            "id": "command id, or null when unreadable",
+            "name": "command name, or null",
+            "ok": "true when it ran and succeeded",
+            "error": "error code when not ok (see docs/mqtt.md), else null",
+            "duplicate": "true when it was a redelivery answered with the first reply",
+        },
+    ),
+    "frame_upload_queued": EventSpec(
+        "A frame was encoded and queued for upload to the fleet.",
+        {
+            "upload_id": "identifies the upload",
+            "reason": "'request', 'good_frame', 'before_cleaning' or 'after_cleaning'",
+            "bytes": "JPEG size, bytes",
+            "chunks": "messages it is split into",
+        },
     ),
 }
 
@@ -123,7 +191,7 @@ class EventBus:
     def subscribe(self, listener: EventListener) -> None:
         self._listeners.append(listener)
 
-    def emit(self, type_: str, t: float, frame: int | None = None, **data: JsonValue) -> Event:
+    def emit(self, type_: str, t: float, frame: int | None = None, /, **data: JsonValue) -> Event:
         spec = EVENT_TYPES.get(type_)
         if spec is None:
             raise UnknownEventError(f"event type {type_!r} is not defined in EVENT_TYPES")

@@ -19,6 +19,19 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 ENV_PREFIX = "VEHICLE_AGENT_"
 
 
+_REVEALED: set[str] = set()
+"""Values of every secret read so far: log formatters replace them with `***`."""
+_MIN_REDACT_LENGTH = 4
+
+
+def redact(text: str) -> str:
+    """`text` with every secret value read by this process replaced by `***`."""
+    for value in _REVEALED:
+        if value in text:
+            text = text.replace(value, "***")
+    return text
+
+
 class SecretError(Exception):
     """A named secret is missing or unreadable; the message names it, never its value."""
 
@@ -30,6 +43,8 @@ class SecretValue:
 
     def __init__(self, value: str) -> None:
         self._value = value
+        if len(value) >= _MIN_REDACT_LENGTH:
+            _REVEALED.add(value)
 
     def reveal(self) -> str:
         return self._value

@@ -137,6 +137,11 @@ class CaptureStage:
         except Exception:
             logger.exception("closing %s failed", source.uri)
 
+    @property
+    def lost(self) -> bool:
+        """True while the source is lost and being retried."""
+        return self._lost_since is not None
+
     def _t_now(self) -> float:
         return self.clock() - self._t_start
 

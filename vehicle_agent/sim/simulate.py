@@ -23,6 +23,7 @@ from vehicle_agent.config import Config
 from vehicle_agent.enhance import create_enhancer
 from vehicle_agent.events import EventBus, JsonlEventLog
 from vehicle_agent.output.sinks import CsvFrameLog
+from vehicle_agent.service.metrics import DaemonState, serve_metrics
 from vehicle_agent.sim.hardware import SimulatedFan
 from vehicle_agent.uplink.base import NoUplink
 
@@ -133,11 +134,18 @@ async def simulate(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    pipeline = Pipeline(config, parts)
+    state = DaemonState(pipeline=pipeline, state="simulating", config_digest=config.digest())
+    metrics = await serve_metrics(state, config.service.metrics_host, config.service.metrics_port)
+    if metrics is not None:
+        parts.latency_observers.append(metrics.observe)
     try:
-        result = await Pipeline(config, parts).run(stop)
+        result = await pipeline.run(stop)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+        if metrics is not None:
+            await asyncio.to_thread(metrics.close)
     summary = summary_dict(result, config, video, report, speed)
     text = json.dumps(summary, indent=2) + "\n"
     await asyncio.to_thread(report.summary.write_text, text, encoding="utf-8")

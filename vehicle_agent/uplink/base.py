@@ -3,14 +3,33 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from vehicle_agent.records import Event, FrameRecord
+
+
+@dataclass(frozen=True)
+class PipelineHooks:
+    """What the running pipeline offers its uplink (handed over by `Uplink.attach`)."""
+
+    counters: Callable[[], Mapping[str, float]]
+    """Live totals: frames_in, frames_out, frames_dropped, frames_invalid, reconnects."""
+    config_digest: str = ""
+    set_enhancer: Callable[[Any], Awaitable[str]] | None = None
+    """Switch to an `[enhance.backend]` config (None: the configured one); returns its name."""
+    clean_lens: Callable[[float], Awaitable[Mapping[str, Any]]] | None = None
+    """Run the lens cleaning for that many seconds; None while the vehicle has no cleaner."""
 
 
 class Uplink(abc.ABC):
     """Carries telemetry, events and frames to the fleet. Its methods must not block the loop."""
 
     name: str = "uplink"
+
+    def attach(self, hooks: PipelineHooks) -> None:  # noqa: B027 - optional
+        """Receive the pipeline's counters and controls (before `start`)."""
 
     async def start(self) -> None:  # noqa: B027 - a link with nothing to connect needs no start
         """Connect (in the background: the pipeline never waits for the network)."""
@@ -25,6 +44,10 @@ class Uplink(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 - idem
         """Flush what can be flushed quickly and disconnect."""
+
+    def stats(self) -> Mapping[str, float]:
+        """Figures for the metrics endpoint (outbox depth, reconnects…); read from another thread."""
+        return {}
 
 
 class NoUplink(Uplink):

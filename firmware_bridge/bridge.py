@@ -1,0 +1,820 @@
+"""Firmware bridge: `McuBridge`, the host's asyncio client of the camera module's MCU over pyserial.
+
+I/O model: pyserial opens and configures the port (raw 8N1, exclusive lock, stale input
+flushed) and the event loop then watches its non-blocking file descriptor (`add_reader`);
+bytes go straight to `protocol.Decoder`. Chosen over a reader thread because there is no
+thread to stop or leak, a cancelled request is cancelled at once, and an unplugged port is
+noticed as soon as the kernel reports it (EOF or EIO on the fd). Frames are at most 57 bytes,
+so a write practically never blocks; a partial one is finished by `add_writer`. POSIX only,
+like the vehicle.
+
+What the bridge guarantees:
+- every request gets a reply, a `McuRefusedError` (NAK), or a `McuTimeoutError` after
+  `1 + retries` attempts of `request_timeout_s` with growing pauses between them;
+- bad bytes never raise: they are counted (`counters`), logged (rate-limited), and cost only
+  the frame they damaged;
+- the link is kept up by one task: open, `identify`, and on loss (port gone, MCU rebooted,
+  session expired) reopen with jittered exponential backoff; a firmware speaking another
+  protocol version is refused with `McuVersionError` and never sent anything else;
+- the session is kept open with heartbeats, and telemetry is polled whenever periodic reports
+  stop, so `latest()` is current or visibly `stale`, never an old value passed off as new.
+
+Actuator refresh is deliberately not automatic: the caller's control loop re-sends `set_fan`
+and `set_cooler` before their `max_duration` runs out, so that a wedged control loop lets the
+firmware fall back to its safe state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Self
+
+import serial
+
+from firmware_bridge.errors import (
+    McuError,
+    McuRefusedError,
+    McuTimeoutError,
+    McuUnavailableError,
+    McuVersionError,
+)
+from firmware_bridge.messages import (
+    ALL_FAULTS,
+    CLEAR_FAULTS,
+    GET_TELEMETRY,
+    HEARTBEAT,
+    IDENTIFY,
+    IDENTIFY_REPLY,
+    MAX_DURATION_MS,
+    NAK,
+    PROTOCOL_VERSION,
+    SET_COOLER,
+    SET_FAN,
+    TELEMETRY,
+    ErrorCode,
+    Fault,
+    Kind,
+    MessageSpec,
+    State,
+    Value,
+)
+from firmware_bridge.protocol import (
+    FRAMING_REASONS,
+    Decoder,
+    ErrorReason,
+    Message,
+    ProtocolError,
+    encode,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine, Mapping
+    from types import TracebackType
+
+logger = logging.getLogger(__name__)
+
+READ_BYTES = 4096
+ERROR_LOG_INTERVAL_S = 10.0
+"""At most one warning per kind of bad frame in this time; the others are counted."""
+UPTIME_WRAP_MS = 1 << 32
+
+
+class _LinkLostError(Exception):
+    """The port went away while a request waited for its reply (internal: the request retries)."""
+
+
+def _number(value: Value) -> float:
+    if not isinstance(value, int | float):
+        raise TypeError(f"expected a number, got {value!r}")
+    return value
+
+
+def _temperature(value: Value) -> float | None:
+    return None if value is None else float(_number(value))
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who answered `identify`."""
+
+    protocol: int
+    firmware_version: str
+    serial_number: str
+    telemetry_period_s: float
+    host_timeout_s: float
+    fan_safe_duty: float
+    sensor_limit_c: float | None
+    hot_limit_c: float | None
+
+    @classmethod
+    def from_message(cls, message: Message) -> Identity:
+        v = message.values
+        return cls(
+            protocol=int(_number(v["protocol"])),
+            firmware_version=f"{v['fw_major']}.{v['fw_minor']}.{v['fw_patch']}",
+            serial_number=str(v["serial_number"]),
+            telemetry_period_s=_number(v["telemetry_period_ms"]) / 1000,
+            host_timeout_s=_number(v["host_timeout_ms"]) / 1000,
+            fan_safe_duty=float(_number(v["fan_safe_duty"])),
+            sensor_limit_c=_temperature(v["sensor_limit"]),
+            hot_limit_c=_temperature(v["hot_limit"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Telemetry:
+    """One sample from the MCU, in physical units (temperatures None when the MCU has no reading)."""
+
+    uptime_s: float
+    sensor_c: float | None
+    cold_side_c: float | None
+    hot_side_c: float | None
+    cooler_setpoint_c: float | None
+    cooler_drive: float
+    """0–1."""
+    fan_duty: float
+    """Applied duty, 0–1."""
+    fan_rpm: int
+    fan_hold_s: float
+    """Time before the fan reverts to its safe duty (0: not held)."""
+    cooler_hold_s: float
+    state: State
+    faults: Fault
+    mcu_rx_errors: int
+    """Frames from the host the MCU dropped (wraps at 65536)."""
+    source: str
+    """"report" (periodic) or "reply" (to `get_telemetry`)."""
+    seq: int
+
+    @classmethod
+    def from_message(cls, message: Message) -> Telemetry:
+        v = message.values
+        return cls(
+            uptime_s=_number(v["uptime_ms"]) / 1000,
+            sensor_c=_temperature(v["sensor_temp"]),
+            cold_side_c=_temperature(v["cold_side_temp"]),
+            hot_side_c=_temperature(v["hot_side_temp"]),
+            cooler_setpoint_c=_temperature(v["cooler_setpoint"]),
+            cooler_drive=float(_number(v["cooler_drive"])),
+            fan_duty=float(_number(v["fan_duty"])),
+            fan_rpm=int(_number(v["fan_rpm"])),
+            fan_hold_s=_number(v["fan_hold_ms"]) / 1000,
+            cooler_hold_s=_number(v["cooler_hold_ms"]) / 1000,
+            state=State(int(_number(v["state"]))),
+            faults=Fault(int(_number(v["faults"]))),
+            mcu_rx_errors=int(_number(v["rx_errors"])),
+            source="reply" if message.spec is TELEMETRY else "report",
+            seq=message.seq,
+        )
+
+    @property
+    def cooler_on(self) -> bool:
+        return State.COOLER_ON in self.state
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: flags as lists of names."""
+        out = asdict(self)
+        out["state"] = [flag.name for flag in State if flag in self.state]
+        out["faults"] = [flag.name for flag in Fault if flag in self.faults]
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The latest telemetry with its age: `stale` once it is older than `stale_after_polls`."""
+
+    telemetry: Telemetry
+    received_at: float
+    """Bridge clock (monotonic seconds) when it arrived."""
+    poll: int
+    """The poll period it arrived in."""
+    age_polls: int
+    age_s: float
+    stale: bool
+
+
+@dataclass(slots=True)
+class BridgeCounters:
+    """What went wrong on the link since the bridge started; all only ever rise."""
+
+    frames_in: int = 0
+    frames_out: int = 0
+    crc_errors: int = 0
+    framing_errors: int = 0
+    """Bad COBS, truncated or over-long frames: garbage and cut frames."""
+    bad_messages: int = 0
+    """Intact frames with an unknown id, a wrong kind or a wrong length."""
+    bytes_discarded: int = 0
+    timeouts: int = 0
+    """Attempts that got no reply in time."""
+    retries: int = 0
+    reconnects: int = 0
+    """Links re-established after a loss (the first connection is not counted)."""
+    naks: int = 0
+    late_replies: int = 0
+    """Replies to no pending request (late after a retry, or mismatched)."""
+    reports_missed: int = 0
+    """Gaps in the sequence of periodic reports."""
+    mcu_resets: int = 0
+    """Times the MCU uptime went backwards (it rebooted)."""
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class _Sample:
+    telemetry: Telemetry
+    received_at: float
+    poll: int
+
+
+@dataclass(slots=True)
+class _Pending:
+    spec: MessageSpec
+    future: asyncio.Future[Message]
+
+
+class _Backoff:
+    """Jittered exponential waits (the daemon's own `Backoff` lives in vehicle_agent, which
+    this package must not import)."""
+
+    def __init__(self, initial_s: float, max_s: float, rng: random.Random) -> None:
+        self.initial_s, self.max_s, self.rng = initial_s, max_s, rng
+        self.attempt = 0
+
+    def next_delay(self) -> float:
+        base = min(self.max_s, self.initial_s * 2.0**self.attempt)
+        self.attempt += 1
+        return min(self.max_s, base * self.rng.uniform(0.7, 1.3))
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+def _answers(request: MessageSpec, reply: Message) -> bool:
+    if reply.spec is NAK:
+        return reply["request_id"] == request.msg_id
+    if reply.spec.name != request.reply:
+        return False
+    return "request_id" not in reply.values or reply["request_id"] == request.msg_id
+
+
+def _nak_text(request: MessageSpec, code: int, detail: int) -> str:
+    try:
+        name = ErrorCode(code).name
+    except ValueError:
+        return f"unknown error code {code} (detail {detail})"
+    if code == ErrorCode.BAD_VALUE and detail < len(request.fields):
+        return f"{name}: field {request.fields[detail].name} out of range"
+    if code == ErrorCode.FAULT_ACTIVE:
+        active = [f.name for f in Fault if f & detail]
+        return f"{name}: {', '.join(str(a) for a in active) or detail}"
+    return f"{name} (detail {detail})"
+
+
+class McuBridge:
+    """Talks to the camera module's MCU on `port`. Use as `async with McuBridge(port) as mcu:`.
+
+    Entering starts the link in the background and returns at once; `wait_ready()` waits for
+    the first successful `identify`. Requests made while the link is down wait for it within
+    their own deadline.
+    """
+
+    def __init__(
+        self,
+        port: str,
+        *,
+        baudrate: int = 115_200,
+        request_timeout_s: float = 0.25,
+        retries: int = 2,
+        retry_backoff_s: float = 0.05,
+        reconnect_initial_s: float = 0.1,
+        reconnect_max_s: float = 5.0,
+        poll_interval_s: float = 0.25,
+        stale_after_polls: int = 3,
+        keepalive_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        if request_timeout_s <= 0 or retries < 0 or poll_interval_s <= 0 or stale_after_polls < 1:
+            raise ValueError(
+                "need request_timeout_s > 0, retries ≥ 0, poll_interval_s > 0, "
+                "stale_after_polls ≥ 1"
+            )
+        self.port = port
+        self.baudrate = baudrate
+        self.request_timeout_s = request_timeout_s
+        self.retries = retries
+        self.retry_backoff_s = retry_backoff_s
+        self.reconnect_initial_s = reconnect_initial_s
+        self.reconnect_max_s = reconnect_max_s
+        self.poll_interval_s = poll_interval_s
+        self.stale_after_polls = stale_after_polls
+        self.keepalive_s = keepalive_s
+        """Send a heartbeat after this long without sending; None: a third of the MCU's host
+        timeout (from `identify`)."""
+        self.counters = BridgeCounters()
+        self.last_rtt_s: float | None = None
+        """Round-trip time of the last request answered at its first attempt."""
+        self._clock = clock
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
+        self._serial: serial.Serial | None = None
+        self._fd: int | None = None
+        self._decoder = Decoder()
+        self._pending: dict[int, _Pending] = {}
+        self._seq = 0
+        self._write_buffer = bytearray()
+        self._ready = asyncio.Event()
+        self._lost = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._sample_arrived = asyncio.Event()
+        self._link_error: McuError | None = None
+        self._identity: Identity | None = None
+        self._connections = 0
+        self._latest: _Sample | None = None
+        self._last_report_seq: int | None = None
+        self._poll = 0
+        self._last_tx = clock()
+        self._error_log: dict[ErrorReason, tuple[float, int]] = {}
+        self._group: asyncio.TaskGroup | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._background: dict[str, asyncio.Task[None]] = {}
+
+    # -- lifecycle
+
+    async def __aenter__(self) -> Self:
+        if self._group is not None:
+            raise RuntimeError("McuBridge is already running")
+        self._group = asyncio.TaskGroup()
+        await self._group.__aenter__()
+        self._tasks = [
+            self._group.create_task(self._maintain_link(), name=f"mcu-link {self.port}"),
+            self._group.create_task(self._poll_loop(), name=f"mcu-poll {self.port}"),
+        ]
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        group, self._group = self._group, None
+        for task in [*self._tasks, *self._background.values()]:
+            task.cancel()
+        try:
+            if group is not None:
+                # Not the body's exception: the group would wrap it in an ExceptionGroup. The
+                # body's exception propagates by itself; the group only reports its own tasks'.
+                await group.__aexit__(None, None, None)
+        finally:
+            self._ready.clear()
+            self._close_port()
+
+    # -- state
+
+    @property
+    def identity(self) -> Identity | None:
+        """From the last successful `identify`; None before the first."""
+        return self._identity
+
+    @property
+    def ready(self) -> bool:
+        """The port is open and a session with a compatible firmware is established."""
+        return self._ready.is_set()
+
+    @property
+    def link_error(self) -> McuError | None:
+        """Why the last attempt to establish the link failed; None once it is up."""
+        return self._link_error
+
+    @property
+    def poll_count(self) -> int:
+        return self._poll
+
+    def latest(self) -> Snapshot | None:
+        """The newest telemetry (report or reply) and how old it is; None before the first."""
+        sample = self._latest
+        if sample is None:
+            return None
+        age_polls = self._poll - sample.poll
+        return Snapshot(
+            telemetry=sample.telemetry,
+            received_at=sample.received_at,
+            poll=sample.poll,
+            age_polls=age_polls,
+            age_s=self._clock() - sample.received_at,
+            stale=age_polls > self.stale_after_polls,
+        )
+
+    async def wait_ready(self, timeout_s: float, *, retry: bool = True) -> Identity:
+        """Wait until the link is up. Raises the link's error (`McuUnavailableError`,
+        `McuTimeoutError`) at the deadline, a `McuVersionError` at once, and with
+        `retry=False` the first failure at once (for one-shot commands)."""
+        deadline = self._clock() + timeout_s
+        while True:
+            changed = self._changed
+            if self._ready.is_set() and self._identity is not None:
+                return self._identity
+            error = self._link_error
+            if isinstance(error, McuVersionError) or (error is not None and not retry):
+                raise error
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                if error is not None:
+                    raise error
+                raise McuTimeoutError(self.port, "identify", 0, timeout_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), remaining)
+
+    async def next_telemetry(self, timeout_s: float) -> Telemetry:
+        """The next sample to arrive (report or reply), waiting at most `timeout_s`."""
+        event = self._sample_arrived
+        try:
+            await asyncio.wait_for(event.wait(), timeout_s)
+        except TimeoutError:
+            raise McuTimeoutError(self.port, "telemetry", 1, timeout_s) from None
+        assert self._latest is not None  # noqa: S101 - set before the event
+        return self._latest.telemetry
+
+    # -- requests
+
+    async def get_telemetry(self) -> Telemetry:
+        """A sample taken now (it also becomes `latest()`)."""
+        return Telemetry.from_message(await self.request(GET_TELEMETRY))
+
+    async def set_fan(self, duty: float, max_duration_s: float) -> None:
+        """Drive the fan at `duty` (0–1) for at most `max_duration_s`; refresh it before then."""
+        await self.request(SET_FAN, {"duty": duty, "max_duration_ms": _ms(max_duration_s)})
+
+    async def set_cooler(
+        self, enabled: bool, setpoint_c: float = 20.0, max_duration_s: float = 1.0
+    ) -> None:
+        """Regulate the sensor to `setpoint_c` for at most `max_duration_s`, or switch off."""
+        await self.request(
+            SET_COOLER,
+            {
+                "enable": int(enabled),
+                "setpoint": setpoint_c,
+                "max_duration_ms": _ms(max_duration_s),
+            },
+        )
+
+    async def heartbeat(self) -> float:
+        """Keep the session open; returns the MCU uptime in seconds."""
+        reply = await self.request(HEARTBEAT)
+        return _number(reply["uptime_ms"]) / 1000
+
+    async def clear_faults(self, mask: Fault = ALL_FAULTS) -> None:
+        """Clear latched faults; `McuRefusedError` (FAULT_ACTIVE) names those still present."""
+        await self.request(CLEAR_FAULTS, {"mask": int(mask)})
+
+    async def safe_state(self) -> None:
+        """Cooler off and fan at its safe duty now, rather than when their durations run out."""
+        await self.set_cooler(enabled=False)
+        if self._identity is not None:
+            await self.set_fan(self._identity.fan_safe_duty, 1.0)
+
+    async def request(
+        self, spec: MessageSpec, values: Mapping[str, Value] | None = None
+    ) -> Message:
+        """Send a request and return its reply; see the module docstring for the guarantees.
+
+        Values are checked before anything is sent (ValueError names the field).
+        """
+        if spec.kind is not Kind.REQUEST:
+            raise ValueError(f"{spec.name} is not a request")
+        spec.pack(values or {})  # refuse bad values before waiting for anything
+        return await self._request(spec, values or {}, handshake=False)
+
+    async def _request(
+        self, spec: MessageSpec, values: Mapping[str, Value], *, handshake: bool
+    ) -> Message:
+        attempts = 1 + self.retries
+        sent = False
+        for attempt in range(attempts):
+            if attempt:
+                self.counters.retries += 1
+                await asyncio.sleep(self.retry_backoff_s * 2 ** (attempt - 1))
+            if not handshake and not self._ready.is_set():
+                if isinstance(self._link_error, McuVersionError):
+                    raise self._link_error
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._ready.wait(), self.request_timeout_s)
+                if not self._ready.is_set():
+                    continue
+            seq = self._next_seq()
+            pending = _Pending(spec, asyncio.get_running_loop().create_future())
+            self._pending[seq] = pending
+            started = self._clock()
+            try:
+                self._send(encode(spec, seq, values))
+                sent = True
+                reply = await asyncio.wait_for(pending.future, self.request_timeout_s)
+            except TimeoutError:
+                self.counters.timeouts += 1
+                logger.debug(f"{self.port}: {spec.name} seq {seq}: no reply, attempt {attempt + 1}")
+                continue
+            except _LinkLostError:
+                continue
+            finally:
+                self._pending.pop(seq, None)
+            if attempt == 0:
+                self.last_rtt_s = self._clock() - started
+            if reply.spec is not NAK:
+                return reply
+            self.counters.naks += 1
+            code, detail = int(_number(reply["code"])), int(_number(reply["detail"]))
+            if code == ErrorCode.VERSION_MISMATCH:
+                raise McuVersionError(self.port, PROTOCOL_VERSION, detail)
+            if code == ErrorCode.NOT_IDENTIFIED and not handshake:
+                # The MCU rebooted or timed us out: open a new session, then try again.
+                self._drop_link("the microcontroller has no session (rebooted or timed out)")
+                continue
+            raise McuRefusedError(self.port, spec.name, code, detail, _nak_text(spec, code, detail))
+        if not sent and isinstance(self._link_error, McuUnavailableError):
+            raise self._link_error
+        raise McuTimeoutError(self.port, spec.name, attempts, self.request_timeout_s)
+
+    def _next_seq(self) -> int:
+        for _ in range(256):
+            self._seq = (self._seq + 1) & 0xFF
+            if self._seq not in self._pending:
+                return self._seq
+        raise RuntimeError("256 requests pending: no free sequence number")
+
+    # -- the link
+
+    async def _maintain_link(self) -> None:
+        backoff = _Backoff(self.reconnect_initial_s, self.reconnect_max_s, self._rng)
+        while True:
+            try:
+                self._open()
+                identity = await self._handshake()
+            except McuError as exc:
+                self._close_port()
+                if str(exc) != str(self._link_error):
+                    logger.warning(str(exc))
+                self._link_error = exc
+                self._notify()
+                delay = backoff.next_delay()
+                if isinstance(exc, McuVersionError):
+                    delay = self.reconnect_max_s  # it will not change by itself soon
+                await asyncio.sleep(delay)
+                continue
+            backoff.reset()
+            if self._connections:
+                self.counters.reconnects += 1
+                logger.info(f"{self.port}: link re-established")
+            else:
+                logger.info(
+                    f"{self.port}: module {identity.serial_number}, firmware "
+                    f"{identity.firmware_version}, protocol {identity.protocol}"
+                )
+            self._connections += 1
+            self._identity = identity
+            self._link_error = None
+            self._ready.set()
+            self._notify()
+            await self._lost.wait()
+            self._ready.clear()
+            self._close_port()
+            self._notify()
+
+    def _open(self) -> None:
+        try:
+            port = serial.Serial(
+                self.port, self.baudrate, timeout=0, write_timeout=0, exclusive=True
+            )
+        except (serial.SerialException, OSError, ValueError) as exc:
+            code = getattr(exc, "errno", None)
+            reason = os.strerror(code) if code else str(exc)
+            raise McuUnavailableError(self.port, reason) from exc
+        self._serial = port
+        self._fd = port.fileno()
+        self._decoder = Decoder()
+        self._last_report_seq = None
+        self._write_buffer.clear()
+        self._lost.clear()
+        asyncio.get_running_loop().add_reader(self._fd, self._on_readable)
+
+    async def _handshake(self) -> Identity:
+        reply = await self._request(IDENTIFY, {"host_protocol": PROTOCOL_VERSION}, handshake=True)
+        identity = Identity.from_message(reply)
+        if identity.protocol != PROTOCOL_VERSION:
+            raise McuVersionError(
+                self.port,
+                PROTOCOL_VERSION,
+                identity.protocol,
+                identity.firmware_version,
+                identity.serial_number,
+            )
+        return identity
+
+    def _close_port(self) -> None:
+        if self._fd is not None:
+            loop = asyncio.get_running_loop()
+            loop.remove_reader(self._fd)
+            loop.remove_writer(self._fd)
+            self._fd = None
+        if self._serial is not None:
+            with contextlib.suppress(OSError, serial.SerialException):
+                self._serial.close()
+            self._serial = None
+        self._fail_pending()
+
+    def _fail_pending(self) -> None:
+        for pending in self._pending.values():
+            if not pending.future.done():
+                pending.future.set_exception(_LinkLostError())
+
+    def _drop_link(self, reason: str) -> None:
+        """The link is gone (or useless): stop reading, fail pending requests, let the link
+        task reconnect."""
+        if self._lost.is_set():
+            return
+        logger.warning(f"{self.port}: link lost: {reason}")
+        if self._fd is not None:
+            loop = asyncio.get_running_loop()
+            loop.remove_reader(self._fd)
+            loop.remove_writer(self._fd)
+        self._ready.clear()
+        self._lost.set()
+        self._fail_pending()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    # -- bytes
+
+    def _send(self, frame: bytes) -> None:
+        if self._fd is None or self._lost.is_set():
+            raise _LinkLostError
+        self.counters.frames_out += 1
+        self._last_tx = self._clock()
+        if self._write_buffer:
+            self._write_buffer += frame
+            return
+        try:
+            written = os.write(self._fd, frame)
+        except BlockingIOError:
+            written = 0
+        except OSError as exc:
+            self._drop_link(f"write failed: {exc}")
+            raise _LinkLostError from exc
+        if written < len(frame):
+            self._write_buffer += frame[written:]
+            asyncio.get_running_loop().add_writer(self._fd, self._on_writable)
+
+    def _on_writable(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            written = os.write(self._fd, self._write_buffer)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._drop_link(f"write failed: {exc}")
+            return
+        del self._write_buffer[:written]
+        if not self._write_buffer:
+            asyncio.get_running_loop().remove_writer(self._fd)
+
+    def _on_readable(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            data = os.read(self._fd, READ_BYTES)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._drop_link(f"read failed: {exc}")
+            return
+        if not data:
+            self._drop_link("port closed (end of file)")
+            return
+        discarded = self._decoder.bytes_discarded
+        feed = self._decoder.feed(data)
+        self.counters.bytes_discarded += self._decoder.bytes_discarded - discarded
+        for error in feed.errors:
+            self._on_protocol_error(error)
+        for message in feed.messages:
+            self.counters.frames_in += 1
+            self._dispatch(message)
+
+    def _on_protocol_error(self, error: ProtocolError) -> None:
+        if error.reason is ErrorReason.CRC:
+            self.counters.crc_errors += 1
+        elif error.reason in FRAMING_REASONS:
+            self.counters.framing_errors += 1
+        else:
+            self.counters.bad_messages += 1
+        self._log_error(error)
+        # identify_reply's first byte is the protocol version in every version: a reply we
+        # cannot decode still tells us what the firmware speaks.
+        if (
+            error.reason is ErrorReason.BAD_LENGTH
+            and error.msg_id == IDENTIFY_REPLY.msg_id
+            and error.seq is not None
+            and error.payload
+        ):
+            pending = self._pending.get(error.seq)
+            if pending is not None and pending.spec is IDENTIFY and not pending.future.done():
+                pending.future.set_exception(
+                    McuVersionError(self.port, PROTOCOL_VERSION, error.payload[0])
+                )
+
+    def _log_error(self, error: ProtocolError) -> None:
+        now = self._clock()
+        last, suppressed = self._error_log.get(error.reason, (-ERROR_LOG_INTERVAL_S, 0))
+        if now - last < ERROR_LOG_INTERVAL_S:
+            self._error_log[error.reason] = (last, suppressed + 1)
+            return
+        more = f" ({suppressed} more of this kind since the last warning)" if suppressed else ""
+        logger.warning(f"{self.port}: refused bytes from the microcontroller: {error}{more}")
+        self._error_log[error.reason] = (now, 0)
+
+    def _dispatch(self, message: Message) -> None:
+        if message.spec.kind is Kind.REPORT:
+            self._on_telemetry(message)
+            return
+        if message.spec is TELEMETRY:
+            self._on_telemetry(message)  # a late reply is still a real sample
+        pending = self._pending.get(message.seq)
+        if pending is None or pending.future.done() or not _answers(pending.spec, message):
+            self.counters.late_replies += 1
+            return
+        pending.future.set_result(message)
+
+    def _on_telemetry(self, message: Message) -> None:
+        telemetry = Telemetry.from_message(message)
+        previous = self._latest.telemetry if self._latest else None
+        if previous is not None and telemetry.uptime_s < previous.uptime_s:
+            wrapped = previous.uptime_s * 1000 > UPTIME_WRAP_MS - 60_000
+            if not wrapped:
+                self.counters.mcu_resets += 1
+                logger.warning(f"{self.port}: the microcontroller rebooted (uptime went back)")
+        if telemetry.source == "report":
+            if self._last_report_seq is not None:
+                self.counters.reports_missed += (message.seq - self._last_report_seq - 1) & 0xFF
+            self._last_report_seq = message.seq
+        self._latest = _Sample(telemetry, self._clock(), self._poll)
+        self._sample_arrived.set()
+        self._sample_arrived = asyncio.Event()
+
+    # -- polling
+
+    async def _poll_loop(self) -> None:
+        """Count polls (the unit of staleness), poll when reports stop, keep the session open."""
+        while True:
+            await asyncio.sleep(self.poll_interval_s)
+            self._poll += 1
+            if not self._ready.is_set():
+                continue
+            latest_poll = self._latest.poll if self._latest is not None else -1
+            if latest_poll < self._poll - 1:
+                self._spawn("poll", self.get_telemetry())
+            elif self._clock() - self._last_tx >= self._keepalive_interval():
+                self._spawn("heartbeat", self.heartbeat())
+
+    def _keepalive_interval(self) -> float:
+        if self.keepalive_s is not None:
+            return self.keepalive_s
+        timeout = self._identity.host_timeout_s if self._identity else 1.0
+        return timeout / 3
+
+    def _spawn(self, name: str, work: Coroutine[Any, Any, object]) -> None:
+        running = self._background.get(name)
+        if running is not None and not running.done():
+            work.close()
+            return
+        if self._group is None:
+            work.close()
+            return
+        self._background[name] = self._group.create_task(
+            self._quietly(name, work), name=f"mcu-{name} {self.port}"
+        )
+
+    async def _quietly(self, name: str, work: Coroutine[Any, Any, object]) -> None:
+        try:
+            await work
+        except McuError as exc:
+            logger.debug(f"{self.port}: background {name} failed: {exc}")
+        except Exception:
+            logger.exception(f"{self.port}: background {name} failed")
+
+
+def _ms(seconds: float) -> int:
+    """Seconds to a whole `max_duration_ms` (refused by `request()` when out of range)."""
+    ms = round(seconds * 1000)
+    if not 1 <= ms <= MAX_DURATION_MS:
+        raise ValueError(f"max_duration {seconds} s is outside [0.001, {MAX_DURATION_MS / 1000}] s")
+    return ms

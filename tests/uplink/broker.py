@@ -1,0 +1,224 @@
+"""A real Mosquitto broker for the uplink tests: TLS, passwords, per-vehicle ACLs, persistence.
+
+Field notes we rely on: listeners open one after another (wait for every port), a SIGTERM right
+after start-up is sometimes ignored (wait 0.2 s, then SIGTERM, then SIGKILL after 5 s), and
+`autosave_on_changes` + `autosave_interval 1` keep queued messages across a restart.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+
+OPERATOR = "operator"
+"""A user that may read and write all of `fleet/#` (the fleet console, test subscribers)."""
+
+
+def have_mosquitto() -> bool:
+    return Path(MOSQUITTO).is_file() and Path(MOSQUITTO_PASSWD).is_file()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@dataclass(frozen=True)
+class Certs:
+    """A test CA and the certificates it signed (EC keys: fast to make)."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    impostor_cert: Path
+    """Signed by the same CA, but for `impostor.invalid`: a name check must refuse it."""
+    impostor_key: Path
+    client_cert: Path
+    """A client certificate whose CN is `client_cn` (the broker uses it as the username)."""
+    client_key: Path
+    client_cn: str
+
+    @classmethod
+    def make(cls, directory: Path, client_cn: str = "veh-cert") -> Certs:
+        directory.mkdir(parents=True, exist_ok=True)
+        ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+        _openssl(
+            "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+            "-subj", "/CN=vehicle-agent test CA", cwd=directory,
+        )  # fmt: skip
+
+        def leaf(name: str, cn: str, ext: str) -> None:
+            (directory / f"{name}.ext").write_text(ext)
+            _openssl(
+                "req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}",
+                cwd=directory,
+            )  # fmt: skip
+            _openssl(
+                "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                "-CAcreateserial", "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext",
+                cwd=directory,
+            )  # fmt: skip
+
+        leaf("server", "localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+        leaf("impostor", "impostor.invalid", "subjectAltName=DNS:impostor.invalid\n")
+        leaf("client", client_cn, "extendedKeyUsage=clientAuth\n")
+        return cls(
+            ca=directory / "ca.crt",
+            server_cert=directory / "server.crt",
+            server_key=directory / "server.key",
+            impostor_cert=directory / "impostor.crt",
+            impostor_key=directory / "impostor.key",
+            client_cert=directory / "client.crt",
+            client_key=directory / "client.key",
+            client_cn=client_cn,
+        )
+
+
+class Broker:
+    """Mosquitto on four loopback listeners, restartable on the same ports with its data.
+
+    - `plain`: MQTT over TCP, username/password;
+    - `tls`: TLS with a certificate for localhost/127.0.0.1, username/password;
+    - `impostor`: TLS with a CA-signed certificate for another name;
+    - `mtls`: TLS that requires a client certificate and takes its CN as the username.
+
+    ACL: every user reads and writes `fleet/<username>/#`; `operator` all of `fleet/#`.
+    """
+
+    def __init__(self, directory: Path, certs: Certs, users: dict[str, str]) -> None:
+        self.directory = directory
+        self.certs = certs
+        self.users = users
+        self.ports = {name: free_port() for name in ("plain", "tls", "impostor", "mtls")}
+        self.log = directory / "mosquitto.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "data").mkdir(exist_ok=True)
+        self._write_config()
+
+    def url(self, listener: str = "tls") -> str:
+        scheme = "mqtt" if listener == "plain" else "mqtts"
+        return f"{scheme}://127.0.0.1:{self.ports[listener]}"
+
+    def _write_config(self) -> None:
+        passwd = self.directory / "passwd"
+        for i, (user, password) in enumerate(self.users.items()):
+            create = ["-c"] if i == 0 else []
+            subprocess.run(
+                [MOSQUITTO_PASSWD, "-b", *create, str(passwd), user, password],
+                check=True,
+                capture_output=True,
+            )
+        acl = self.directory / "acl"
+        acl.write_text(f"pattern readwrite fleet/%u/#\n\nuser {OPERATOR}\ntopic readwrite fleet/#\n")
+        c = self.certs
+        tls = f"cafile {c.ca}\ntls_version tlsv1.2\n"
+        (self.directory / "mosquitto.conf").write_text(
+            f"""
+user {getpass.getuser()}
+per_listener_settings false
+allow_anonymous false
+password_file {passwd}
+acl_file {acl}
+persistence true
+persistence_location {self.directory / "data"}/
+autosave_interval 1
+autosave_on_changes true
+log_dest file {self.log}
+log_type error
+log_type warning
+log_type notice
+log_type information
+connection_messages true
+log_timestamp true
+
+listener {self.ports["plain"]} 127.0.0.1
+
+listener {self.ports["tls"]} 127.0.0.1
+{tls}certfile {c.server_cert}
+keyfile {c.server_key}
+
+listener {self.ports["impostor"]} 127.0.0.1
+{tls}certfile {c.impostor_cert}
+keyfile {c.impostor_key}
+
+listener {self.ports["mtls"]} 127.0.0.1
+{tls}certfile {c.server_cert}
+keyfile {c.server_key}
+require_certificate true
+use_identity_as_username true
+"""
+        )
+
+    def start(self, timeout: float = 10.0) -> None:
+        assert self.process is None, "broker already running"
+        self.process = subprocess.Popen(
+            [MOSQUITTO, "-c", str(self.directory / "mosquitto.conf")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + timeout
+        pending = set(self.ports.values())
+        while pending:
+            if self.process.poll() is not None:
+                err = self.process.stderr.read().decode() if self.process.stderr else ""
+                self.process = None
+                raise RuntimeError(f"mosquitto exited at start-up: {err} {self.log_text()}")
+            for port in list(pending):
+                with socket.socket() as s:
+                    s.settimeout(0.2)
+                    if s.connect_ex(("127.0.0.1", port)) == 0:
+                        pending.discard(port)
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"mosquitto did not open ports {sorted(pending)}")
+            time.sleep(0.01)
+        time.sleep(0.2)  # a SIGTERM right after start-up is sometimes ignored
+
+    def stop(self) -> None:
+        """SIGTERM (the broker saves its data), SIGKILL after 5 s."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stderr:
+            process.stderr.close()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def password_env(user: str, password: str, credential: str = "mqtt-password") -> dict[str, str]:
+    """The environment that `read_secret(credential)` resolves to `password`."""
+    from vehicle_agent.secrets import env_name  # noqa: PLC0415
+
+    return {**os.environ, env_name(credential): password}

@@ -1,0 +1,1148 @@
+"""Uplink stage: `MqttUplink`, the fleet link over MQTT 5: outbox → broker, commands → handlers.
+
+The pipeline never waits on the network: `on_event` and `on_frame` only add to in-memory lists
+that a writer task commits to the outbox (SQLite, on its own thread) within a loop turn; a
+sender task publishes from the outbox and a row is deleted only on a PUBACK with a reason code
+below 0x80. A reason code ≥ 0x80 is an error: the message is dropped and reported (a few
+transient codes are retried first), never retried forever.
+
+paho-mqtt is driven from the event loop directly, the way aiomqtt does it (socket callbacks,
+`loop_read`/`loop_write`/`loop_misc`), because aiomqtt's `publish()` does not tell the PUBACK
+reason code, and a refused publish must not count as delivered. Each connection attempt uses a
+fresh paho client: its in-memory session is disposable, the outbox is the truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import sqlite3
+import ssl
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+from pydantic import TypeAdapter, ValidationError
+
+from vehicle_agent import __version__
+from vehicle_agent.backoff import Backoff
+from vehicle_agent.config import (
+    AgentConfig,
+    Config,
+    ConfigError,
+    EnhancerConfig,
+    MqttUplinkConfig,
+    PassthroughEnhancerConfig,
+)
+from vehicle_agent.events import EventBus
+from vehicle_agent.records import Event, FrameRecord, JsonValue
+from vehicle_agent.secrets import SecretError, SecretValue, read_secret
+from vehicle_agent.uplink.base import PipelineHooks, Uplink
+from vehicle_agent.uplink.commands import (
+    CommandFailedError,
+    CommandProcessor,
+    Handler,
+    IncomingCommand,
+    SettingsError,
+    apply_settings,
+    current_settings,
+    describe_validation,
+)
+from vehicle_agent.uplink.outbox import (
+    Outbox,
+    OutboxError,
+    OutMessage,
+    StoredMessage,
+    WriteResult,
+)
+from vehicle_agent.uplink.telemetry import SystemSampler, TelemetryAggregator
+from vehicle_agent.uplink.topics import (
+    OFFLINE,
+    ONLINE,
+    CaptureFramesArgs,
+    CaptureFramesResult,
+    CleanLensArgs,
+    EventMessage,
+    MessageClass,
+    NoArgs,
+    OutboxStatus,
+    PingResult,
+    SetConfigArgs,
+    SetConfigResult,
+    SetEnhancementArgs,
+    SetEnhancementResult,
+    StatusResult,
+    Telemetry,
+    Topics,
+    UplinkStatus,
+)
+from vehicle_agent.uplink.uploads import UploadJob, UploadPolicy, encode_upload, new_upload_id
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+RETRY_CODES = frozenset({0x80, 0x91, 0x97})
+"""PUBACK codes worth another try: unspecified error, packet id in use, quota exceeded."""
+MAX_PUBLISH_ATTEMPTS = 5
+SUBSCRIBE_TIMEOUT_S = 10.0
+CLOSE_TIMEOUT_S = 1.0
+PURGE_EVERY_S = 60.0
+REFUSED_EVENT_EVERY_S = 60.0
+UPLOAD_QUEUE = 8
+COMMAND_QUEUE = 64
+
+_ENHANCER_CONFIG: TypeAdapter[Any] = TypeAdapter(EnhancerConfig)
+
+
+class UplinkError(Exception):
+    """The broker link failed; `reason` says how, `code` is the MQTT reason code if any."""
+
+    def __init__(self, reason: str, code: int | None = None) -> None:
+        self.reason = reason
+        self.code = code
+        super().__init__(reason)
+
+
+class ConnectError(UplinkError):
+    """No connection: unreachable, TLS refused (wrong CA or name), or a negative CONNACK."""
+
+
+def tls_context(config: MqttUplinkConfig) -> ssl.SSLContext:
+    """Verify the broker against `ca_file` and its name against the URL's host; TLS ≥ 1.2."""
+    context = ssl.create_default_context(cafile=str(config.ca_file))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if config.client_cert_file is not None:
+        key = str(config.client_key_file) if config.client_key_file is not None else None
+        context.load_cert_chain(str(config.client_cert_file), key)
+    return context
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a future's exception as seen (nobody may be waiting for it any more)."""
+    if not future.cancelled():
+        future.exception()
+
+
+class _Link:
+    """One connection: a fresh paho client whose socket the event loop watches."""
+
+    def __init__(
+        self,
+        *,
+        client_id: str,
+        username: str | None,
+        password: SecretValue | None,
+        tls: ssl.SSLContext | None,
+        will_topic: str,
+        keepalive: int,
+        connect_timeout: float,
+        on_message: Callable[[mqtt.MQTTMessage], None],
+        on_lost: Callable[[], None],
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv5,
+            reconnect_on_failure=False,
+        )
+        client.connect_timeout = connect_timeout
+        # Our sender keeps the window (the broker's Receive Maximum); paho must not queue.
+        client.max_inflight_messages_set(1000)
+        client.enable_logger(logging.getLogger("vehicle_agent.uplink.paho"))
+        if username is not None:
+            client.username_pw_set(username, password.reveal() if password else None)
+        if tls is not None:
+            client.tls_set_context(tls)
+        client.will_set(will_topic, OFFLINE, qos=1, retain=True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_subscribe = self._on_subscribe
+        client.on_message = lambda _c, _u, message: on_message(message)
+        client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
+        client.on_socket_register_write = self._on_socket_register_write
+        client.on_socket_unregister_write = self._on_socket_unregister_write
+        self.client = client
+        self.keepalive = keepalive
+        self._on_lost = on_lost
+        self.window = 65535
+        """Messages that may be in flight: the broker's Receive Maximum (MQTT 5)."""
+        self.connected: asyncio.Future[bool] = self.loop.create_future()
+        self.lost: asyncio.Future[str] = self.loop.create_future()
+        self.connected.add_done_callback(_retrieve)
+        self.lost.add_done_callback(_retrieve)
+        self.inflight: dict[int, int] = {}
+        """mid → outbox row id of messages sent and not acknowledged yet."""
+        self._acks: dict[int, Callable[[ReasonCode], None]] = {}
+        self._subscribes: dict[int, asyncio.Future[list[ReasonCode]]] = {}
+        self._fd: int | None = None
+        self._misc: asyncio.Task[None] | None = None
+
+    @property
+    def up(self) -> bool:
+        return self.connected.done() and not self.connected.exception() and not self.lost.done()
+
+    # -- connecting ---------------------------------------------------------------------------
+
+    async def connect(
+        self, host: str, port: int, session_expiry_s: int, max_packet: int, executor: Any
+    ) -> bool:
+        """Connect and wait for a positive CONNACK; returns whether the broker had a session."""
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = session_expiry_s
+        properties.MaximumPacketSize = max_packet
+        connect = functools.partial(
+            self.client.connect,
+            host,
+            port,
+            self.keepalive,
+            clean_start=False,
+            properties=properties,
+        )
+        # connect() blocks: DNS, TCP and the TLS handshake. Its socket callbacks come from the
+        # executor's thread and are passed to the loop (see `_call`).
+        future = self.loop.run_in_executor(executor, connect)
+        try:
+            await future
+        except asyncio.CancelledError:
+            future.add_done_callback(lambda _: self.loop.call_soon_threadsafe(self.abandon))
+            raise
+        except (OSError, ValueError) as exc:
+            # ssl.SSLError and CertificateError are OSError / ValueError.
+            raise ConnectError(f"{type(exc).__name__}: {exc}") from exc
+        try:
+            return await asyncio.wait_for(
+                asyncio.shield(self.connected), self.client.connect_timeout
+            )
+        except TimeoutError:
+            raise ConnectError("no CONNACK in time") from None
+
+    def _on_connect(
+        self,
+        _client: mqtt.Client,
+        _userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if self.connected.done():
+            return
+        self.window = int(getattr(properties, "ReceiveMaximum", 65535))
+        if reason_code.is_failure:
+            self.connected.set_exception(
+                ConnectError(f"broker refused the connection: {reason_code}", reason_code.value)
+            )
+        else:
+            self.connected.set_result(bool(flags.session_present))
+
+    def _on_disconnect(
+        self,
+        _client: mqtt.Client,
+        _userdata: Any,
+        _flags: mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        _properties: Properties | None,
+    ) -> None:
+        reason = f"disconnected: {reason_code}"
+        if not self.connected.done():
+            self.connected.set_exception(ConnectError(reason, reason_code.value))
+        self._lose(reason)
+
+    def _lose(self, reason: str) -> None:
+        if not self.lost.done():
+            self.lost.set_result(reason)
+            for future in self._subscribes.values():
+                if not future.done():
+                    future.set_exception(UplinkError(reason))
+            self._on_lost()
+
+    # -- publishing ---------------------------------------------------------------------------
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        retain: bool = False,
+        properties: Properties | None = None,
+        on_ack: Callable[[ReasonCode], None] | None = None,
+    ) -> int | None:
+        """Send with QoS 1; `on_ack` gets the PUBACK's reason code. None if not sent."""
+        info = self.client.publish(topic, payload, qos=1, retain=retain, properties=properties)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            return None
+        if on_ack is not None:
+            self._acks[info.mid] = on_ack
+        return info.mid
+
+    def _on_publish(
+        self,
+        _client: mqtt.Client,
+        _userdata: Any,
+        mid: int,
+        reason_code: ReasonCode,
+        _properties: Properties | None,
+    ) -> None:
+        self.inflight.pop(mid, None)
+        callback = self._acks.pop(mid, None)
+        if callback is not None:
+            callback(reason_code)
+
+    async def subscribe(self, topic: str) -> list[ReasonCode]:
+        future: asyncio.Future[list[ReasonCode]] = self.loop.create_future()
+        future.add_done_callback(_retrieve)
+        rc, mid = self.client.subscribe(topic, options=SubscribeOptions(qos=1))
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
+            raise UplinkError(f"subscribe failed: {mqtt.error_string(rc)}")
+        self._subscribes[mid] = future
+        return await asyncio.wait_for(future, SUBSCRIBE_TIMEOUT_S)
+
+    def _on_subscribe(
+        self,
+        _client: mqtt.Client,
+        _userdata: Any,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        _properties: Properties | None,
+    ) -> None:
+        future = self._subscribes.pop(mid, None)
+        if future is not None and not future.done():
+            future.set_result(reason_codes)
+
+    # -- closing ------------------------------------------------------------------------------
+
+    async def close(self, status_topic: str) -> None:
+        """Publish `offline` (retained) and disconnect cleanly, so the Last Will is not sent."""
+        try:
+            if self.up:
+                acked: asyncio.Future[ReasonCode] = self.loop.create_future()
+                acked.add_done_callback(_retrieve)
+
+                def on_ack(code: ReasonCode) -> None:
+                    if not acked.done():
+                        acked.set_result(code)
+
+                mid = self.publish(status_topic, OFFLINE, retain=True, on_ack=on_ack)
+                if mid is not None:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(asyncio.shield(acked), CLOSE_TIMEOUT_S)
+                self.client.disconnect()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self.lost), CLOSE_TIMEOUT_S)
+        finally:
+            self.abandon()
+
+    def abandon(self) -> None:
+        """Close the socket now, whatever state the connection is in."""
+        self._lose("closed")
+        sock = self.client.socket()
+        if sock is not None:
+            fd = sock.fileno()
+            if fd >= 0:
+                self.loop.remove_reader(fd)
+                self.loop.remove_writer(fd)
+            sock.close()
+        self._fd = None
+        if self._misc is not None:
+            self._misc.cancel()
+
+    # -- the event loop drives paho ----------------------------------------------------------
+
+    def _call(self, fn: Callable[..., None], *args: Any) -> None:
+        if threading.get_ident() == self._loop_thread:
+            fn(*args)
+        else:
+            self.loop.call_soon_threadsafe(fn, *args)
+
+    def _on_socket_open(self, _client: mqtt.Client, _userdata: Any, sock: Any) -> None:
+        self._call(self._watch, sock.fileno())
+
+    def _watch(self, fd: int) -> None:
+        self._fd = fd
+        self.loop.add_reader(fd, self._readable)
+        self._misc = self.loop.create_task(self._misc_loop(), name="uplink-keepalive")
+
+    def _on_socket_close(self, _client: mqtt.Client, _userdata: Any, sock: Any) -> None:
+        self._call(self._unwatch, sock.fileno())
+
+    def _unwatch(self, fd: int) -> None:
+        if fd >= 0:
+            self.loop.remove_reader(fd)
+            self.loop.remove_writer(fd)
+        if self._fd == fd:
+            self._fd = None
+        if self._misc is not None:
+            self._misc.cancel()
+
+    def _on_socket_register_write(self, _client: mqtt.Client, _userdata: Any, sock: Any) -> None:
+        self._call(self._want_write, sock.fileno())
+
+    def _want_write(self, fd: int) -> None:
+        if self._fd == fd:
+            self.loop.add_writer(fd, self._writable)
+
+    def _on_socket_unregister_write(self, _client: mqtt.Client, _userdata: Any, sock: Any) -> None:
+        self._call(self._stop_writing, sock.fileno())
+
+    def _stop_writing(self, fd: int) -> None:
+        if fd >= 0:
+            self.loop.remove_writer(fd)
+
+    def _readable(self) -> None:
+        try:
+            while True:
+                rc = self.client.loop_read()
+                sock = self.client.socket()
+                # An SSL socket may hold decoded bytes that select() does not see.
+                if rc or not isinstance(sock, ssl.SSLSocket) or sock.pending() == 0:
+                    break
+        except Exception as exc:
+            logger.debug("MQTT read failed", exc_info=True)
+            self._lose(f"read failed: {exc}")
+            self.abandon()
+
+    def _writable(self) -> None:
+        try:
+            self.client.loop_write()
+        except Exception as exc:
+            logger.debug("MQTT write failed", exc_info=True)
+            self._lose(f"write failed: {exc}")
+            self.abandon()
+            return
+        if self._fd is not None and not self.client.want_write():
+            self.loop.remove_writer(self._fd)
+
+    async def _misc_loop(self) -> None:
+        """Keepalive: paho sends PINGREQ and notices a silent broker from here."""
+        while True:
+            if self.client.loop_misc() != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                return
+            await asyncio.sleep(1.0)
+
+
+@dataclass
+class _Ledger:
+    """Command ids and first replies, in the outbox database (see `CommandLedger`)."""
+
+    uplink: MqttUplink
+
+    async def first_reply(self, command_id: str) -> tuple[bool, bytes | None]:
+        outbox = self.uplink.outbox
+        return await self.uplink.db(outbox.command_reply, command_id)
+
+    async def started(self, command_id: str, name: str) -> bool:
+        outbox = self.uplink.outbox
+        return await self.uplink.db(outbox.command_started, command_id, name)
+
+    async def finished(self, command_id: str | None, reply: OutMessage) -> None:
+        outbox = self.uplink.outbox
+        result = await self.uplink.db(outbox.command_finished, command_id, reply)
+        self.uplink.note_write(result)
+
+
+class MqttUplink(Uplink):
+    """The fleet link: telemetry, events, frame uploads and commands over MQTT 5."""
+
+    name = "mqtt"
+
+    def __init__(
+        self,
+        config: MqttUplinkConfig,
+        agent: AgentConfig,
+        events: EventBus,
+        *,
+        outbox_path: Path,
+        password: SecretValue | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        self.config = config
+        self.settings = config
+        """`config` with the changes `set_config` made (persisted in the outbox database)."""
+        self.agent = agent
+        self.events = events
+        self.topics = Topics(config.topic_prefix, agent.vehicle_id)
+        self.outbox_path = outbox_path
+        self._password = password
+        self._tls = tls
+        _, self._host, self._port = config.address()
+        self._hooks: PipelineHooks | None = None
+        self._outbox: Outbox | None = None
+        self._db_executor = ThreadPoolExecutor(1, thread_name_prefix="uplink-db")
+        self._connect_executor = ThreadPoolExecutor(1, thread_name_prefix="uplink-connect")
+        # Filled on the loop, committed by the writer task.
+        self._pending: list[OutMessage] = []
+        self._pending_counters: dict[str, int] = {}
+        self._acked: list[int] = []
+        self._refused: list[int] = []
+        self._retry: list[int] = []
+        self._busy: set[int] = set()
+        """Rows published and not yet deleted (in flight, or acknowledged and being deleted)."""
+        self._dirty = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._link: _Link | None = None
+        self._aggregator = TelemetryAggregator(agent.vehicle_id, agent.camera_id)
+        self._uploads = UploadPolicy(config.upload)
+        self._upload_queue: asyncio.Queue[UploadJob] = asyncio.Queue(UPLOAD_QUEUE)
+        self._commands: asyncio.Queue[IncomingCommand] = asyncio.Queue(COMMAND_QUEUE)
+        self._sampler: SystemSampler | None = None
+        self._telemetry_seq = 0
+        self._event_seq = 0
+        self._last_telemetry: Telemetry | None = None
+        self._dropped: dict[str, dict[str, int]] = {}
+        self._drops_to_report: Counter[str] = Counter()
+        self._refused_reported: dict[tuple[str, int], float] = {}
+        self._runner: asyncio.Task[None] | None = None
+        self._closing = False
+        self._t_video = 0.0
+        self.connected = False
+        self.connects = 0
+        self.sent = 0
+        self.uploads_dropped = 0
+        self.commands_dropped = 0
+        self.write_failures = 0
+
+    @classmethod
+    def from_config(
+        cls, config: Config, events: EventBus, *, outbox_path: Path | None = None
+    ) -> MqttUplink:
+        """Resolve the password credential and TLS files; errors name the config key."""
+        uplink = config.uplink
+        if not isinstance(uplink, MqttUplinkConfig):
+            raise ConfigError(None, "uplink.type", "not an MQTT uplink")
+        password = None
+        if uplink.password_credential is not None:
+            try:
+                password = read_secret(uplink.password_credential)
+            except SecretError as exc:
+                raise ConfigError(None, "uplink.password_credential", str(exc)) from None
+        tls = None
+        if uplink.address()[0]:
+            try:
+                tls = tls_context(uplink)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(None, "uplink.ca_file", f"cannot load TLS files: {exc}") from None
+        path = outbox_path or uplink.outbox.path or config.agent.state_dir / "uplink.sqlite3"
+        return cls(uplink, config.agent, events, outbox_path=path, password=password, tls=tls)
+
+    # -- the Uplink interface -----------------------------------------------------------------
+
+    def attach(self, hooks: PipelineHooks) -> None:
+        self._hooks = hooks
+
+    async def start(self) -> None:
+        try:
+            self._outbox, purged = await self.db(self._open_outbox)
+        except (OutboxError, sqlite3.Error) as exc:
+            # Degrade: the pipeline runs on without a fleet link, and says so.
+            logger.error("fleet link disabled: %s", exc)  # noqa: TRY400 - the reason is the message
+            self._emit("uplink_lost", broker=self.config.broker, reason=str(exc), retry_in_s=None)
+            return
+        self._drops_to_report.update(f"{k.value}:{r}" for k, r, _ in purged.dropped)
+        self._sampler = await asyncio.to_thread(SystemSampler)
+        self._runner = asyncio.get_running_loop().create_task(self._run(), name="uplink")
+
+    def on_event(self, event: Event) -> None:
+        self._t_video = max(self._t_video, event.t)
+        if self._outbox is None:
+            return
+        self._event_seq += 1
+        message = EventMessage(
+            vehicle_id=self.agent.vehicle_id,
+            seq=self._event_seq,
+            time=round(time.time(), 3),
+            type=event.type,
+            t=round(event.t, 6),
+            frame=event.frame,
+            data=dict(event.data),
+        )
+        self._enqueue(
+            [
+                OutMessage(
+                    MessageClass.EVENT, self.topics.events, message.model_dump_json().encode()
+                )
+            ],
+            {"event_seq": self._event_seq},
+        )
+
+    async def on_frame(self, record: FrameRecord) -> None:
+        self._t_video = record.frame.t_video
+        if self._outbox is None:
+            return
+        self._aggregator.on_frame(record)
+        for job in self._uploads.on_frame(record):
+            self._queue_upload(job)
+
+    async def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        try:
+            if self._outbox is not None and self._runner is not None:
+                await self._close_running()
+        finally:
+            self._connect_executor.shutdown(wait=False, cancel_futures=True)
+            if self._outbox is not None:
+                outbox, self._outbox = self._outbox, None
+                with contextlib.suppress(sqlite3.Error):
+                    await self.db(outbox.close)
+            await asyncio.to_thread(self._db_executor.shutdown)
+
+    async def _close_running(self) -> None:
+        # A last snapshot, so that even a short run reports, then what can leave in time.
+        await self._emit_telemetry()
+        await self._write_pending()
+        deadline = time.monotonic() + self.settings.drain_on_close_s
+        while self.connected and self.outbox.pending > 0 and time.monotonic() < deadline:
+            self._dirty.set()
+            await asyncio.sleep(0.02)
+        link = self._link
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+        if link is not None:
+            await link.close(self.topics.status)
+        self.connected = False
+        await self._write_pending()
+
+    def stats(self) -> Mapping[str, float]:
+        outbox = self._outbox
+        return {
+            "connected": float(self.connected),
+            "connects": float(self.connects),
+            "sent": float(self.sent),
+            "outbox_pending": float(outbox.pending if outbox else 0),
+            "outbox_bytes": float(outbox.pending_bytes if outbox else 0),
+            "dropped": float(sum(sum(r.values()) for r in self._dropped.values())),
+            "telemetry_seq": float(self._telemetry_seq),
+        }
+
+    # -- outbox -------------------------------------------------------------------------------
+
+    @property
+    def outbox(self) -> Outbox:
+        if self._outbox is None:
+            raise UplinkError("the outbox is not open")
+        return self._outbox
+
+    async def db(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn` on the outbox's thread (SQLite never blocks the loop)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._db_executor, functools.partial(fn, *args))
+
+    def _open_outbox(self) -> tuple[Outbox, WriteResult]:
+        o = self.config.outbox
+        ttl = {
+            MessageClass.REPLY: o.ttl_reply_s,
+            MessageClass.EVENT: o.ttl_event_s,
+            MessageClass.TELEMETRY: o.ttl_telemetry_s,
+            MessageClass.FRAME: o.ttl_frame_s,
+        }
+        outbox = Outbox(self.outbox_path, int(o.budget_mb * 2**20), ttl, synchronous=o.synchronous)
+        try:
+            self._telemetry_seq = outbox.counter("telemetry_seq")
+            self._event_seq = outbox.counter("event_seq")
+            overrides = outbox.settings()
+            for key, value in overrides.items():
+                try:
+                    self.settings = apply_settings(self.settings, {key: value})
+                except SettingsError as exc:
+                    logger.warning("dropping a setting saved by set_config: %s", exc)
+                    outbox.forget_settings([key])
+            self._set_ttls(outbox)
+            self._uploads.update(self.settings.upload)
+            outbox.forget_commands(self.config.command_memory_s)
+            purged = WriteResult([], outbox.purge_expired())
+            self._dropped = outbox.stats().dropped
+        except BaseException:
+            outbox.close()
+            raise
+        logger.info(
+            "outbox %s: %d messages waiting (%d bytes); telemetry seq %d",
+            self.outbox_path,
+            outbox.pending,
+            outbox.pending_bytes,
+            self._telemetry_seq,
+        )
+        return outbox, purged
+
+    def _set_ttls(self, outbox: Outbox) -> None:
+        o = self.settings.outbox
+        outbox.ttl_s.update(
+            {
+                MessageClass.REPLY: o.ttl_reply_s,
+                MessageClass.EVENT: o.ttl_event_s,
+                MessageClass.TELEMETRY: o.ttl_telemetry_s,
+                MessageClass.FRAME: o.ttl_frame_s,
+            }
+        )
+
+    def _enqueue(
+        self, messages: list[OutMessage], counters: Mapping[str, int] | None = None
+    ) -> None:
+        self._pending.extend(messages)
+        for name, value in (counters or {}).items():
+            self._pending_counters[name] = max(value, self._pending_counters.get(name, 0))
+        self._dirty.set()
+
+    async def _writer(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            await self._write_pending()
+
+    async def _write_pending(self) -> None:
+        messages, self._pending = self._pending, []
+        counters, self._pending_counters = self._pending_counters, {}
+        acked, self._acked = self._acked, []
+        refused, self._refused = self._refused, []
+        retry, self._retry = self._retry, []
+        if not (messages or counters or acked or refused or retry):
+            return
+        try:
+            result = await self.db(
+                functools.partial(
+                    self.outbox.write,
+                    messages,
+                    acked=acked,
+                    refused=refused,
+                    retry=retry,
+                    counters=counters,
+                )
+            )
+        except sqlite3.Error:
+            # Disk full or broken: the acknowledgements are kept for the next write; the new
+            # messages are lost and counted (they never reached the outbox).
+            logger.exception("outbox write failed; %d messages lost", len(messages))
+            self.write_failures += len(messages)
+            self._acked[:0] = acked
+            self._refused[:0] = refused
+            self._retry[:0] = retry
+            return
+        self._busy.difference_update(acked, refused, retry)
+        self.note_write(result)
+
+    def note_write(self, result: WriteResult) -> None:
+        """Count what a write dropped; wake the sender for what it stored."""
+        for klass, reason, count in result.dropped:
+            by_reason = self._dropped.setdefault(klass.value, {})
+            by_reason[reason] = by_reason.get(reason, 0) + count
+            self._drops_to_report[f"{klass.value}:{reason}"] += count
+        self._wake.set()
+
+    def _queue_upload(self, job: UploadJob) -> None:
+        try:
+            self._upload_queue.put_nowait(job)
+        except asyncio.QueueFull:
+            self.uploads_dropped += 1
+
+    # -- background tasks ---------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            for name, factory in (
+                ("uplink-outbox", self._writer),
+                ("uplink-connection", self._connection_loop),
+                ("uplink-telemetry", self._telemetry_loop),
+                ("uplink-commands", self._command_loop),
+                ("uplink-uploads", self._upload_loop),
+            ):
+                tg.create_task(self._supervised(name, factory), name=name)
+
+    async def _supervised(self, name: str, factory: Callable[[], Any]) -> None:
+        """Run a task; an unexpected failure is logged and the task restarted a second later."""
+        while True:
+            try:
+                await factory()
+            except Exception:
+                logger.exception("uplink task %s failed; restarting it", name)
+                await asyncio.sleep(1.0)
+            else:
+                return
+
+    async def _connection_loop(self) -> None:
+        config = self.config
+        backoff = Backoff(config.reconnect_initial_s, config.reconnect_max_s)
+        attempts = 0
+        lost_at: float | None = None
+        ever_connected = False
+        reported = False
+        while True:
+            attempts += 1
+            link = _Link(
+                client_id=self.agent.vehicle_id,
+                username=config.username,
+                password=self._password,
+                tls=self._tls,
+                will_topic=self.topics.status,
+                keepalive=config.keepalive_s,
+                connect_timeout=config.connect_timeout_s,
+                on_message=self._on_message,
+                on_lost=self._wake.set,
+            )
+            self._link = link
+            try:
+                await link.connect(
+                    self._host,
+                    self._port,
+                    config.session_expiry_s,
+                    4 * config.command_max_bytes + 1024,
+                    self._connect_executor,
+                )
+            except ConnectError as exc:
+                link.abandon()
+                reason = exc.reason
+            else:
+                self.connects += 1
+                backoff.reset()
+                self._emit(
+                    "uplink_connected",
+                    broker=config.broker,
+                    attempts=attempts,
+                    outage_s=round(time.monotonic() - lost_at, 3)
+                    if ever_connected and lost_at is not None
+                    else None,
+                    pending=self.outbox.pending,
+                )
+                attempts = 0
+                reported = False
+                ever_connected = True
+                reason = await self._serve(link)
+                lost_at = None
+            self._link = None
+            if lost_at is None:
+                lost_at = time.monotonic()
+            delay = backoff.next_delay()
+            if not reported:
+                reported = True
+                self._emit(
+                    "uplink_lost", broker=config.broker, reason=reason, retry_in_s=round(delay, 3)
+                )
+            else:
+                logger.info("fleet link: %s; retrying in %.1f s", reason, delay)
+            await asyncio.sleep(delay)
+
+    async def _serve(self, link: _Link) -> str:
+        """Subscribe to commands, announce `online`, send from the outbox until the link drops."""
+        self.connected = True
+        sender = asyncio.create_task(self._sender(link), name="uplink-sender")
+        try:
+            link.publish(
+                self.topics.status,
+                ONLINE,
+                retain=True,
+                on_ack=self._status_acked,
+            )
+            try:
+                codes = await link.subscribe(self.topics.commands)
+            except (UplinkError, TimeoutError) as exc:
+                link.abandon()
+                return f"subscribe failed: {exc}"
+            if codes and codes[0].is_failure:
+                self._refused_event(self.topics.commands, "subscription", codes[0])
+            return await asyncio.shield(link.lost)
+        finally:
+            self.connected = False
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
+            self._busy.difference_update(link.inflight.values())
+            link.inflight.clear()
+
+    def _status_acked(self, code: ReasonCode) -> None:
+        if code.is_failure:
+            self._refused_event(self.topics.status, "status", code)
+
+    async def _sender(self, link: _Link) -> None:
+        while not link.lost.done():
+            self._wake.clear()
+            room = min(self.settings.max_inflight, link.window) - len(link.inflight)
+            if room > 0:
+                batch = await self.db(self.outbox.next_batch, room, frozenset(self._busy))
+                sent = 0
+                for stored in batch:
+                    if link.lost.done():
+                        return
+                    if stored.id in self._busy:
+                        continue
+                    if not self._publish(link, stored):
+                        break
+                    sent += 1
+                if sent == room:
+                    continue
+            await self._wake.wait()
+
+    def _publish(self, link: _Link, stored: StoredMessage) -> bool:
+        message = stored.message
+        properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        properties.MessageExpiryInterval = max(1, int(stored.expires - time.time()))
+        if message.content_type:
+            properties.ContentType = message.content_type
+        if message.correlation is not None:
+            properties.CorrelationData = message.correlation
+        try:
+            mid = link.publish(
+                message.topic,
+                message.payload,
+                retain=message.retain,
+                properties=properties,
+                on_ack=functools.partial(self._acked_by_broker, stored),
+            )
+        except ValueError:
+            logger.exception("cannot publish outbox row %d on %r", stored.id, message.topic)
+            self._busy.add(stored.id)
+            self._refused.append(stored.id)
+            self._dirty.set()
+            return True
+        if mid is None:
+            return False
+        link.inflight[mid] = stored.id
+        self._busy.add(stored.id)
+        return True
+
+    def _acked_by_broker(self, stored: StoredMessage, code: ReasonCode) -> None:
+        value = code.value
+        if value < 0x80:
+            self.sent += 1
+            self._acked.append(stored.id)
+        elif value in RETRY_CODES and stored.attempts + 1 < MAX_PUBLISH_ATTEMPTS:
+            logger.warning("broker refused %s (%s); will retry", stored.message.topic, code)
+            self._retry.append(stored.id)
+        else:
+            self._refused.append(stored.id)
+            self._refused_event(stored.message.topic, stored.message.message_class.value, code)
+        self._dirty.set()
+        self._wake.set()
+
+    def _refused_event(self, topic: str, message_class: str, code: ReasonCode) -> None:
+        key = (message_class, code.value)
+        now = time.monotonic()
+        last = self._refused_reported.get(key)
+        if last is not None and now - last < REFUSED_EVENT_EVERY_S:
+            logger.debug("broker refused %s: %s", topic, code)
+            return
+        self._refused_reported[key] = now
+        self._emit(
+            "uplink_refused",
+            topic=topic,
+            message_class=message_class,
+            reason_code=code.value,
+            reason=str(code),
+        )
+
+    # -- telemetry ----------------------------------------------------------------------------
+
+    async def _telemetry_loop(self) -> None:
+        next_at = time.monotonic() + self.settings.telemetry_interval_s
+        next_purge = time.monotonic() + PURGE_EVERY_S
+        while True:
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            await self._emit_telemetry()
+            now = time.monotonic()
+            next_at = max(next_at + self.settings.telemetry_interval_s, now)
+            if now >= next_purge:
+                next_purge = now + PURGE_EVERY_S
+                self.note_write(WriteResult([], await self.db(self.outbox.purge_expired)))
+            self._report_drops()
+
+    async def _emit_telemetry(self) -> None:
+        assert self._sampler is not None  # noqa: S101 - set by start()
+        system = await asyncio.to_thread(self._sampler.sample)
+        counters = self._hooks.counters() if self._hooks is not None else {}
+        self._telemetry_seq += 1
+        seq = self._telemetry_seq
+        telemetry = self._aggregator.snapshot(
+            seq=seq,
+            now_wall=time.time(),
+            counters=counters,
+            system=system,
+            uplink=self._status_now(),
+        )
+        self._last_telemetry = telemetry
+        self._enqueue(
+            [
+                OutMessage(
+                    MessageClass.TELEMETRY,
+                    self.topics.telemetry,
+                    telemetry.model_dump_json().encode(),
+                )
+            ],
+            {"telemetry_seq": seq},
+        )
+
+    def _status_now(self) -> UplinkStatus:
+        outbox = self.outbox
+        return UplinkStatus(
+            connected=self.connected,
+            connects=self.connects,
+            sent=self.sent,
+            outbox=OutboxStatus(
+                pending=outbox.pending,
+                pending_bytes=outbox.pending_bytes,
+                dropped={k: dict(v) for k, v in self._dropped.items()},
+            ),
+        )
+
+    def _report_drops(self) -> None:
+        if not self._drops_to_report:
+            return
+        counts = ", ".join(f"{k}={v}" for k, v in sorted(self._drops_to_report.items()))
+        self._drops_to_report.clear()
+        self._emit("outbox_dropped", counts=counts, pending=self.outbox.pending)
+
+    # -- uploads ------------------------------------------------------------------------------
+
+    async def _upload_loop(self) -> None:
+        while True:
+            job = await self._upload_queue.get()
+            upload_id = new_upload_id()
+            try:
+                meta, messages = await asyncio.to_thread(
+                    encode_upload,
+                    job,
+                    self.topics,
+                    self.agent.vehicle_id,
+                    self.settings.upload,
+                    upload_id,
+                )
+            except Exception:
+                logger.exception("frame upload %s could not be encoded", upload_id)
+                self.uploads_dropped += 1
+                continue
+            self._enqueue(messages)
+            self._emit(
+                "frame_upload_queued",
+                upload_id=upload_id,
+                reason=job.reason,
+                bytes=meta.size_bytes,
+                chunks=meta.chunks,
+            )
+
+    # -- commands -----------------------------------------------------------------------------
+
+    def _on_message(self, message: mqtt.MQTTMessage) -> None:
+        if message.topic != self.topics.commands:
+            return
+        properties = message.properties
+        response_topic = getattr(properties, "ResponseTopic", None)
+        correlation = getattr(properties, "CorrelationData", None)
+        try:
+            self._commands.put_nowait(
+                IncomingCommand(bytes(message.payload), response_topic, correlation)
+            )
+        except asyncio.QueueFull:
+            self.commands_dropped += 1
+            logger.warning("command queue full: a command was dropped without a reply")
+
+    async def _command_loop(self) -> None:
+        processor = CommandProcessor(
+            self.topics,
+            self.agent.vehicle_id,
+            _Ledger(self),
+            self._handlers(),
+            max_bytes=self.config.command_max_bytes,
+        )
+        while True:
+            incoming = await self._commands.get()
+            outcome = await processor.handle(incoming)
+            self._emit(
+                "command_handled",
+                id=outcome.id,
+                name=outcome.name,
+                ok=outcome.ok,
+                error=outcome.error,
+                duplicate=outcome.duplicate,
+            )
+
+    def _handlers(self) -> dict[str, Handler]:
+        return {
+            "ping": self._cmd_ping,
+            "get_status": self._cmd_get_status,
+            "clean_lens": self._cmd_clean_lens,
+            "set_config": self._cmd_set_config,
+            "capture_frames": self._cmd_capture_frames,
+            "set_enhancement": self._cmd_set_enhancement,
+        }
+
+    def _uptime(self) -> float:
+        return round(time.monotonic() - self._aggregator.started_mono, 3)
+
+    async def _cmd_ping(self, _args: NoArgs, _cid: str) -> PingResult:
+        return PingResult(time=round(time.time(), 3), uptime_s=self._uptime())
+
+    async def _cmd_get_status(self, _args: NoArgs, _cid: str) -> StatusResult:
+        return StatusResult(
+            version=__version__,
+            config_digest=self._hooks.config_digest if self._hooks else "",
+            uptime_s=self._uptime(),
+            connected=self.connected,
+            settings=current_settings(self.settings),
+            telemetry=self._last_telemetry,
+        )
+
+    async def _cmd_clean_lens(self, args: CleanLensArgs, _cid: str) -> Mapping[str, Any]:
+        clean = self._hooks.clean_lens if self._hooks else None
+        if clean is None:
+            raise CommandFailedError("unavailable", "no lens cleaner configured on this vehicle")
+        for job in self._uploads.cleaning_started():
+            self._queue_upload(job)
+        result = await clean(args.duration_s)
+        self._uploads.cleaning_finished()
+        return result
+
+    async def _cmd_set_config(self, args: SetConfigArgs, _cid: str) -> SetConfigResult:
+        try:
+            settings = apply_settings(self.settings, args.changes)
+        except SettingsError as exc:
+            raise CommandFailedError("invalid_args", str(exc)) from None
+        outbox = self.outbox
+        await self.db(outbox.save_settings, args.changes)
+        self.settings = settings
+        await self.db(self._set_ttls, outbox)
+        self._uploads.update(settings.upload)
+        logger.info("set_config applied and saved: %s", args.changes)
+        return SetConfigResult(settings=current_settings(settings))
+
+    async def _cmd_capture_frames(self, args: CaptureFramesArgs, cid: str) -> CaptureFramesResult:
+        return CaptureFramesResult(scheduled=self._uploads.request(args.count, args.content, cid))
+
+    async def _cmd_set_enhancement(
+        self, args: SetEnhancementArgs, _cid: str
+    ) -> SetEnhancementResult:
+        switch = self._hooks.set_enhancer if self._hooks else None
+        if switch is None:
+            raise CommandFailedError("unavailable", "enhancement cannot be switched here")
+        backend: Any = None
+        if args.mode == "bypass":
+            backend = PassthroughEnhancerConfig()
+        elif args.backend is not None:
+            try:
+                backend = _ENHANCER_CONFIG.validate_python(args.backend)
+            except ValidationError as exc:
+                raise CommandFailedError(
+                    "invalid_args", "backend." + describe_validation(exc)
+                ) from None
+        return SetEnhancementResult(backend=await switch(backend))
+
+    # -- events -------------------------------------------------------------------------------
+
+    def _emit(self, type_: str, **data: JsonValue) -> None:
+        self.events.emit(type_, self._t_video, None, **data)

@@ -1,0 +1,150 @@
+"""Uplink stage: telemetry, per-frame records folded into one snapshot per interval.
+
+`on_frame` runs on the event loop for every frame, so it only adds numbers; `SystemSampler`
+reads CPU, memory and temperatures through psutil (a few syscalls: call it off the loop).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import psutil
+
+from vehicle_agent.records import FrameRecord
+from vehicle_agent.uplink.topics import AdhesionSummary, QualitySummary, Telemetry, UplinkStatus
+
+
+@dataclass(frozen=True)
+class SystemSample:
+    cpu_percent: float
+    process_cpu_percent: float
+    memory_percent: float
+    process_rss_mb: float
+    temperatures_c: dict[str, float] = field(default_factory=dict)
+
+
+class SystemSampler:
+    """CPU use since the previous sample, memory, and board temperatures."""
+
+    def __init__(self) -> None:
+        self._process = psutil.Process()
+        # The first call of cpu_percent(None) starts the measuring interval.
+        psutil.cpu_percent(None)
+        self._process.cpu_percent(None)
+
+    def sample(self) -> SystemSample:
+        memory = psutil.virtual_memory()
+        return SystemSample(
+            cpu_percent=float(psutil.cpu_percent(None)),
+            process_cpu_percent=float(self._process.cpu_percent(None)),
+            memory_percent=float(memory.percent),
+            process_rss_mb=self._process.memory_info().rss / 2**20,
+            temperatures_c=_temperatures(),
+        )
+
+
+def _temperatures() -> dict[str, float]:
+    reader = getattr(psutil, "sensors_temperatures", None)
+    if reader is None:  # not on every platform
+        return {}
+    try:
+        sensors = reader()
+    except OSError:
+        return {}
+    out: dict[str, float] = {}
+    for chip, readings in sensors.items():
+        for i, reading in enumerate(readings):
+            label = reading.label or str(i)
+            out[f"{chip}/{label}"] = round(float(reading.current), 1)
+    return out
+
+
+class TelemetryAggregator:
+    """Sums what each frame record says; `snapshot` turns the interval into a `Telemetry`."""
+
+    def __init__(self, vehicle_id: str, camera_id: str, started: float | None = None) -> None:
+        self.vehicle_id = vehicle_id
+        self.camera_id = camera_id
+        self.started_mono = time.monotonic() if started is None else started
+        self._interval_start = self.started_mono
+        self._frames = 0
+        self._quality_n = 0
+        self._quality_sum = [0.0, 0.0, 0.0]
+        self._last: FrameRecord | None = None
+        self._dropped_before = 0
+
+    def on_frame(self, record: FrameRecord) -> None:
+        self._frames += 1
+        self._last = record
+        quality = record.quality
+        if quality is not None:
+            self._quality_n += 1
+            self._quality_sum[0] += quality.brightness
+            self._quality_sum[1] += quality.contrast
+            self._quality_sum[2] += quality.sharpness
+
+    @property
+    def last_record(self) -> FrameRecord | None:
+        return self._last
+
+    def snapshot(
+        self,
+        *,
+        seq: int,
+        now_wall: float,
+        counters: Mapping[str, float],
+        system: SystemSample,
+        uplink: UplinkStatus,
+        now_mono: float | None = None,
+    ) -> Telemetry:
+        """The interval since the previous snapshot; starts the next one."""
+        now_mono = time.monotonic() if now_mono is None else now_mono
+        elapsed = max(now_mono - self._interval_start, 1e-9)
+        quality = None
+        if self._quality_n:
+            b, c, s = (v / self._quality_n for v in self._quality_sum)
+            quality = QualitySummary(
+                brightness=round(b, 3), contrast=round(c, 3), sharpness=round(s, 3)
+            )
+        last = self._last
+        adhesion = None
+        if last is not None and last.adhesion is not None:
+            adhesion = AdhesionSummary(
+                score=last.adhesion.score, covered_fraction=last.adhesion.covered_fraction
+            )
+        dropped = int(counters.get("frames_dropped", 0))
+        telemetry = Telemetry(
+            vehicle_id=self.vehicle_id,
+            camera_id=self.camera_id,
+            seq=seq,
+            time=round(now_wall, 3),
+            uptime_s=round(now_mono - self.started_mono, 3),
+            interval_s=round(elapsed, 3),
+            fps=round(self._frames / elapsed, 3),
+            frames_in=int(counters.get("frames_in", 0)),
+            frames_out=int(counters.get("frames_out", 0)),
+            frames_dropped=dropped,
+            frames_dropped_interval=max(0, dropped - self._dropped_before),
+            frames_invalid=int(counters.get("frames_invalid", 0)),
+            quality=quality,
+            # Scene condition and the model version come with the classifier and model store.
+            condition=None,
+            adhesion=adhesion,
+            temperatures_c=system.temperatures_c,
+            fan_duty=None if last is None or last.actuation is None else last.actuation.fan_duty,
+            backend=None if last is None or not last.enhancer else last.enhancer,
+            model=None,
+            cpu_percent=round(system.cpu_percent, 1),
+            process_cpu_percent=round(system.process_cpu_percent, 1),
+            memory_percent=round(system.memory_percent, 1),
+            process_rss_mb=round(system.process_rss_mb, 1),
+            uplink=uplink,
+        )
+        self._interval_start = now_mono
+        self._frames = 0
+        self._quality_n = 0
+        self._quality_sum = [0.0, 0.0, 0.0]
+        self._dropped_before = dropped
+        return telemetry

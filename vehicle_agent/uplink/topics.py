@@ -1,0 +1,614 @@
+"""Uplink stage: every MQTT topic and payload of the fleet link, defined once (docs/mqtt.md is made here).
+
+Topics live under one subtree per vehicle, `<prefix>/<vehicle_id>/…` (prefix `fleet` by default),
+so the broker's ACL `pattern readwrite fleet/%u/#` confines a vehicle to its own subtree.
+JSON payloads are pydantic models with a schema version `v`; `mqtt_markdown()` renders them.
+"""
+
+from __future__ import annotations
+
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Final, Literal, get_args, get_origin
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION: Final = 1
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+"""Command ids and upload ids: safe in topics, logs and file names."""
+
+ONLINE = b"online"
+OFFLINE = b"offline"
+
+
+class MessageClass(StrEnum):
+    """What an outgoing message is; decides its priority in the outbox and its time to live."""
+
+    REPLY = "reply"
+    EVENT = "event"
+    TELEMETRY = "telemetry"
+    FRAME = "frame"
+
+
+PRIORITY: Mapping[MessageClass, int] = {
+    MessageClass.REPLY: 3,
+    MessageClass.EVENT: 2,
+    MessageClass.TELEMETRY: 1,
+    MessageClass.FRAME: 0,
+}
+"""Higher is sent first and dropped last when the outbox is over its disk budget."""
+
+
+class Payload(BaseModel):
+    """Base of every JSON payload: closed, immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+# -- vehicle → cloud ---------------------------------------------------------------------------
+
+
+class QualitySummary(Payload):
+    brightness: float = Field(description="Mean luma over the interval, 0–255.")
+    contrast: float = Field(description="Mean standard deviation of luma, 0–255.")
+    sharpness: float = Field(description="Mean variance of the Laplacian of luma.")
+
+
+class AdhesionSummary(Payload):
+    score: float = Field(description="Latest adhesion score, 0 (clean lens) – 1.")
+    covered_fraction: float = Field(description="Latest fraction of the image covered, 0–1.")
+
+
+class OutboxStatus(Payload):
+    pending: int = Field(description="Messages waiting in the outbox (not yet acknowledged).")
+    pending_bytes: int = Field(description="Their size on disk, bytes (estimate).")
+    dropped: dict[str, dict[str, int]] = Field(
+        description=(
+            "Messages dropped since the outbox was created, by class ('reply', 'event', "
+            "'telemetry', 'frame') and reason ('budget', 'expired', 'refused', 'too_large')."
+        )
+    )
+
+
+class UplinkStatus(Payload):
+    connected: bool = Field(description="Whether the broker link is up.")
+    connects: int = Field(description="Successful connections since the daemon started.")
+    sent: int = Field(description="Messages acknowledged by the broker since the daemon started.")
+    outbox: OutboxStatus = Field(description="The durable outbox.")
+
+
+class Telemetry(Payload):
+    v: Literal[1] = Field(SCHEMA_VERSION, description="Schema version.")
+    vehicle_id: str = Field(description="The vehicle (also in the topic).")
+    camera_id: str = Field(description="The camera this daemon controls.")
+    seq: int = Field(
+        description=(
+            "Telemetry sequence number of this vehicle: +1 per message, kept across restarts "
+            "(stored with the outbox), so a gap means a message was dropped (see `uplink.outbox`)."
+        )
+    )
+    time: float = Field(description="When the snapshot was taken, Unix time in seconds.")
+    uptime_s: float = Field(description="Seconds since the daemon started.")
+    interval_s: float = Field(description="Seconds this snapshot covers.")
+    fps: float = Field(description="Frames per second through the pipeline over the interval.")
+    frames_in: int = Field(description="Frames captured since the daemon started.")
+    frames_out: int = Field(description="Frames through the whole pipeline since start.")
+    frames_dropped: int = Field(description="Frames dropped by full queues since start.")
+    frames_dropped_interval: int = Field(description="Frames dropped during this interval.")
+    frames_invalid: int = Field(description="Frames that could not be decoded since start.")
+    quality: QualitySummary | None = Field(
+        description="Image quality over the interval; null when no frame was measured."
+    )
+    condition: str | None = Field(
+        description="Scene condition (e.g. 'night', 'rain'); null until a classifier provides it."
+    )
+    adhesion: AdhesionSummary | None = Field(
+        description="What sits on the lens; null when no detector ran."
+    )
+    temperatures_c: dict[str, float] = Field(
+        description="Temperatures by sensor name, °C (board sensors; empty when none)."
+    )
+    fan_duty: float | None = Field(description="Lens fan duty cycle 0–1 on the latest frame.")
+    backend: str | None = Field(description="Enhancement backend on the latest frame.")
+    model: str | None = Field(description="Enhancement model version; null when none is used.")
+    cpu_percent: float = Field(
+        description="System CPU use over the interval, percent of all cores."
+    )
+    process_cpu_percent: float = Field(description="This daemon's CPU use, percent of one core.")
+    memory_percent: float = Field(description="System memory in use, percent.")
+    process_rss_mb: float = Field(description="This daemon's resident memory, MiB.")
+    uplink: UplinkStatus = Field(description="The fleet link and its outbox.")
+
+
+class EventMessage(Payload):
+    v: Literal[1] = Field(SCHEMA_VERSION, description="Schema version.")
+    vehicle_id: str = Field(description="The vehicle.")
+    seq: int = Field(description="Event sequence number of this vehicle, kept across restarts.")
+    time: float = Field(description="When the event was emitted, Unix time in seconds.")
+    type: str = Field(description="Event type, one of docs/events.md.")
+    t: float = Field(description="Seconds of video time (see docs/events.md).")
+    frame: int | None = Field(description="Sequence number of the frame concerned, or null.")
+    data: dict[str, Any] = Field(description="The event's fields, as listed in docs/events.md.")
+
+
+UploadReason = Literal["request", "good_frame", "before_cleaning", "after_cleaning"]
+FrameContent = Literal["raw", "enhanced"]
+
+
+class FrameMeta(Payload):
+    v: Literal[1] = Field(SCHEMA_VERSION, description="Schema version.")
+    vehicle_id: str = Field(description="The vehicle.")
+    upload_id: str = Field(description="Identifies the upload; also in the topic.")
+    reason: UploadReason = Field(
+        description=(
+            "'request' (a `capture_frames` command), 'good_frame' (policy: a good frame every "
+            "N seconds), 'before_cleaning' or 'after_cleaning'."
+        )
+    )
+    command_id: str | None = Field(description="The `capture_frames` command id, if any.")
+    time: float = Field(description="When the frame was captured, Unix time in seconds.")
+    frame_seq: int = Field(description="Frame sequence number in the daemon.")
+    t_video: float = Field(description="Seconds of video time of the frame.")
+    content: FrameContent = Field(description="'raw' (as captured) or 'enhanced'.")
+    width: int = Field(description="Pixels.")
+    height: int = Field(description="Pixels.")
+    encoding: Literal["jpeg"] = Field("jpeg", description="Image encoding of the chunks.")
+    size_bytes: int = Field(description="Size of the whole JPEG, bytes.")
+    chunk_size: int = Field(description="Bytes per chunk (the last one may be shorter).")
+    chunks: int = Field(description="Number of chunk messages, numbered 0 … chunks−1.")
+    sha256: str = Field(description="SHA-256 of the whole JPEG, hex.")
+    quality: QualitySummary | None = Field(description="Quality metrics of this frame.")
+    adhesion: AdhesionSummary | None = Field(description="Adhesion estimate of this frame.")
+    condition: str | None = Field(description="Scene condition, when known.")
+    backend: str | None = Field(description="Enhancement backend that processed the frame.")
+    model: str | None = Field(description="Enhancement model version, when one is used.")
+
+
+class CommandErrorInfo(Payload):
+    code: Literal[
+        "too_large",
+        "malformed",
+        "bad_response_topic",
+        "expired",
+        "unknown_command",
+        "invalid_args",
+        "unavailable",
+        "interrupted",
+        "failed",
+    ] = Field(description="What went wrong (see the command section).")
+    message: str = Field(description="Human-readable detail naming the problem.")
+
+
+class CommandReply(Payload):
+    v: Literal[1] = Field(SCHEMA_VERSION, description="Schema version.")
+    vehicle_id: str = Field(description="The vehicle that answers.")
+    id: str | None = Field(description="The command id; null when it could not be read.")
+    name: str | None = Field(description="The command name; null when it could not be read.")
+    ok: bool = Field(description="True when the command ran and succeeded.")
+    result: dict[str, Any] | None = Field(description="The command's result when `ok`.")
+    error: CommandErrorInfo | None = Field(description="Why not, when not `ok`.")
+    time: float = Field(description="When the command was handled, Unix time in seconds.")
+
+
+# -- cloud → vehicle ---------------------------------------------------------------------------
+
+
+class CommandRequest(Payload):
+    id: str = Field(
+        pattern=ID_PATTERN,
+        description="Unique per command; a command with an id already handled is not run again.",
+    )
+    name: str = Field(max_length=64, description="Which command (see below).")
+    args: dict[str, Any] = Field(default_factory=dict, description="The command's arguments.")
+    expires_at: float = Field(
+        gt=0,
+        description="Unix time in seconds after which the vehicle refuses the command.",
+    )
+
+
+class NoArgs(Payload):
+    pass
+
+
+class PingResult(Payload):
+    pong: Literal[True] = Field(default=True, description="Always true.")
+    time: float = Field(description="The vehicle's clock, Unix seconds.")
+    uptime_s: float = Field(description="Seconds since the daemon started.")
+
+
+class StatusResult(Payload):
+    version: str = Field(description="Daemon version.")
+    config_digest: str = Field(description="Digest of the effective configuration file.")
+    uptime_s: float = Field(description="Seconds since the daemon started.")
+    connected: bool = Field(description="Whether the broker link is up (true when answering).")
+    settings: dict[str, Any] = Field(description="The settings `set_config` can change.")
+    telemetry: Telemetry | None = Field(description="The latest telemetry snapshot.")
+
+
+class CleanLensArgs(Payload):
+    duration_s: float = Field(3.0, ge=0.5, le=30.0, description="How long to clean, seconds.")
+
+
+class SetConfigArgs(Payload):
+    changes: dict[str, Any] = Field(
+        min_length=1,
+        max_length=32,
+        description=(
+            "Dotted key → new value, from the settable keys listed below. All are validated "
+            "with the configuration's bounds before any is applied; they persist across restarts."
+        ),
+    )
+
+
+class SetConfigResult(Payload):
+    settings: dict[str, Any] = Field(description="All settable keys with their values now.")
+
+
+class CaptureFramesArgs(Payload):
+    count: int = Field(1, ge=1, le=20, description="Frames to upload (the next ones captured).")
+    content: FrameContent = Field("raw", description="'raw' or 'enhanced' frames.")
+
+
+class CaptureFramesResult(Payload):
+    scheduled: int = Field(description="Frames that will be uploaded (after the rate limit).")
+
+
+class SetEnhancementArgs(Payload):
+    mode: Literal["enhance", "bypass"] = Field(
+        description="'bypass' passes frames through unchanged; 'enhance' uses `backend`."
+    )
+    backend: dict[str, Any] | None = Field(
+        None,
+        description=(
+            "With 'enhance': an `[enhance.backend]` table as in docs/configuration.md (its "
+            "`type` and options); null keeps the configured backend. Not persisted."
+        ),
+    )
+
+
+class SetEnhancementResult(Payload):
+    backend: str = Field(description="Name of the backend now in use.")
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    description: str
+    args: type[Payload]
+    result: type[Payload] | None
+    """None when the result depends on the handler the daemon was built with."""
+
+
+COMMANDS: Mapping[str, CommandSpec] = {
+    "ping": CommandSpec(
+        "Answers at once: is the vehicle there, and its clock.", NoArgs, PingResult
+    ),
+    "get_status": CommandSpec(
+        "Version, settings and the latest telemetry snapshot.", NoArgs, StatusResult
+    ),
+    "clean_lens": CommandSpec(
+        "Run the lens cleaning sequence; frames before and after it may be uploaded. Refused "
+        "with 'unavailable' when the daemon has no lens cleaner.",
+        CleanLensArgs,
+        None,
+    ),
+    "set_config": CommandSpec(
+        "Change settable keys (validated, persisted in the outbox database).",
+        SetConfigArgs,
+        SetConfigResult,
+    ),
+    "capture_frames": CommandSpec(
+        "Upload the next frames captured (JPEG, chunked).", CaptureFramesArgs, CaptureFramesResult
+    ),
+    "set_enhancement": CommandSpec(
+        "Switch enhancement on or off, or to another backend, while running.",
+        SetEnhancementArgs,
+        SetEnhancementResult,
+    ),
+}
+
+
+# -- the topic table ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class TopicSpec:
+    suffix: str
+    """Below `<prefix>/<vehicle_id>/`; `{name}` parts are filled in per message."""
+    direction: Literal["vehicle → cloud", "cloud → vehicle"]
+    payload: type[Payload] | str
+    """A model for JSON payloads, or a description of the bytes."""
+    qos: int
+    retain: bool
+    message_class: MessageClass | None
+    """The outbox class (priority, time to live); None: not sent through the outbox."""
+    description: str
+
+
+TOPICS: Mapping[str, TopicSpec] = {
+    "status": TopicSpec(
+        suffix="status",
+        direction="vehicle → cloud",
+        payload="UTF-8 text `online` or `offline`",
+        qos=1,
+        retain=True,
+        message_class=None,
+        description="Availability. `online` is published on every connection; `offline` on a clean "
+        "shutdown, or by the broker as the Last Will when the link drops.",
+    ),
+    "telemetry": TopicSpec(
+        suffix="telemetry",
+        direction="vehicle → cloud",
+        payload=Telemetry,
+        qos=1,
+        retain=False,
+        message_class=MessageClass.TELEMETRY,
+        description="A snapshot every `telemetry_interval_s`, and one on shutdown.",
+    ),
+    "events": TopicSpec(
+        suffix="events",
+        direction="vehicle → cloud",
+        payload=EventMessage,
+        qos=1,
+        retain=False,
+        message_class=MessageClass.EVENT,
+        description="Every event of docs/events.md, as it happens.",
+    ),
+    "frame_meta": TopicSpec(
+        suffix="frames/{upload_id}/meta",
+        direction="vehicle → cloud",
+        payload=FrameMeta,
+        qos=1,
+        retain=False,
+        message_class=MessageClass.FRAME,
+        description="Describes one uploaded frame; sent before its chunks.",
+    ),
+    "frame_chunk": TopicSpec(
+        suffix="frames/{upload_id}/{index}",
+        direction="vehicle → cloud",
+        payload="bytes: part `index` (0-based) of the JPEG, `chunk_size` bytes except the last",
+        qos=1,
+        retain=False,
+        message_class=MessageClass.FRAME,
+        description="The JPEG of an upload in chunks; reassemble in index order and check `sha256`.",
+    ),
+    "commands": TopicSpec(
+        suffix="commands",
+        direction="cloud → vehicle",
+        payload=CommandRequest,
+        qos=1,
+        retain=False,
+        message_class=None,
+        description="Commands. Set the MQTT 5 Response Topic (under `replies`) and Correlation Data; "
+        "the vehicle subscribes with a persistent session, so commands sent while it is "
+        "offline arrive when it reconnects (unless expired).",
+    ),
+    "replies": TopicSpec(
+        suffix="replies[/{anything}]",
+        direction="vehicle → cloud",
+        payload=CommandReply,
+        qos=1,
+        retain=False,
+        message_class=MessageClass.REPLY,
+        description="One reply per command, on the request's Response Topic (which must lie under "
+        "`replies`) or on `replies` itself, with the request's Correlation Data.",
+    ),
+}
+
+_TOPIC_PART = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class Topics:
+    """The topics of one vehicle, built from the table above."""
+
+    def __init__(self, prefix: str, vehicle_id: str) -> None:
+        for label, part in (("prefix", prefix), ("vehicle id", vehicle_id)):
+            if not _TOPIC_PART.match(part):
+                raise ValueError(f"{label} {part!r} is not a valid topic level")
+        self.root = f"{prefix}/{vehicle_id}"
+        self.status = f"{self.root}/{TOPICS['status'].suffix}"
+        self.telemetry = f"{self.root}/{TOPICS['telemetry'].suffix}"
+        self.events = f"{self.root}/{TOPICS['events'].suffix}"
+        self.commands = f"{self.root}/{TOPICS['commands'].suffix}"
+        self.replies = f"{self.root}/replies"
+
+    def frame_meta(self, upload_id: str) -> str:
+        return f"{self.root}/frames/{upload_id}/meta"
+
+    def frame_chunk(self, upload_id: str, index: int) -> str:
+        return f"{self.root}/frames/{upload_id}/{index}"
+
+    def is_reply_topic(self, topic: str) -> bool:
+        """Whether `topic` may carry this vehicle's replies (no wildcards, under `replies`)."""
+        if "+" in topic or "#" in topic or len(topic) > 256:
+            return False
+        return topic == self.replies or topic.startswith(self.replies + "/")
+
+
+# -- docs/mqtt.md ------------------------------------------------------------------------------
+
+
+def _type_name(annotation: Any) -> str:
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return " \\| ".join(f"`{a!r}`".replace("'", '"') for a in get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        return " \\| ".join(_type_name(a) for a in get_args(annotation))
+    if origin is dict:
+        key, value = get_args(annotation)
+        return f"object of {_type_name(key)} → {_type_name(value)}"
+    if annotation is type(None):
+        return "null"
+    if annotation is Any:
+        return "any"
+    if isinstance(annotation, type):
+        if issubclass(annotation, BaseModel):
+            return f"[{annotation.__name__}](#{annotation.__name__.lower()})"
+        return {"str": "string", "int": "integer", "float": "number", "bool": "boolean"}.get(
+            annotation.__name__, annotation.__name__
+        )
+    return str(annotation)
+
+
+def _bounds(model: type[BaseModel], name: str) -> str:
+    info = model.model_fields[name]
+    parts = []
+    for meta in info.metadata:
+        for attr, sign in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<")):
+            value = getattr(meta, attr, None)
+            if value is not None:
+                parts.append(f"{sign} {value}")
+        for attr, label in (("min_length", "length ≥"), ("max_length", "length ≤")):
+            value = getattr(meta, attr, None)
+            if value is not None:
+                parts.append(f"{label} {value}")
+        pattern = getattr(meta, "pattern", None)
+        if pattern is not None:
+            parts.append(f"matches `{pattern}`")
+    if not info.is_required():
+        default = info.get_default(call_default_factory=True)
+        parts.insert(0, f"default `{default!r}`".replace("'", '"'))
+    return ", ".join(parts)
+
+
+def _model_table(model: type[Payload], out: list[str], seen: set[type[BaseModel]]) -> None:
+    if model in seen:
+        return
+    seen.add(model)
+    out.append(f"### {model.__name__}")
+    out.append("")
+    if not model.model_fields:
+        out.append("No fields: `{}`.")
+        out.append("")
+        return
+    out.append("| field | type | constraints | meaning |")
+    out.append("|---|---|---|---|")
+    nested: list[type[Payload]] = []
+    for name, info in model.model_fields.items():
+        desc = (info.description or "").replace("|", "\\|")
+        out.append(
+            f"| `{name}` | {_type_name(info.annotation)} | {_bounds(model, name)} | {desc} |"
+        )
+        nested.extend(_payload_models(info.annotation))
+    out.append("")
+    for sub in nested:
+        _model_table(sub, out, seen)
+
+
+def _payload_models(annotation: Any) -> list[type[Payload]]:
+    if isinstance(annotation, type) and issubclass(annotation, Payload):
+        return [annotation]
+    return [m for a in get_args(annotation) for m in _payload_models(a)]
+
+
+def mqtt_markdown(settable: Mapping[str, str], ttl_defaults: Mapping[str, float]) -> str:
+    """docs/mqtt.md: topics, payloads, commands, errors and the outbox rules."""
+    out = [
+        "# MQTT fleet link",
+        "",
+        "<!-- Generated from vehicle_agent/uplink/topics.py by `mqtt_markdown()`; do not edit. -->",
+        "",
+        'The daemon talks MQTT 5 to one broker (`[uplink] type = "mqtt"`, see',
+        "docs/configuration.md). Every topic sits below `<prefix>/<vehicle_id>/` (prefix `fleet`",
+        "by default): the broker's ACL `pattern readwrite fleet/%u/#` with the vehicle id as",
+        "username keeps each vehicle in its own subtree. TLS (`mqtts://`) checks the broker's",
+        "certificate against `ca_file` and its name against the URL's host; a config that names",
+        "TLS files with a plain `mqtt://` URL is refused.",
+        "",
+        "All messages are QoS 1. Outgoing ones (except `status`) are first written to a SQLite",
+        "outbox and deleted only when the broker acknowledges them with a PUBACK reason code",
+        "below 0x80, so a broker outage or a `kill -9` of the daemon loses nothing the outbox",
+        "holds; a message may arrive twice after a reconnect: deduplicate on `seq` / `upload_id`",
+        "/ `id`. JSON payloads are UTF-8 objects with a schema version `v`, content type",
+        "`application/json`, and a Message Expiry Interval equal to their remaining time to live.",
+        "",
+        "## Topics",
+        "",
+        "| topic | direction | payload | QoS | retained | outbox class | meaning |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for spec in TOPICS.values():
+        payload = (
+            f"[{spec.payload.__name__}](#{spec.payload.__name__.lower()})"
+            if isinstance(spec.payload, type)
+            else spec.payload
+        )
+        klass = spec.message_class.value if spec.message_class else "—"
+        out.append(
+            f"| `<prefix>/<vehicle_id>/{spec.suffix}` | {spec.direction} | {payload} | "
+            f"{spec.qos} | {'yes' if spec.retain else 'no'} | {klass} | {spec.description} |"
+        )
+    out += [
+        "",
+        "## Outbox classes",
+        "",
+        "When the outbox exceeds its disk budget it drops the lowest priority first, oldest",
+        "first (a frame upload as a whole), never a higher-priority message to keep a lower one;",
+        "a message older than its class's time to live is dropped instead of sent. Drops are",
+        "counted by class and reason in telemetry (`uplink.outbox.dropped`) and reported in",
+        "`outbox_dropped` events. A PUBACK with a reason code ≥ 0x80 is an error: 0x87 (not",
+        "authorized), 0x90 (topic name invalid), 0x99 (payload format invalid) and 0x83 drop the",
+        "message at once (reason `refused`, event `uplink_refused`); 0x80, 0x91 and 0x97 are",
+        "retried a few times first. 0x10 (no matching subscribers) is a success.",
+        "",
+        "| class | priority (higher first) | default time to live, s |",
+        "|---|---|---|",
+    ]
+    for klass, priority in sorted(PRIORITY.items(), key=lambda kv: -kv[1]):
+        out.append(f"| `{klass.value}` | {priority} | {ttl_defaults.get(klass.value, '')} |")
+    out += [
+        "",
+        "## Commands",
+        "",
+        "A command is a [CommandRequest](#commandrequest) on `commands` with the MQTT 5 Response",
+        "Topic and Correlation Data set; the [CommandReply](#commandreply) goes to that Response",
+        "Topic (it must lie under the vehicle's `replies`; otherwise the reply goes to `replies`",
+        "with error `bad_response_topic` and the command is not run) and carries the same",
+        "Correlation Data. Each id runs at most once: a redelivered command gets the first",
+        "reply again; one that was running when the daemon stopped gets `interrupted`. Checks,",
+        "in order, each refusing the command without changing anything:",
+        "",
+        "1. `too_large`: the payload exceeds `command_max_bytes`;",
+        "2. `malformed`: not a JSON object matching CommandRequest (the message names the field);",
+        "3. `bad_response_topic`: the Response Topic lies outside `replies`;",
+        "4. (an id already handled gets its first reply again);",
+        "5. `expired`: `expires_at` has passed;",
+        "6. `unknown_command`: `name` is not one below;",
+        "7. `invalid_args`: `args` do not match the command (the message names the key and bound);",
+        "8. `unavailable`: the daemon has no handler for it (e.g. no lens cleaner).",
+        "",
+        "A handler that fails replies `failed`.",
+        "",
+        "| command | args | result | what it does |",
+        "|---|---|---|---|",
+    ]
+    for name, cmd in COMMANDS.items():
+        result = f"[{cmd.result.__name__}](#{cmd.result.__name__.lower()})" if cmd.result else "—"
+        out.append(
+            f"| `{name}` | [{cmd.args.__name__}](#{cmd.args.__name__.lower()}) | {result} | "
+            f"{cmd.description} |"
+        )
+    out += [
+        "",
+        "### Settable keys (`set_config`)",
+        "",
+        "| key | meaning |",
+        "|---|---|",
+    ]
+    out.extend(f"| `{key}` | {desc} |" for key, desc in settable.items())
+    out += ["", "## Payloads", ""]
+    seen: set[type[BaseModel]] = set()
+    models: list[type[Payload]] = [
+        m.payload for m in TOPICS.values() if isinstance(m.payload, type)
+    ]
+    for cmd in COMMANDS.values():
+        models.append(cmd.args)
+        if cmd.result is not None:
+            models.append(cmd.result)
+    for model in models:
+        _model_table(model, out, seen)
+    return "\n".join(out).rstrip() + "\n"
