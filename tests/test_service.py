@@ -306,3 +306,34 @@ def test_status_without_a_daemon_is_one_clear_error(capsys: pytest.CaptureFixtur
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
     assert "no daemon answering" in err[0]
+
+
+def test_the_daemon_process_tells_systemd_ready_then_stopping_on_sigterm(
+    tmp_path: Path, fake_systemd: FakeSystemd
+) -> None:
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    config_path = write_config(tmp_path)
+    env = {**os.environ, "NOTIFY_SOCKET": str(fake_systemd.path), "WATCHDOG_USEC": "1000000"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vehicle_agent", "run", "--config", str(config_path)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not fake_systemd.times("READY=1") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert fake_systemd.times("READY=1"), "no READY=1 within 30 s"
+        time.sleep(1.2)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err.decode()
+    assert len(fake_systemd.times("WATCHDOG=1")) >= 2
+    stopping = fake_systemd.times("STOPPING=1")
+    assert stopping
+    assert stopping[0] > fake_systemd.times("READY=1")[0]
