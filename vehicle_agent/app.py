@@ -13,7 +13,7 @@ import logging
 import statistics
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +22,7 @@ from vehicle_agent import __version__
 from vehicle_agent.capture.base import FrameSource
 from vehicle_agent.capture.stage import CaptureStage, SourceGaveUpError
 from vehicle_agent.capture.uri import open_source
-from vehicle_agent.config import Config
+from vehicle_agent.config import Config, MqttUplinkConfig
 from vehicle_agent.control.fan import Fan
 from vehicle_agent.enhance import Enhancer, create_enhancer
 from vehicle_agent.events import EventBus, JsonlEventLog
@@ -31,7 +31,7 @@ from vehicle_agent.quality.metrics import compute_quality
 from vehicle_agent.queues import END, StageQueue
 from vehicle_agent.records import Actuation, FrameRecord
 from vehicle_agent.sim.hardware import SimulatedFan
-from vehicle_agent.uplink.base import NoUplink, Uplink
+from vehicle_agent.uplink.base import NoUplink, PipelineHooks, Uplink
 
 logger = logging.getLogger(__name__)
 
@@ -102,10 +102,19 @@ def build_parts(config: Config) -> Parts:
         open_source=lambda: open_source(config.capture.uri, config.capture),
         enhancer=enhancer,
         fan=fan,
-        uplink=NoUplink(),
+        uplink=build_uplink(config, events),
         events=events,
         closers=closers,
     )
+
+
+def build_uplink(config: Config, events: EventBus) -> Uplink:
+    """The fleet link `[uplink]` names: MQTT, or none."""
+    if isinstance(config.uplink, MqttUplinkConfig):
+        from vehicle_agent.uplink.mqtt import MqttUplink  # noqa: PLC0415 - paho only when used
+
+        return MqttUplink.from_config(config, events)
+    return NoUplink()
 
 
 def output_sinks(config: Config, source_fps: Callable[[], float | None]) -> list[FrameSink]:
@@ -197,34 +206,56 @@ class Pipeline:
 
     # -- stages, in flow order ---------------------------------------------------------------
 
+    async def _stage(
+        self,
+        name: str,
+        inq: StageQueue[FrameRecord],
+        outq: StageQueue[FrameRecord] | None,
+        work: Callable[[FrameRecord], Awaitable[FrameRecord]],
+        on_result: Callable[[FrameRecord], None] | None = None,
+    ) -> None:
+        """Apply `work` to each record; a failure passes the record on unchanged.
+
+        `on_result` runs on the event loop with each result (e.g. to emit events: the bus is not
+        thread-safe, so thread stages must not emit from their worker).
+        """
+        health = self.health[name]
+        try:
+            while (record := await inq.get()) is not END:
+                assert isinstance(record, FrameRecord)  # noqa: S101 - narrows the END union
+                start = time.perf_counter()
+                try:
+                    result = await work(record)
+                    health.succeeded(record)
+                except Exception as exc:
+                    health.failed(record, exc)
+                    result = record
+                seconds = time.perf_counter() - start
+                self._observe(name, seconds)
+                if on_result is not None:
+                    on_result(result)
+                if outq is not None:
+                    await outq.put(result.after(name, seconds))
+        finally:
+            if outq is not None:
+                await outq.close()
+
     async def _thread_stage(
         self,
         name: str,
         inq: StageQueue[FrameRecord],
         outq: StageQueue[FrameRecord] | None,
         work: Callable[[FrameRecord], FrameRecord],
+        on_result: Callable[[FrameRecord], None] | None = None,
     ) -> None:
-        """Run `work` on each record on the stage's own thread; a failure passes it on unchanged."""
+        """A CPU-bound stage: `work` runs on the stage's own thread, off the event loop."""
         loop = asyncio.get_running_loop()
-        health = self.health[name]
         with ThreadPoolExecutor(1, thread_name_prefix=name) as executor:
-            try:
-                while (record := await inq.get()) is not END:
-                    assert isinstance(record, FrameRecord)  # noqa: S101 - narrows the END union
-                    start = time.perf_counter()
-                    try:
-                        result = await loop.run_in_executor(executor, work, record)
-                        health.succeeded(record)
-                    except Exception as exc:
-                        health.failed(record, exc)
-                        result = record
-                    seconds = time.perf_counter() - start
-                    self._observe(name, seconds)
-                    if outq is not None:
-                        await outq.put(result.after(name, seconds))
-            finally:
-                if outq is not None:
-                    await outq.close()
+
+            def in_thread(record: FrameRecord) -> Awaitable[FrameRecord]:
+                return loop.run_in_executor(executor, work, record)
+
+            await self._stage(name, inq, outq, in_thread, on_result)
 
     def replace_enhancer(self, enhancer: Enhancer) -> None:
         """Swap the backend (config reload): the enhance stage switches between two frames."""
@@ -238,7 +269,11 @@ class Pipeline:
     def _enhance(self, record: FrameRecord) -> FrameRecord:
         if self._next_enhancer is not None:
             # On the enhance thread, so the old backend is never closed while it runs a frame.
-            old, self.parts.enhancer, self._next_enhancer = self.parts.enhancer, self._next_enhancer, None
+            old, self.parts.enhancer, self._next_enhancer = (
+                self.parts.enhancer,
+                self._next_enhancer,
+                None,
+            )
             old.close()
         enhancer = self.parts.enhancer
         return record.replace(enhanced=enhancer.enhance(record.frame.image), enhancer=enhancer.name)
@@ -251,43 +286,14 @@ class Pipeline:
         quality = compute_quality(record.output, self.config.quality.analysis_width)
         return record.replace(quality=quality)
 
-    async def _act(self, inq: StageQueue[FrameRecord], outq: StageQueue[FrameRecord]) -> None:
+    async def _act(self, record: FrameRecord) -> FrameRecord:
         """Actuators: the cleaning and thermal policies land with their issues; until then the
         fan holds its safe duty and every record carries the state it saw."""
-        fan = self.parts.fan
-        health = self.health["act"]
-        try:
-            while (record := await inq.get()) is not END:
-                assert isinstance(record, FrameRecord)  # noqa: S101
-                start = time.perf_counter()
-                try:
-                    record = record.replace(actuation=Actuation(fan_duty=fan.duty))
-                    health.succeeded(record)
-                except Exception as exc:
-                    health.failed(record, exc)
-                seconds = time.perf_counter() - start
-                self._observe("act", seconds)
-                await outq.put(record.after("act", seconds))
-        finally:
-            await outq.close()
+        return record.replace(actuation=Actuation(fan_duty=self.parts.fan.duty))
 
-    async def _uplink(self, inq: StageQueue[FrameRecord], outq: StageQueue[FrameRecord]) -> None:
-        uplink = self.parts.uplink
-        health = self.health["uplink"]
-        try:
-            while (record := await inq.get()) is not END:
-                assert isinstance(record, FrameRecord)  # noqa: S101
-                start = time.perf_counter()
-                try:
-                    await uplink.on_frame(record)
-                    health.succeeded(record)
-                except Exception as exc:
-                    health.failed(record, exc)
-                seconds = time.perf_counter() - start
-                self._observe("uplink", seconds)
-                await outq.put(record.after("uplink", seconds))
-        finally:
-            await outq.close()
+    async def _uplink(self, record: FrameRecord) -> FrameRecord:
+        await self.parts.uplink.on_frame(record)
+        return record
 
     def _output(self, record: FrameRecord) -> FrameRecord:
         for sink in self.sinks:
@@ -311,6 +317,32 @@ class Pipeline:
             return 0.0
         return (len(times) - 1) / (times[-1] - times[0])
 
+    def counters(self) -> dict[str, float]:
+        """Live totals for telemetry (cheap: no percentiles, unlike `result`)."""
+        stats = self.capture.stats
+        return {
+            "frames_in": stats.frames_in,
+            "frames_out": self.frames_out,
+            "frames_dropped": sum(q.dropped for q in self.queues),
+            "frames_invalid": stats.frames_invalid,
+            "reconnects": stats.reconnects,
+        }
+
+    async def set_enhancer(self, backend: Any | None) -> str:
+        """Load an `[enhance.backend]` config (None: the configured one) and switch to it
+        between two frames; the fleet's `set_enhancement` command. Returns the backend's name."""
+        enhancer = create_enhancer(backend if backend is not None else self.config.enhance.backend)
+        await asyncio.to_thread(enhancer.load)
+        self.replace_enhancer(enhancer)
+        return enhancer.name
+
+    def uplink_hooks(self) -> PipelineHooks:
+        return PipelineHooks(
+            counters=self.counters,
+            config_digest=self.config.digest(),
+            set_enhancer=self.set_enhancer,
+        )
+
     # -- running -----------------------------------------------------------------------------
 
     async def _stages(self, stop: asyncio.Event) -> None:
@@ -320,8 +352,8 @@ class Pipeline:
                 ("capture", self.capture.run(stop)),
                 ("enhance", self._thread_stage("enhance", q[0], q[1], self._enhance)),
                 ("analyze", self._thread_stage("analyze", q[1], q[2], self._analyze)),
-                ("act", self._act(q[2], q[3])),
-                ("uplink", self._uplink(q[3], q[4])),
+                ("act", self._stage("act", q[2], q[3], self._act)),
+                ("uplink", self._stage("uplink", q[3], q[4], self._uplink)),
                 ("output", self._thread_stage("output", q[4], None, self._output)),
             ):
                 self._tasks[name] = tg.create_task(coro, name=name)
@@ -346,6 +378,7 @@ class Pipeline:
                 load.add_done_callback(lambda f: f.cancelled() or f.exception())
                 return self.result(reason, time.monotonic() - started)
             load.result()
+            parts.uplink.attach(self.uplink_hooks())
             await parts.uplink.start()
             self.events.subscribe(parts.uplink.on_event)
             self.events.emit(

@@ -152,7 +152,36 @@ def _v4l2_select_timeout_s() -> float:
         return 10.0  # OpenCV ignores a value it cannot parse
 
 
-class V4l2Source(FrameSource):
+class _LiveCapture(FrameSource):
+    """A live cv2.VideoCapture whose blocking read may be interrupted by close() from a thread.
+
+    Every call into the capture holds `_lock` (releasing it during a read would crash OpenCV);
+    close() sets `_closing`, and a read that returns afterwards releases the capture itself.
+    """
+
+    def __init__(self, uri: str) -> None:
+        super().__init__(uri)
+        self._lock = threading.Lock()
+        self._capture: Any = None
+        self._closing = False
+
+    def close(self) -> None:
+        self._closing = True
+        # A read in progress ends within its own timeout and sees the flag.
+        if not self._lock.acquire(timeout=_CLOSE_WAIT_S):
+            logger.warning(
+                f"{self.uri}: read still blocked; it releases the device when it returns"
+            )
+            return
+        try:
+            capture, self._capture = self._capture, None
+        finally:
+            self._lock.release()
+        if capture is not None:
+            capture.release()
+
+
+class V4l2Source(_LiveCapture):
     """A V4L2 camera (/dev/videoN) through cv2.VideoCapture; live, frames are lost if not taken.
 
     `width`, `height` and `fps` are requests: the driver picks the nearest mode it has, and
@@ -176,10 +205,6 @@ class V4l2Source(FrameSource):
         self.height = height
         self.fps = fps
         self.stall_timeout_s = stall_timeout_s
-        self._lock = threading.Lock()
-        """Held around every call into the capture: releasing it during a read would crash."""
-        self._capture: Any = None
-        self._closing = False
         self._slice_s = float(V4L2_SELECT_TIMEOUT_S)
 
     def open(self) -> SourceInfo:
@@ -245,19 +270,6 @@ class V4l2Source(FrameSource):
         except ValueError as exc:
             raise SourceError(self.uri, f"camera frame cannot be used: {exc}") from None
 
-    def close(self) -> None:
-        self._closing = True
-        # A read in progress ends within the select timeout and sees the flag.
-        if not self._lock.acquire(timeout=_CLOSE_WAIT_S):
-            logger.warning(f"{self.uri}: camera read still blocked; it releases the camera")
-            return
-        try:
-            capture, self._capture = self._capture, None
-        finally:
-            self._lock.release()
-        if capture is not None:
-            capture.release()
-
 
 @functools.cache
 def opencv_has_gstreamer() -> bool:
@@ -269,7 +281,7 @@ def opencv_has_gstreamer() -> bool:
     return False
 
 
-class OpenCvGstSource(FrameSource):
+class OpenCvGstSource(_LiveCapture):
     """A GStreamer pipeline run inside OpenCV (cv2.CAP_GSTREAMER), ending in a BGR appsink.
 
     No subprocess and no pipe copy, so it is the cheaper way where cv2 has GStreamer. Its limit:
@@ -281,9 +293,6 @@ class OpenCvGstSource(FrameSource):
         super().__init__(uri)
         self.pipeline = pipeline
         self.live = live
-        self._lock = threading.Lock()
-        self._capture: Any = None
-        self._closing = False
 
     def capture_pipeline(self) -> str:
         # drop + max-buffers: a slow consumer gets the newest frames, as from a camera.
@@ -338,15 +347,3 @@ class OpenCvGstSource(FrameSource):
             return RawFrame(image=as_bgr(image), pts=pts if pts > 0 else None)
         except ValueError as exc:
             raise SourceError(self.uri, f"pipeline frame cannot be used: {exc}") from None
-
-    def close(self) -> None:
-        self._closing = True
-        if not self._lock.acquire(timeout=_CLOSE_WAIT_S):
-            logger.warning(f"{self.uri}: pipeline read still blocked; it releases the pipeline")
-            return
-        try:
-            capture, self._capture = self._capture, None
-        finally:
-            self._lock.release()
-        if capture is not None:
-            capture.release()
