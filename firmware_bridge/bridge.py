@@ -4,7 +4,7 @@ I/O model: pyserial opens and configures the port (raw 8N1, exclusive lock, stal
 flushed) and the event loop then watches its non-blocking file descriptor (`add_reader`);
 bytes go straight to `protocol.Decoder`. Chosen over a reader thread because there is no
 thread to stop or leak, a cancelled request is cancelled at once, and an unplugged port is
-noticed as soon as the kernel reports it (EOF or EIO on the fd). Frames are at most 57 bytes,
+noticed as soon as the kernel reports it (EOF or EIO on the fd). Frames are at most 55 bytes,
 so a write practically never blocks; a partial one is finished by `add_writer`. POSIX only,
 like the vehicle.
 
@@ -135,7 +135,7 @@ class Telemetry:
     sensor_c: float | None
     cold_side_c: float | None
     hot_side_c: float | None
-    cooler_setpoint_c: float | None
+    cooler_setpoint_c: float
     cooler_drive: float
     """0–1."""
     fan_duty: float
@@ -160,7 +160,7 @@ class Telemetry:
             sensor_c=_temperature(v["sensor_temp"]),
             cold_side_c=_temperature(v["cold_side_temp"]),
             hot_side_c=_temperature(v["hot_side_temp"]),
-            cooler_setpoint_c=_temperature(v["cooler_setpoint"]),
+            cooler_setpoint_c=float(_number(v["cooler_setpoint"])),
             cooler_drive=float(_number(v["cooler_drive"])),
             fan_duty=float(_number(v["fan_duty"])),
             fan_rpm=int(_number(v["fan_rpm"])),
@@ -473,7 +473,7 @@ class McuBridge:
         return _number(reply["uptime_ms"]) / 1000
 
     async def clear_faults(self, mask: Fault = ALL_FAULTS) -> None:
-        """Clear latched faults; `McuRefusedError` (FAULT_ACTIVE) names those still present."""
+        """Clear latched faults whose condition is gone (those still present stay set)."""
         await self.request(CLEAR_FAULTS, {"mask": int(mask)})
 
     async def safe_state(self) -> None:

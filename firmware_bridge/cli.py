@@ -302,6 +302,7 @@ async def _drive(args: argparse.Namespace) -> int:
     hold_s = 3 * args.every
     async with _bridge(args) as mcu:
         await mcu.wait_ready(args.timeout, retry=False)
+        await mcu.get_telemetry()  # so the first line is printed at once
         start = time.monotonic()
         try:
             while (elapsed := time.monotonic() - start) < args.duration:

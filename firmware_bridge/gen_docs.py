@@ -50,7 +50,7 @@ def _cell(text: str) -> str:
 
 
 def _num(value: float) -> str:
-    return f"{value:g}"
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def constants() -> str:
@@ -122,7 +122,8 @@ def layouts() -> str:
     for spec in m.MESSAGES:
         out += [f"### `{spec.name}`", ""]
         out += [
-            f"Id `{spec.msg_id:#04x}`, {spec.kind.value}, payload {spec.size} bytes."
+            f"Id `{spec.msg_id:#04x}`, {spec.kind.value}, payload {spec.size} "
+            f"byte{'' if spec.size == 1 else 's'}."
             + (f" Answered by `{spec.reply}` or `nak`." if spec.reply else ""),
             "",
             _cell(spec.description),
@@ -150,7 +151,7 @@ def layouts() -> str:
 def _enum_table(kind: type[enum.IntEnum | enum.IntFlag], hex_width: int) -> str:
     out = ["| value | name | meaning |", "|---|---|---|"]
     out += [
-        f"| `{int(member):#0{hex_width}x}` | `{member.name}` | {_cell(m.MEANINGS[member])} |"
+        f"| `{int(member):#0{hex_width}x}` | `{member.name}` | {_cell(m.MEANINGS[kind][member])} |"
         for member in kind
     ]
     return "\n".join(out)
@@ -169,7 +170,8 @@ def state() -> str:
 
 
 def example() -> str:
-    values: dict[str, m.Value] = {"duty": 0.5, "max_duration_ms": 500}
+    # 1024 ms is 00 04 on the wire: the example shows COBS removing a zero.
+    values: dict[str, m.Value] = {"duty": 0.5, "max_duration_ms": 1024}
     seq = 7
     body = HEADER.pack(m.SET_FAN.msg_id, seq) + m.SET_FAN.pack(values)
     crc = crc16(body)
@@ -177,7 +179,7 @@ def example() -> str:
     wire = encode(m.SET_FAN, seq, values)
     return "\n".join(
         [
-            f"`set_fan` with duty 0.5 (wire {round(0.5 / 0.001)}) and max_duration_ms 500, seq {seq}:",
+            f"`set_fan` with duty 0.5 (wire {round(0.5 / 0.001)}) and max_duration_ms 1024, seq {seq}:",
             "",
             "```",
             f"header + payload  {body.hex(' ')}",

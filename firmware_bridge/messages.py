@@ -92,38 +92,45 @@ class State(enum.IntFlag):
     SESSION = 0x08
 
 
-MEANINGS: Mapping[enum.Enum, str] = MappingProxyType(
+MEANINGS: Mapping[type[enum.Enum], Mapping[enum.Enum, str]] = MappingProxyType(
     {
-        ErrorCode.UNKNOWN_MESSAGE: "The message id is not a request this firmware knows. detail: 0.",
-        ErrorCode.BAD_LENGTH: "The payload length is wrong for this request. "
-        "detail: the expected length.",
-        ErrorCode.BAD_VALUE: "A field is out of its range. "
-        "detail: the field's index in the payload (0 = first).",
-        ErrorCode.VERSION_MISMATCH: "`identify` carried another protocol version. "
-        "detail: the firmware's protocol version.",
-        ErrorCode.NOT_IDENTIFIED: "No session: send `identify` first (after boot, or after the "
-        "host timeout). detail: 0.",
-        ErrorCode.FAULT_ACTIVE: "A protective state forbids it (enabling the cooler during "
-        "HOT_OVERTEMP or SENSOR_FAULT; clearing a fault whose condition is present). "
-        "detail: the low byte of the fault flags concerned.",
-        Fault.SENSOR_OVERTEMP: "Image sensor at or above `sensor_limit`: fan forced to full, "
-        "cooler kept as commanded (it helps).",
-        Fault.HOT_OVERTEMP: "Cooler hot side at or above `hot_limit`: cooler switched off, fan "
-        "forced to full.",
-        Fault.SENSOR_FAULT: "The image sensor's thermistor reads open or short (reported as "
-        "0x8000): cooler switched off, since it cannot regulate blind.",
-        Fault.FAN_STALL: "The fan was driven at `FAN_STALL_DUTY` or more but its tach stayed "
-        "below `FAN_STALL_RPM` for `FAN_STALL_S`.",
-        Fault.FAN_TIMEOUT: "`set_fan`'s `max_duration_ms` ran out without a refresh: the fan "
-        "went to its safe duty.",
-        Fault.COOLER_TIMEOUT: "`set_cooler`'s `max_duration_ms` ran out without a refresh: the "
-        "cooler switched off.",
-        Fault.HOST_TIMEOUT: "No valid frame from the host for `host_timeout_ms`: the session "
-        "ended, cooler off, fan at its safe duty.",
-        State.COOLER_ON: "The cooler regulation is enabled.",
-        State.FAN_HELD: "The fan runs at a host duty that reverts when `fan_hold_ms` reaches 0.",
-        State.PROTECTING: "An over-temperature override is active (fan full, maybe cooler off).",
-        State.SESSION: "A host session is open (`identify` succeeded, the host has not timed out).",
+        # One table per enum: IntEnum and IntFlag members hash as their integer values.
+        ErrorCode: {
+            ErrorCode.UNKNOWN_MESSAGE: "The message id is not a request this firmware knows. detail: 0.",
+            ErrorCode.BAD_LENGTH: "The payload length is wrong for this request. "
+            "detail: the expected length.",
+            ErrorCode.BAD_VALUE: "A field is out of its range. "
+            "detail: the field's index in the payload (0 = first).",
+            ErrorCode.VERSION_MISMATCH: "`identify` carried another protocol version. "
+            "detail: the firmware's protocol version.",
+            ErrorCode.NOT_IDENTIFIED: "No session: send `identify` first (after boot, or after the "
+            "host timeout). detail: 0.",
+            ErrorCode.FAULT_ACTIVE: "A protective state forbids it (enabling the cooler during "
+            "HOT_OVERTEMP protection or SENSOR_FAULT). detail: the low byte of the fault flags "
+            "concerned.",
+        },
+        Fault: {
+            Fault.SENSOR_OVERTEMP: "Image sensor at or above `sensor_limit`: fan forced to full, "
+            "cooler kept as commanded (it helps).",
+            Fault.HOT_OVERTEMP: "Cooler hot side at or above `hot_limit`: cooler switched off, fan "
+            "forced to full.",
+            Fault.SENSOR_FAULT: "The image sensor's thermistor reads open or short (reported as "
+            "0x8000): cooler switched off, since it cannot regulate blind.",
+            Fault.FAN_STALL: "The fan was driven at `FAN_STALL_DUTY` or more but its tach stayed "
+            "below `FAN_STALL_RPM` for `FAN_STALL_S`.",
+            Fault.FAN_TIMEOUT: "`set_fan`'s `max_duration_ms` ran out without a refresh: the fan "
+            "went to its safe duty.",
+            Fault.COOLER_TIMEOUT: "`set_cooler`'s `max_duration_ms` ran out without a refresh: the "
+            "cooler switched off.",
+            Fault.HOST_TIMEOUT: "No valid frame from the host for `host_timeout_ms`: the session "
+            "ended, cooler off, fan at its safe duty.",
+        },
+        State: {
+            State.COOLER_ON: "The cooler regulation is enabled.",
+            State.FAN_HELD: "The fan runs at a host duty that reverts when `fan_hold_ms` reaches 0.",
+            State.PROTECTING: "An over-temperature override is active (fan full, maybe cooler off).",
+            State.SESSION: "A host session is open (`identify` succeeded, the host has not timed out).",
+        },
     }
 )
 """What each error code and flag means, for the document and for messages to people."""
@@ -232,7 +239,7 @@ def _fmt(value: float) -> str:
     return f"{value:g}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class MessageSpec:
     """One message: its id, who sends it, and its payload's fields in wire order."""
 
@@ -244,6 +251,9 @@ class MessageSpec:
     reply: str | None = None
     """For a request: the name of the reply it expects besides `nak`."""
     _struct: struct.Struct = field(init=False, repr=False, compare=False)
+
+    def __repr__(self) -> str:
+        return f"MessageSpec({self.name}, {self.msg_id:#04x})"
 
     def __post_init__(self) -> None:
         fmt = "<" + "".join(f.struct_code for f in self.fields)
@@ -324,7 +334,9 @@ _TELEMETRY_FIELDS = (
     _temperature("sensor_temp", "image sensor temperature"),
     _temperature("cold_side_temp", "cooler cold side (the sensor's cold plate)"),
     _temperature("hot_side_temp", "cooler hot side (heat sink)"),
-    _temperature("cooler_setpoint", "sensor temperature the cooler regulates to", -20.0, 60.0),
+    Field(
+        "cooler_setpoint", "h", "°C", "sensor temperature the cooler regulates to", 0.01, -20, 60
+    ),
     _duty("cooler_drive", "cooler drive applied (PWM duty of the TEC current)"),
     _duty("fan_duty", "fan duty applied (after any safe-state or protective override)"),
     Field("fan_rpm", "H", "rpm", "fan speed from the tach", maximum=30_000),
@@ -398,8 +410,8 @@ CLEAR_FAULTS = MessageSpec(
     0x06,
     "clear_faults",
     Kind.REQUEST,
-    "Clear the latched faults in `mask` whose condition is gone. If a condition in the mask is "
-    "still present, its flag stays and the reply is `nak` FAULT_ACTIVE (the others are cleared).",
+    "Clear the latched faults in `mask` whose condition is gone; the flags of conditions still "
+    "present stay set (telemetry shows them). Always acknowledged.",
     (Field("mask", "H", "flags", "faults to clear", flags=Fault),),
     reply="ack",
 )
@@ -505,7 +517,7 @@ def _check_table() -> None:
             raise AssertionError(f"{spec.name}: duplicate field names")
     for kind in (ErrorCode, Fault, State):
         for member in kind:
-            if member not in MEANINGS:
+            if member not in MEANINGS[kind]:
                 raise AssertionError(f"{kind.__name__}.{member.name} has no entry in MEANINGS")
 
 

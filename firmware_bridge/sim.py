@@ -29,6 +29,7 @@ import select
 import threading
 import time
 import tty
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Self
@@ -175,6 +176,9 @@ class Plant:
         self.sensor_c += h * d_sensor / p.sensor_capacity_j_per_k
         self.cold_c += h * d_cold / p.cold_capacity_j_per_k
         self.hot_c += h * d_hot / p.hot_capacity_j_per_k
+        if self.fan_blocked:
+            self.fan_rpm = 0.0  # a jammed rotor stops at once; it does not coast
+            return
         target = self._rpm_target(fan_duty)
         tau = p.fan_spin_up_s if target > self.fan_rpm else p.fan_spin_down_s
         self.fan_rpm += (target - self.fan_rpm) * (1.0 - math.exp(-h / tau))
@@ -202,6 +206,30 @@ class FirmwareConfig:
     cooler_kp_per_c: float = 0.15
     """Cooler regulation: drive per °C of sensor temperature above the setpoint."""
     cooler_ki_per_c_s: float = 0.01
+
+    def __post_init__(self) -> None:
+        # What identify_reply cannot carry is refused here, naming the field, not at the first
+        # identify in the simulator thread.
+        try:
+            IDENTIFY_REPLY.pack(self.identity())
+        except ValueError as exc:
+            raise ValueError(f"firmware config: {exc}") from None
+
+    def identity(self) -> dict[str, Value]:
+        """The `identify_reply` values."""
+        major, minor, patch = self.version
+        return {
+            "protocol": self.protocol,
+            "fw_major": major,
+            "fw_minor": minor,
+            "fw_patch": patch,
+            "serial_number": self.serial_number,
+            "telemetry_period_ms": round(self.telemetry_period_s * 1000),
+            "host_timeout_ms": round(self.host_timeout_s * 1000),
+            "fan_safe_duty": self.fan_safe_duty,
+            "sensor_limit": self.sensor_limit_c,
+            "hot_limit": self.hot_limit_c,
+        }
 
 
 @dataclass(slots=True)
@@ -283,8 +311,12 @@ class FirmwareState:
     protecting: bool
     rx_errors: int
     requests: int
+    request_counts: dict[str, int]
+    """Valid requests received, by message name."""
     replies_dropped: int
     frames_sent: int
+    frames_corrupted: int
+    garbage_bytes: int
 
 
 class Firmware:
@@ -315,8 +347,12 @@ class Firmware:
         self.powered = True
         self.rx_errors = 0
         self.requests = 0
+        self.request_counts: Counter[str] = Counter()
         self.replies_dropped = 0
         self.frames_sent = 0
+        """Frames put on the line, damaged ones included."""
+        self.frames_corrupted = 0
+        self.garbage_bytes = 0
         self._last_tick = clock()
         self._output = bytearray()
         self.boot()
@@ -368,6 +404,7 @@ class Firmware:
         for message in feed.messages:
             self._last_rx = self.clock()
             self.requests += 1
+            self.request_counts[message.name] += 1
             self._handle(message)
 
     def take_output(self) -> bytes:
@@ -509,6 +546,7 @@ class Firmware:
         self.rx_errors = (self.rx_errors + 1) & 0xFFFF
         if msg_id is None or seq is None:
             return  # damaged frame: nothing trustworthy to reply to; the host times out
+        self._last_rx = self.clock()  # intact, so the host is alive even if it asks nonsense
         if reason is ErrorReason.UNKNOWN_MESSAGE:
             self._nak(msg_id, seq, ErrorCode.UNKNOWN_MESSAGE)
         elif reason is ErrorReason.BAD_LENGTH:
@@ -523,7 +561,7 @@ class Firmware:
                 return
             self._session = True
             self._next_report = self.clock() + self.config.telemetry_period_s
-            self._reply(IDENTIFY_REPLY, seq, self._identity())
+            self._reply(IDENTIFY_REPLY, seq, self.config.identity())
             return
         if not self._session:
             self._nak(spec.msg_id, seq, ErrorCode.NOT_IDENTIFIED)
@@ -561,34 +599,17 @@ class Firmware:
             self._ack(spec, seq)
         elif spec is CLEAR_FAULTS:
             mask = Fault(int(_number(values["mask"]))) & ALL_FAULTS
-            present = self._conditions() & mask
-            self._faults &= ~(mask & ~present)
-            if present:
-                self._nak(spec.msg_id, seq, ErrorCode.FAULT_ACTIVE, int(present) & 0xFF)
-            else:
-                self._ack(spec, seq)
-
-    def _identity(self) -> dict[str, Value]:
-        c = self.config
-        major, minor, patch = c.version
-        return {
-            "protocol": c.protocol,
-            "fw_major": major,
-            "fw_minor": minor,
-            "fw_patch": patch,
-            "serial_number": c.serial_number,
-            "telemetry_period_ms": round(c.telemetry_period_s * 1000),
-            "host_timeout_ms": round(c.host_timeout_s * 1000),
-            "fan_safe_duty": c.fan_safe_duty,
-            "sensor_limit": c.sensor_limit_c,
-            "hot_limit": c.hot_limit_c,
-        }
+            self._faults &= ~(mask & ~self._conditions())
+            self._ack(spec, seq)
 
     def _uptime_ms(self, now: float) -> int:
         return round((now - self._boot_time) * 1000) & 0xFFFF_FFFF
 
     def _hold_ms(self, until: float | None, now: float) -> int:
-        return 0 if until is None else min(0xFFFF, max(0, math.ceil((until - now) * 1000)))
+        if until is None:
+            return 0
+        # Rounded before ceil: 0.3 s left must read 300 ms, not 301 from binary noise.
+        return min(0xFFFF, max(0, math.ceil(round((until - now) * 1000, 6))))
 
     def _telemetry(self, now: float) -> dict[str, Value]:
         state = State(0)
@@ -644,8 +665,11 @@ class Firmware:
         if faults.corrupt and rng.random() < faults.corrupt:
             # Flip bits of one byte inside the frame, never the delimiters.
             frame[rng.randrange(1, len(frame) - 1)] ^= rng.randrange(1, 256)
+            self.frames_corrupted += 1
         if faults.garbage and rng.random() < faults.garbage:
-            self._output += rng.randbytes(rng.randrange(1, 24))
+            garbage = rng.randbytes(rng.randrange(1, 24))
+            self.garbage_bytes += len(garbage)
+            self._output += garbage
         self._output += frame
         self.frames_sent += 1
 
@@ -669,8 +693,11 @@ class Firmware:
             protecting=self._protect_sensor or self._protect_hot,
             rx_errors=self.rx_errors,
             requests=self.requests,
+            request_counts=dict(self.request_counts),
             replies_dropped=self.replies_dropped,
             frames_sent=self.frames_sent,
+            frames_corrupted=self.frames_corrupted,
+            garbage_bytes=self.garbage_bytes,
         )
 
 
@@ -797,6 +824,11 @@ class FirmwareSimulator:
     def replug(self) -> None:
         """Plug it back: a new pty, and the MCU boots (no session, outputs safe)."""
         self._command("replug")
+
+    def reset(self) -> None:
+        """A watchdog reset: the MCU reboots (no session, outputs safe), the port stays."""
+        with self._lock:
+            self.firmware.boot()
 
     def set_ambient(self, ambient_c: float) -> None:
         with self._lock:

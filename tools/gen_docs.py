@@ -1,4 +1,4 @@
-"""Developer tool: generate docs/configuration.md and docs/events.md from the code that defines them.
+"""Developer tool: generate the docs that restate code (configuration, events, MCU protocol tables).
 
 python -m tools.gen_docs          # rewrite the files
 python -m tools.gen_docs --check  # exit 1 if they are not current (CI)
@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from firmware_bridge import gen_docs as mcu_docs
 from vehicle_agent.config import Config
 from vehicle_agent.events import EVENT_TYPES
 
@@ -162,7 +163,12 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="fail if the files are not current")
     args = parser.parse_args()
     stale = []
-    for path, text in ((CONFIG_DOC, config_markdown()), (EVENTS_DOC, events_markdown())):
+    generated = [
+        (CONFIG_DOC, config_markdown()),
+        (EVENTS_DOC, events_markdown()),
+        (mcu_docs.DOC, mcu_docs.render(mcu_docs.DOC.read_text(encoding="utf-8"))),
+    ]
+    for path, text in generated:
         current = path.read_text(encoding="utf-8") if path.exists() else ""
         if current == text:
             continue
