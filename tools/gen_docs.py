@@ -20,6 +20,7 @@ from pydantic_core import PydanticUndefined
 from firmware_bridge import gen_docs as mcu_docs
 from vehicle_agent.config import Config
 from vehicle_agent.events import EVENT_TYPES
+from vehicle_agent.uplink.docs import mqtt_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DOC = ROOT / "docs" / "configuration.md"
@@ -167,6 +168,7 @@ def main() -> int:
         (CONFIG_DOC, config_markdown()),
         (EVENTS_DOC, events_markdown()),
         (mcu_docs.DOC, mcu_docs.render(mcu_docs.DOC.read_text(encoding="utf-8"))),
+        (ROOT / "docs" / "mqtt.md", mqtt_markdown()),
     ]
     for path, text in generated:
         current = path.read_text(encoding="utf-8") if path.exists() else ""

@@ -126,7 +126,9 @@ class Broker:
                 capture_output=True,
             )
         acl = self.directory / "acl"
-        acl.write_text(f"pattern readwrite fleet/%u/#\n\nuser {OPERATOR}\ntopic readwrite fleet/#\n")
+        acl.write_text(
+            f"pattern readwrite fleet/%u/#\n\nuser {OPERATOR}\ntopic readwrite fleet/#\n"
+        )
         c = self.certs
         tls = f"cafile {c.ca}\ntls_version tlsv1.2\n"
         (self.directory / "mosquitto.conf").write_text(

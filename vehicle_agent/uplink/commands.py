@@ -78,8 +78,8 @@ class Outcome:
 def describe_validation(error: ValidationError) -> str:
     """The first problem of a pydantic error as 'key: message (got value)'."""
     first = error.errors(include_url=False)[0]
-    key = ".".join(str(p) for p in first["loc"]) or "payload"
-    message = first["msg"]
+    key = ".".join(str(p) for p in first["loc"])
+    message = first["msg"].removeprefix("Value error, ")
     if first["type"] not in {"missing", "extra_forbidden"} and "input" in first:
         value = first["input"]
         if not isinstance(value, dict | list):
@@ -89,7 +89,7 @@ def describe_validation(error: ValidationError) -> str:
     more = error.error_count() - 1
     if more:
         message += f" (and {more} more)"
-    return f"{key}: {message}"
+    return f"{key}: {message}" if key else message
 
 
 class CommandProcessor:

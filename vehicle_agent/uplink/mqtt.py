@@ -22,7 +22,7 @@ import sqlite3
 import ssl
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -102,6 +102,12 @@ SUBSCRIBE_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 1.0
 PURGE_EVERY_S = 60.0
 REFUSED_EVENT_EVERY_S = 60.0
+CLEANING_STARTED = "cleaning_started"
+CLEANING_FINISHED = "cleaning_finished"
+"""Events of the cleaning controller (its issue defines them) that trigger the uploads of the
+frames before and after a cleaning; a `clean_lens` command triggers them itself."""
+STABLE_LINK_S = 10.0
+"""A link up this long resets the reconnect backoff."""
 UPLOAD_QUEUE = 8
 COMMAND_QUEUE = 64
 
@@ -121,10 +127,22 @@ class ConnectError(UplinkError):
     """No connection: unreachable, TLS refused (wrong CA or name), or a negative CONNACK."""
 
 
+class _ClosingSSLSocket(ssl.SSLSocket):
+    """Closes itself when the handshake fails: paho leaves a refused socket for the GC."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
+
+
 def tls_context(config: MqttUplinkConfig) -> ssl.SSLContext:
     """Verify the broker against `ca_file` and its name against the URL's host; TLS ≥ 1.2."""
     context = ssl.create_default_context(cafile=str(config.ca_file))
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.sslsocket_class = _ClosingSSLSocket
     if config.client_cert_file is not None:
         key = str(config.client_key_file) if config.client_key_file is not None else None
         context.load_cert_chain(str(config.client_cert_file), key)
@@ -256,11 +274,16 @@ class _Link:
         self,
         _client: mqtt.Client,
         _userdata: Any,
-        _flags: mqtt.DisconnectFlags,
+        flags: mqtt.DisconnectFlags,
         reason_code: ReasonCode,
         _properties: Properties | None,
     ) -> None:
-        reason = f"disconnected: {reason_code}"
+        if flags.is_disconnect_packet_from_server:
+            reason = f"the broker disconnected us: {reason_code}"
+        elif reason_code.value == 0x80:  # paho's code for a socket that closed or failed
+            reason = "connection lost"
+        else:
+            reason = f"connection lost: {reason_code}"
         if not self.connected.done():
             self.connected.set_exception(ConnectError(reason, reason_code.value))
         self._lose(reason)
@@ -506,10 +529,14 @@ class MqttUplink(Uplink):
         self._event_seq = 0
         self._last_telemetry: Telemetry | None = None
         self._dropped: dict[str, dict[str, int]] = {}
+        self._dropped_total = 0
+        """Dropped since the outbox was created; `stats()` reads it from another thread."""
         self._drops_to_report: Counter[str] = Counter()
         self._refused_reported: dict[tuple[str, int], float] = {}
+        self._properties_cache: dict[tuple[str | None, int], Properties] = {}
         self._runner: asyncio.Task[None] | None = None
         self._closing = False
+        self._cleaning_by_command = False
         self._t_video = 0.0
         self.connected = False
         self.connects = 0
@@ -562,6 +589,12 @@ class MqttUplink(Uplink):
         self._t_video = max(self._t_video, event.t)
         if self._outbox is None:
             return
+        if not self._cleaning_by_command:
+            if event.type == CLEANING_STARTED:
+                for job in self._uploads.cleaning_started():
+                    self._queue_upload(job)
+            elif event.type == CLEANING_FINISHED:
+                self._uploads.cleaning_finished()
         self._event_seq += 1
         message = EventMessage(
             vehicle_id=self.agent.vehicle_id,
@@ -631,7 +664,7 @@ class MqttUplink(Uplink):
             "sent": float(self.sent),
             "outbox_pending": float(outbox.pending if outbox else 0),
             "outbox_bytes": float(outbox.pending_bytes if outbox else 0),
-            "dropped": float(sum(sum(r.values()) for r in self._dropped.values())),
+            "dropped": float(self._dropped_total),
             "telemetry_seq": float(self._telemetry_seq),
         }
 
@@ -672,6 +705,7 @@ class MqttUplink(Uplink):
             outbox.forget_commands(self.config.command_memory_s)
             purged = WriteResult([], outbox.purge_expired())
             self._dropped = outbox.stats().dropped
+            self._dropped_total = sum(sum(r.values()) for r in self._dropped.values())
         except BaseException:
             outbox.close()
             raise
@@ -733,6 +767,12 @@ class MqttUplink(Uplink):
             # messages are lost and counted (they never reached the outbox).
             logger.exception("outbox write failed; %d messages lost", len(messages))
             self.write_failures += len(messages)
+            lost = Counter(m.message_class for m in messages)
+            for klass, count in lost.items():
+                by_reason = self._dropped.setdefault(klass.value, {})
+                by_reason["write_failed"] = by_reason.get("write_failed", 0) + count
+                self._dropped_total += count
+                self._drops_to_report[f"{klass.value}:write_failed"] += count
             self._acked[:0] = acked
             self._refused[:0] = refused
             self._retry[:0] = retry
@@ -745,6 +785,7 @@ class MqttUplink(Uplink):
         for klass, reason, count in result.dropped:
             by_reason = self._dropped.setdefault(klass.value, {})
             by_reason[reason] = by_reason.get(reason, 0) + count
+            self._dropped_total += count
             self._drops_to_report[f"{klass.value}:{reason}"] += count
         self._wake.set()
 
@@ -812,7 +853,7 @@ class MqttUplink(Uplink):
                 reason = exc.reason
             else:
                 self.connects += 1
-                backoff.reset()
+                connected_at = time.monotonic()
                 self._emit(
                     "uplink_connected",
                     broker=config.broker,
@@ -827,6 +868,10 @@ class MqttUplink(Uplink):
                 ever_connected = True
                 reason = await self._serve(link)
                 lost_at = None
+                # A link that drops at once (another client with our id, a broker that kicks
+                # us) must not turn the backoff into a tight loop.
+                if time.monotonic() - connected_at >= STABLE_LINK_S:
+                    backoff.reset()
             self._link = None
             if lost_at is None:
                 lost_at = time.monotonic()
@@ -872,32 +917,59 @@ class MqttUplink(Uplink):
             self._refused_event(self.topics.status, "status", code)
 
     async def _sender(self, link: _Link) -> None:
+        """Keep the window of unacknowledged messages full, highest priority first.
+
+        Rows are read ahead (up to two windows) so that the outbox query is not in the path
+        between an acknowledgement and the next publish.
+        """
+        ready: deque[StoredMessage] = deque()
         while not link.lost.done():
             self._wake.clear()
-            room = min(self.settings.max_inflight, link.window) - len(link.inflight)
-            if room > 0:
-                batch = await self.db(self.outbox.next_batch, room, frozenset(self._busy))
-                sent = 0
-                for stored in batch:
-                    if link.lost.done():
-                        return
-                    if stored.id in self._busy:
-                        continue
-                    if not self._publish(link, stored):
-                        break
-                    sent += 1
-                if sent == room:
+            window = min(self.settings.max_inflight, link.window)
+            while ready and len(link.inflight) < window:
+                stored = ready.popleft()
+                if stored.id in self._busy:
                     continue
-            await self._wake.wait()
+                if not self._publish(link, stored):
+                    # paho has no connection: the link is going down; let its callbacks run.
+                    ready.appendleft(stored)
+                    await asyncio.sleep(0.05)
+                    break
+            if len(ready) < window:
+                exclude = frozenset(self._busy.union(m.id for m in ready))
+                batch = await self.db(self.outbox.next_batch, 2 * window - len(ready), exclude)
+                ready.extend(batch)
+                if batch:
+                    continue
+            if not ready or len(link.inflight) >= window:
+                await self._wake.wait()
 
-    def _publish(self, link: _Link, stored: StoredMessage) -> bool:
-        message = stored.message
+    def _properties(self, message: OutMessage, expires: float) -> Properties:
+        """Content type, correlation data, and the expiry: what is left of the time to live
+        (to the minute for uncorrelated messages, so their properties can be shared: paho's
+        `Properties` costs tens of µs to build)."""
+        remaining = max(1, int(expires - time.time()))
+        if message.correlation is None and remaining > 120:
+            remaining -= remaining % 60
+            key = (message.content_type, remaining)
+            cached = self._properties_cache.get(key)
+            if cached is not None:
+                return cached
         properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-        properties.MessageExpiryInterval = max(1, int(stored.expires - time.time()))
+        properties.MessageExpiryInterval = remaining
         if message.content_type:
             properties.ContentType = message.content_type
         if message.correlation is not None:
             properties.CorrelationData = message.correlation
+            return properties
+        if len(self._properties_cache) > 256:
+            self._properties_cache.clear()
+        self._properties_cache[(message.content_type, remaining)] = properties
+        return properties
+
+    def _publish(self, link: _Link, stored: StoredMessage) -> bool:
+        message = stored.message
+        properties = self._properties(message, stored.expires)
         try:
             mid = link.publish(
                 message.topic,
@@ -1102,10 +1174,14 @@ class MqttUplink(Uplink):
         clean = self._hooks.clean_lens if self._hooks else None
         if clean is None:
             raise CommandFailedError("unavailable", "no lens cleaner configured on this vehicle")
-        for job in self._uploads.cleaning_started():
-            self._queue_upload(job)
-        result = await clean(args.duration_s)
-        self._uploads.cleaning_finished()
+        self._cleaning_by_command = True
+        try:
+            for job in self._uploads.cleaning_started():
+                self._queue_upload(job)
+            result = await clean(args.duration_s)
+            self._uploads.cleaning_finished()
+        finally:
+            self._cleaning_by_command = False
         return result
 
     async def _cmd_set_config(self, args: SetConfigArgs, _cid: str) -> SetConfigResult:

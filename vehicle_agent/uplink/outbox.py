@@ -43,7 +43,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     size INTEGER NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS outbox_order ON outbox (priority, id);
+CREATE INDEX IF NOT EXISTS outbox_send ON outbox (priority DESC, id);
 CREATE INDEX IF NOT EXISTS outbox_expires ON outbox (expires);
 CREATE INDEX IF NOT EXISTS outbox_grp ON outbox (grp) WHERE grp IS NOT NULL;
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -183,35 +183,38 @@ class Outbox:
                     "ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
                     (name, value),
                 )
-            for message in messages:
-                new_id = self._insert(message, now, dropped)
-                if new_id is not None:
-                    ids.append(new_id)
+            for unit in _units(messages):
+                ids.extend(self._insert(unit, now, dropped))
             for klass, reason, count in dropped:
                 self._add_counter(f"dropped.{klass.value}.{reason}", count)
         return WriteResult(ids, dropped)
 
     def _insert(
         self,
-        message: OutMessage,
+        unit: list[OutMessage],
         now: float,
         dropped: list[tuple[MessageClass, DropReason, int]],
-    ) -> int | None:
+    ) -> list[int]:
+        """Store a message, or all messages of a group (a frame upload), or none of them."""
+        klass = unit[0].message_class
+        size = sum(m.size for m in unit)
+        if size > self.budget_bytes:
+            dropped.append((klass, "too_large", len(unit)))
+            return []
+        if not self._make_room(size, PRIORITY[klass], dropped):
+            dropped.append((klass, "budget", len(unit)))
+            return []
+        return [self._insert_row(m, now) for m in unit]
+
+    def _insert_row(self, message: OutMessage, now: float) -> int:
         klass = message.message_class
         size = message.size
-        if size > self.budget_bytes:
-            dropped.append((klass, "too_large", 1))
-            return None
-        priority = PRIORITY[klass]
-        if not self._make_room(size, priority, dropped):
-            dropped.append((klass, "budget", 1))
-            return None
         cursor = self._db.execute(
             "INSERT INTO outbox (class, priority, topic, payload, retain, content_type, "
             "correlation, grp, created, expires, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 klass.value,
-                priority,
+                PRIORITY[klass],
                 message.topic,
                 message.payload,
                 int(message.retain),
@@ -234,14 +237,13 @@ class Outbox:
     ) -> bool:
         """Drop the lowest-priority, oldest rows (never above `priority`) until `size` fits."""
         while self._bytes + size > self.budget_bytes:
-            victim = self._db.execute(
-                "SELECT id, class, grp FROM outbox WHERE priority <= ? ORDER BY priority, id "
-                "LIMIT 1",
-                (priority,),
-            ).fetchone()
-            if victim is None:
+            (lowest,) = self._db.execute("SELECT min(priority) FROM outbox").fetchone()
+            if lowest is None or lowest > priority:
                 return False
-            row_id, klass, group = victim
+            row_id, klass, group = self._db.execute(
+                "SELECT id, class, grp FROM outbox WHERE priority = ? ORDER BY id LIMIT 1",
+                (lowest,),
+            ).fetchone()
             if group is None:
                 self._delete_row(row_id)
                 count = 1
@@ -364,10 +366,10 @@ class Outbox:
                 self._db.execute(
                     "UPDATE commands SET reply = ? WHERE id = ?", (reply.payload, command_id)
                 )
-            row_id = self._insert(reply, self.clock(), dropped)
+            ids = self._insert([reply], self.clock(), dropped)
             for klass, reason, count in dropped:
                 self._add_counter(f"dropped.{klass.value}.{reason}", count)
-        return WriteResult([] if row_id is None else [row_id], dropped)
+        return WriteResult(ids, dropped)
 
     def forget_commands(self, older_than_s: float) -> int:
         with self._transaction():
@@ -406,6 +408,21 @@ class Outbox:
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self)
+
+
+def _units(messages: Sequence[OutMessage]) -> list[list[OutMessage]]:
+    """Messages to store together: each ungrouped one alone, each group's as one."""
+    units: list[list[OutMessage]] = []
+    groups: dict[str, list[OutMessage]] = {}
+    for message in messages:
+        if message.group is None:
+            units.append([message])
+        elif message.group in groups:
+            groups[message.group].append(message)
+        else:
+            groups[message.group] = [message]
+            units.append(groups[message.group])
+    return units
 
 
 class _Transaction:

@@ -1,0 +1,239 @@
+"""Commands through the real broker with MQTT 5 request/response, from the fleet console: answered
+on the response topic with the correlation data, run at most once, refused with a named problem,
+persisted (set_config), and queued by the broker while the vehicle is offline."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.uplink.broker import Broker, Certs
+from tests.uplink.helpers import make_uplink, mqtt_config, record, wait_for
+from tools.fleet import FleetClient, FrameAssembler
+from vehicle_agent.config import Config, PassthroughEnhancerConfig
+
+pytestmark = pytest.mark.usefixtures("vehicle_password")
+
+
+class Hooks:
+    def __init__(self) -> None:
+        self.cleanings: list[float] = []
+        self.backends: list[Any] = []
+
+    async def clean_lens(self, duration_s: float) -> Mapping[str, Any]:
+        self.cleanings.append(duration_s)
+        return {"cleaned_s": duration_s}
+
+    async def set_enhancer(self, backend: Any) -> str:
+        self.backends.append(backend)
+        return "passthrough" if isinstance(backend, PassthroughEnhancerConfig) else "classical"
+
+
+def config_for(broker: Broker, certs: Certs, tmp_path: Path, **fields: Any) -> Config:
+    fields.setdefault("telemetry_interval_s", 5)
+    fields.setdefault("upload__good_frame_every_s", 0)
+    return mqtt_config(broker, certs, tmp_path, **fields)
+
+
+async def test_commands_are_answered_once_with_their_correlation_data(
+    broker: Broker, certs: Certs, tmp_path: Path, operator: FleetClient
+) -> None:
+    hooks = Hooks()
+    uplink, recorder = make_uplink(
+        config_for(broker, certs, tmp_path, upload__around_cleaning_frames=1),
+        clean_lens=hooks.clean_lens,
+        set_enhancer=hooks.set_enhancer,
+    )
+    await uplink.start()
+    try:
+        await wait_for(lambda: uplink.connected, 10, "connected")
+        for i in range(3):
+            await uplink.on_frame(record(i))
+        ping = await operator.send("veh-1", "ping")
+        assert ping.ok
+        assert ping.result is not None
+        assert ping.result["pong"] is True
+        first = await operator.send("veh-1", "clean_lens", {"duration_s": 2}, command_id="c-once")
+        again = await operator.send("veh-1", "clean_lens", {"duration_s": 2}, command_id="c-once")
+        assert first.ok
+        assert first.result == {"cleaned_s": 2.0}
+        assert again == first  # the same reply, same time stamp: the first result
+        assert hooks.cleanings == [2.0]
+        for i in range(3, 6):
+            await uplink.on_frame(record(i))
+        await wait_for(lambda: len(recorder.of("frame_upload_queued")) >= 2, 10, "uploads")
+        reasons = sorted(str(e.data["reason"]) for e in recorder.of("frame_upload_queued"))
+        assert reasons == ["after_cleaning", "before_cleaning"]
+        bypass = await operator.send("veh-1", "set_enhancement", {"mode": "bypass"})
+        assert bypass.result == {"backend": "passthrough"}
+        bad = await operator.send(
+            "veh-1", "set_enhancement", {"mode": "enhance", "backend": {"type": "magic"}}
+        )
+        assert bad.error is not None
+        assert bad.error.code == "invalid_args"
+        assert "backend" in bad.error.message
+        assert len(hooks.backends) == 1
+        status = await operator.send("veh-1", "get_status")
+        assert status.result is not None
+        assert status.result["config_digest"] == "test"
+        assert status.result["connected"] is True
+    finally:
+        await uplink.close()
+    handled = recorder.of("command_handled")
+    assert [e.data["duplicate"] for e in handled if e.data["id"] == "c-once"] == [False, True]
+
+
+async def test_bad_commands_through_the_broker_get_error_replies(
+    broker: Broker, certs: Certs, tmp_path: Path, operator: FleetClient
+) -> None:
+    uplink, _ = make_uplink(config_for(broker, certs, tmp_path, command_max_bytes=1024))
+    await uplink.start()
+    try:
+        await wait_for(lambda: uplink.connected, 10, "connected")
+        cases = {
+            b"{oops": "malformed",
+            b"x" * 3000: "too_large",
+            json.dumps(
+                {"id": "u-1", "name": "warp", "args": {}, "expires_at": time.time() + 60}
+            ).encode(): "unknown_command",
+            json.dumps(
+                {"id": "e-1", "name": "ping", "args": {}, "expires_at": time.time() - 1}
+            ).encode(): "expired",
+            json.dumps(
+                {
+                    "id": "r-1",
+                    "name": "capture_frames",
+                    "args": {"count": 1000},
+                    "expires_at": time.time() + 60,
+                }
+            ).encode(): "invalid_args",
+        }
+        for payload, code in cases.items():
+            reply = await operator.request("veh-1", payload)
+            assert reply.error is not None, payload
+            assert reply.error.code == code
+        outside = await operator.request(
+            "veh-1",
+            json.dumps(
+                {"id": "t-1", "name": "ping", "args": {}, "expires_at": time.time() + 60}
+            ).encode(),
+            response_topic="fleet/veh-1/telemetry",
+        )
+        assert outside.error is not None
+        assert outside.error.code == "bad_response_topic"
+        bad_config = await operator.send("veh-1", "set_config", {"changes": {"broker": "x"}})
+        assert bad_config.error is not None
+        assert "not settable" in bad_config.error.message
+        cleaner = await operator.send("veh-1", "clean_lens")
+        assert cleaner.error is not None
+        assert (cleaner.error.code, cleaner.error.message) == (
+            "unavailable",
+            "no lens cleaner configured on this vehicle",
+        )
+    finally:
+        await uplink.close()
+
+
+async def test_set_config_is_validated_applied_and_persisted(
+    broker: Broker, certs: Certs, tmp_path: Path, operator: FleetClient
+) -> None:
+    config = config_for(broker, certs, tmp_path)
+    uplink, _ = make_uplink(config)
+    await uplink.start()
+    try:
+        await wait_for(lambda: uplink.connected, 10, "connected")
+        reply = await operator.send(
+            "veh-1",
+            "set_config",
+            {"changes": {"telemetry_interval_s": 0.5, "upload.max_frames_per_hour": 7}},
+        )
+        assert reply.ok
+        assert reply.result is not None
+        assert reply.result["settings"]["telemetry_interval_s"] == 0.5
+        refused = await operator.send(
+            "veh-1",
+            "set_config",
+            {"changes": {"telemetry_interval_s": 0.5, "upload.jpeg_quality": 5}},
+        )
+        assert refused.error is not None
+        assert refused.error.code == "invalid_args"
+        assert "upload.jpeg_quality" in refused.error.message
+    finally:
+        await uplink.close()
+    restarted, _ = make_uplink(config)
+    await restarted.start()
+    try:
+        assert restarted.settings.telemetry_interval_s == 0.5
+        assert restarted.settings.upload.max_frames_per_hour == 7
+        assert restarted.settings.upload.jpeg_quality == config.uplink.upload.jpeg_quality  # type: ignore[union-attr]
+    finally:
+        await restarted.close()
+
+
+async def test_capture_frames_uploads_chunked_jpegs_that_reassemble(
+    broker: Broker, certs: Certs, tmp_path: Path, operator: FleetClient
+) -> None:
+    uplink, recorder = make_uplink(config_for(broker, certs, tmp_path, upload__chunk_kib=2))
+    await operator.subscribe("fleet/veh-1/frames/#")
+    assembler = FrameAssembler()
+    frames: list[tuple[Any, bytes]] = []
+    await uplink.start()
+    try:
+        async with operator.listen() as queue:
+            await wait_for(lambda: uplink.connected, 10, "connected")
+            reply = await operator.send("veh-1", "capture_frames", {"count": 2}, command_id="cap-1")
+            assert reply.result == {"scheduled": 2}
+            for i in range(3):
+                await uplink.on_frame(record(i, size=(120, 160)))
+            while len(frames) < 2:
+                message = await queue.get()
+                done = assembler.add(message.topic, message.payload)
+                if done is not None:
+                    frames.append(done)
+    finally:
+        await uplink.close()
+    for meta, data in frames:
+        assert meta.command_id == "cap-1"
+        assert meta.reason == "request"
+        assert meta.chunks > 1
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        assert image is not None
+        assert image.shape == (120, 160, 3)
+    assert sorted(m.frame_seq for m, _ in frames) == [0, 1]
+    assert len(recorder.of("frame_upload_queued")) == 2
+
+
+async def test_a_command_sent_while_the_vehicle_is_offline_is_answered_when_it_returns(
+    broker: Broker, certs: Certs, tmp_path: Path, operator: FleetClient
+) -> None:
+    config = config_for(broker, certs, tmp_path)
+    uplink, _ = make_uplink(config)
+    await uplink.start()
+    await wait_for(lambda: uplink.connected, 10, "connected")
+    await uplink.close()  # the broker keeps the vehicle's session and its subscription
+    await operator.subscribe("fleet/veh-1/replies/#")
+    async with operator.listen() as queue:
+        await operator.publish_command(
+            "veh-1",
+            json.dumps(
+                {"id": "late-1", "name": "ping", "args": {}, "expires_at": time.time() + 60}
+            ).encode(),
+            correlation=b"late",
+            response_topic="fleet/veh-1/replies/console",
+        )
+        back, _ = make_uplink(config)
+        await back.start()
+        try:
+            message = await queue.get()
+        finally:
+            await back.close()
+    assert message.correlation == b"late"
+    assert json.loads(message.payload)["id"] == "late-1"
+    assert json.loads(message.payload)["ok"] is True

@@ -1,0 +1,95 @@
+"""Topics and payloads are defined once: docs/mqtt.md is generated from them and current, every
+payload field is described, and every topic stays inside the vehicle's subtree."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from vehicle_agent.config import ConfigError, parse_config
+from vehicle_agent.uplink.docs import mqtt_markdown
+from vehicle_agent.uplink.topics import COMMANDS, TOPICS, Payload, Topics, _payload_models
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "mqtt.md"
+
+
+def test_docs_mqtt_md_is_current() -> None:
+    assert DOC.read_text(encoding="utf-8") == mqtt_markdown(), (
+        "docs/mqtt.md is stale: python -c 'from pathlib import Path; from vehicle_agent.uplink."
+        'docs import mqtt_markdown; Path("docs/mqtt.md").write_text(mqtt_markdown())\''
+    )
+
+
+def _all_payloads() -> set[type[BaseModel]]:
+    todo: list[type[Payload]] = [s.payload for s in TOPICS.values() if isinstance(s.payload, type)]
+    for spec in COMMANDS.values():
+        todo.append(spec.args)
+        if spec.result is not None:
+            todo.append(spec.result)
+    seen: set[type[BaseModel]] = set()
+    while todo:
+        model = todo.pop()
+        if model in seen:
+            continue
+        seen.add(model)
+        for info in model.model_fields.values():
+            todo.extend(_payload_models(info.annotation))
+    return seen
+
+
+def test_every_payload_field_is_described_and_every_payload_closed() -> None:
+    for model in _all_payloads():
+        assert model.model_config.get("extra") == "forbid", model
+        for name, info in model.model_fields.items():
+            assert info.description, f"{model.__name__}.{name} has no description"
+
+
+def test_topics_stay_in_the_vehicle_subtree() -> None:
+    topics = Topics("fleet", "veh-1")
+    for topic in (
+        topics.status,
+        topics.telemetry,
+        topics.events,
+        topics.commands,
+        topics.replies,
+        topics.frame_meta("abc"),
+        topics.frame_chunk("abc", 3),
+    ):
+        assert topic.startswith("fleet/veh-1/")
+    assert topics.is_reply_topic("fleet/veh-1/replies/console-1")
+    assert not topics.is_reply_topic("fleet/veh-1/replies-x")
+    assert not topics.is_reply_topic("fleet/veh-1/replies/+")
+    with pytest.raises(ValueError, match="vehicle id"):
+        Topics("fleet", "a/b")
+
+
+@pytest.mark.parametrize(
+    ("uplink", "key", "words"),
+    [
+        ({"broker": "mqtts://h:8883"}, "uplink", "needs ca_file"),
+        ({"broker": "mqtt://h", "ca_file": "ca.crt"}, "uplink", "plain TCP is refused"),
+        ({"broker": "mqtt://h", "client_cert_file": "c.pem"}, "uplink", "use mqtts://"),
+        ({"broker": "http://h"}, "uplink.broker", "pattern"),
+        ({"broker": "mqtt://h:0"}, "uplink", "port out of range"),
+        ({"broker": "mqtt://h", "password": "hunter2"}, "uplink.password", "secrets never"),
+        ({"broker": "mqtt://h", "telemetry_interval_s": 0}, "uplink.telemetry_interval_s", "0.1"),
+        ({"broker": "mqtt://h", "outbox": {"budget_mb": 0}}, "uplink.outbox.budget_mb", "1"),
+    ],
+)
+def test_uplink_config_errors_name_the_key(uplink: dict[str, object], key: str, words: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"uplink": {"type": "mqtt", **uplink}})
+    assert info.value.key == key
+    assert words in str(info.value)
+    assert "hunter2" not in str(info.value)
+
+
+def test_broker_url_gives_host_port_and_tls() -> None:
+    config = parse_config(
+        {"uplink": {"type": "mqtt", "broker": "mqtts://b.example", "ca_file": "c"}}
+    )
+    assert config.uplink.address() == (True, "b.example", 8883)  # type: ignore[union-attr]
+    config = parse_config({"uplink": {"type": "mqtt", "broker": "mqtt://[::1]:1884"}})
+    assert config.uplink.address() == (False, "::1", 1884)  # type: ignore[union-attr]
