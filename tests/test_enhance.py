@@ -71,5 +71,8 @@ def test_unknown_backend_type_names_the_known_ones() -> None:
     class Weird:
         type = "warp-drive"
 
-    with pytest.raises(EnhancerError, match="unknown backend type; known: classical, passthrough"):
+    with pytest.raises(
+        EnhancerError,
+        match="unknown backend type; known: classical, onnxruntime, passthrough, tensorrt",
+    ):
         create_enhancer(Weird())

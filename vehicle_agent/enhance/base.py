@@ -5,11 +5,12 @@ from __future__ import annotations
 import abc
 import importlib
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from vehicle_agent.records import Image, InvalidFrameError, check_image
+from vehicle_agent.records import Image, InvalidFrameError, JsonValue, check_image
 
 
 class EnhancerError(Exception):
@@ -57,12 +58,29 @@ class Enhancer(abc.ABC):
     def close(self) -> None:  # noqa: B027 - most backends hold nothing to release
         """Release what `load` acquired."""
 
+    def set_condition(self, condition: str | None) -> None:  # noqa: B027 - only chains gate
+        """The scene condition of the latest analysed frame (called on the event loop)."""
+
+    def drain_events(self) -> list[EnhancerEvent]:
+        """Events that happened since the last call (demotions, swaps), for the event loop."""
+        return []
+
+
+@dataclass(frozen=True, slots=True)
+class EnhancerEvent:
+    """An event for `EVENT_TYPES`, recorded off the loop and emitted by the stage on it."""
+
+    type: str
+    data: dict[str, JsonValue] = field(default_factory=dict)
+
 
 _BACKENDS: dict[str, str] = {
     # type key → "module:factory"; imported only when chosen, so an optional backend whose
     # libraries are missing cannot break the others.
     "passthrough": "vehicle_agent.enhance.passthrough:PassthroughEnhancer",
     "classical": "vehicle_agent.enhance.classical:ClassicalEnhancer",
+    "onnxruntime": "vehicle_agent.enhance.onnxruntime_backend:OnnxRuntimeEnhancer",
+    "tensorrt": "vehicle_agent.enhance.tensorrt_backend:TensorRtEnhancer",
 }
 
 
@@ -71,8 +89,11 @@ def register_backend(type_key: str, target: str) -> None:
     _BACKENDS[type_key] = target
 
 
-def create_enhancer(config: Any) -> Enhancer:
-    """Build the backend that `config.type` names; the factory receives the config."""
+def create_enhancer(config: Any, **context: Any) -> Enhancer:
+    """Build the backend that `config.type` names; the factory receives the config.
+
+    `context` goes to backends that need more than their config (a model backend: `model`, a
+    verified `ModelRef`, and `state_dir` for its caches)."""
     type_key = str(config.type)
     target = _BACKENDS.get(type_key)
     if target is None:
@@ -84,5 +105,5 @@ def create_enhancer(config: Any) -> Enhancer:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise BackendUnavailableError(type_key, str(exc)) from exc
-    factory: Callable[[Any], Enhancer] = getattr(module, attr)
-    return factory(config)
+    factory: Callable[..., Enhancer] = getattr(module, attr)
+    return factory(config, **context)

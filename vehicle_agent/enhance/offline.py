@@ -1,7 +1,8 @@
-"""`vehicle-agent enhance`: the enhance stage applied offline to an image, a folder or a video."""
+"""`vehicle-agent enhance`: the enhance stage's runtime applied offline to an image, a folder or a video."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 
 from vehicle_agent.enhance.base import Enhancer, EnhancerError
 from vehicle_agent.output.sinks import FOURCC_BY_SUFFIX, SinkError, VideoWriter
+from vehicle_agent.records import Image
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg"})
@@ -24,6 +26,31 @@ class OfflineResult:
     written: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
     frames: int = 0
+
+
+class LazyEnhancer(Enhancer):
+    """Builds and loads the real enhancer on the first frame that decoded, so a bad input path
+    fails with its one-line error before any model is loaded (or any load is logged)."""
+
+    def __init__(self, make: Callable[[], Enhancer]) -> None:
+        self._make = make
+        self.inner: Enhancer | None = None
+        self.name = "enhancer"
+
+    def load(self) -> None:
+        """Nothing yet: see the class."""
+
+    def _enhance(self, image: Image) -> Image:
+        if self.inner is None:
+            self.inner = self._make()
+            self.inner.load()
+        out = self.inner.enhance(image)
+        self.name = self.inner.name
+        return out
+
+    def close(self) -> None:
+        if self.inner is not None:
+            self.inner.close()
 
 
 def _read_image(path: Path) -> np.ndarray:

@@ -16,16 +16,18 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
+from pydantic import ValidationError
+
 from vehicle_agent import __version__
 from vehicle_agent.app import Parts, Pipeline, RunResult
 from vehicle_agent.capture.uri import open_source
-from vehicle_agent.config import Config
-from vehicle_agent.enhance import create_enhancer
+from vehicle_agent.config import Config, ConfigError, MqttUplinkConfig
+from vehicle_agent.enhance.chain import build_enhancer
 from vehicle_agent.events import EventBus, JsonlEventLog
 from vehicle_agent.output.sinks import CsvFrameLog
 from vehicle_agent.service.metrics import DaemonState, serve_metrics
 from vehicle_agent.sim.hardware import SimulatedFan
-from vehicle_agent.uplink.base import NoUplink
+from vehicle_agent.uplink.base import NoUplink, Uplink
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +79,13 @@ def bench_config(config: Config, video: Path, report: ReportPaths, speed: Speed)
 
 
 def summary_dict(
-    result: RunResult, config: Config, video: Path, report: ReportPaths, speed: Speed
+    result: RunResult,
+    config: Config,
+    video: Path,
+    report: ReportPaths,
+    speed: Speed,
+    *,
+    enhancer: str,
 ) -> dict[str, object]:
     data = asdict(result)
     data["fps"] = round(result.fps, 3)
@@ -91,7 +99,7 @@ def summary_dict(
         **{k: v for k, v in data.items() if k not in {"frames_in", "frames_out", "frames_dropped"}},
         "speed": speed,
         "video": str(video),
-        "enhancer": config.enhance.backend.type,
+        "enhancer": enhancer,
         "version": __version__,
         "config_digest": config.digest(),
         "outputs": {
@@ -112,10 +120,34 @@ def prepare_report(report_dir: Path) -> ReportPaths:
     return report
 
 
+def bench_uplink(config: Config, broker: str | None, events: EventBus, report_dir: Path) -> Uplink:
+    """No fleet link, or MQTT to `broker` (TLS and credentials from the config's `[uplink]`),
+    with its outbox in the report directory unless the config names one."""
+    if broker is None:
+        return NoUplink()
+    from vehicle_agent.uplink.commands import describe_validation  # noqa: PLC0415
+    from vehicle_agent.uplink.mqtt import MqttUplink  # noqa: PLC0415 - paho only when used
+
+    table = config.uplink.model_dump(mode="json") if config.uplink.type == "mqtt" else {}
+    try:
+        uplink = MqttUplinkConfig.model_validate({**table, "type": "mqtt", "broker": broker})
+    except ValidationError as exc:
+        raise ConfigError("--broker", "uplink", describe_validation(exc)) from None
+    outbox = uplink.outbox.path or report_dir / "uplink.sqlite3"
+    config = config.model_copy(update={"uplink": uplink})
+    return MqttUplink.from_config(config, events, outbox_path=outbox)
+
+
 async def simulate(
-    config: Config, video: Path, report_dir: Path, speed: Speed = "max"
+    config: Config,
+    video: Path,
+    report_dir: Path,
+    speed: Speed = "max",
+    broker: str | None = None,
 ) -> dict[str, object]:
-    """Run the pipeline over `video` and write the report into `report_dir`; returns the summary."""
+    """Run the pipeline over `video` and write the report into `report_dir`; returns the summary.
+
+    With `broker` (mqtt:// or mqtts://), the fleet link publishes to it as on a vehicle."""
     report = await asyncio.to_thread(prepare_report, report_dir)
     config = bench_config(config, video, report, speed)
     events = EventBus()
@@ -123,9 +155,9 @@ async def simulate(
     events.subscribe(event_log)
     parts = Parts(
         open_source=lambda: open_source(config.capture.uri, config.capture),
-        enhancer=create_enhancer(config.enhance.backend),
+        enhancer=build_enhancer(config.enhance, config.agent.state_dir),
         fan=SimulatedFan(config.control.safe_duty),
-        uplink=NoUplink(),
+        uplink=bench_uplink(config, broker, events, report_dir),
         sinks=[CsvFrameLog(report.frames)],
         events=events,
         closers=[event_log.close],
@@ -146,7 +178,7 @@ async def simulate(
             loop.remove_signal_handler(sig)
         if metrics is not None:
             await asyncio.to_thread(metrics.close)
-    summary = summary_dict(result, config, video, report, speed)
+    summary = summary_dict(result, config, video, report, speed, enhancer=parts.enhancer.name)
     text = json.dumps(summary, indent=2) + "\n"
     await asyncio.to_thread(report.summary.write_text, text, encoding="utf-8")
     return summary
