@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -162,22 +162,28 @@ async def test_a_command_interrupted_by_a_restart_is_not_run_again(
     assert outcome.duplicate
 
 
-BAD_COMMANDS = [
-    (b"x" * 2000, "too_large", "2000 bytes, limit 1024"),
-    (b"{not json", "malformed", "not JSON"),
-    (b"[1, 2]", "malformed", "not a JSON object"),
-    (command(expires_at=None), "malformed", "expires_at"),
-    (command(cid="has space"), "malformed", "id: String should match pattern"),
-    (command(colour="red"), "malformed", "colour: unknown key"),
-    (command("self_destruct"), "unknown_command", "unknown command 'self_destruct'"),
-    (command(expires_at=time.time() - 5), "expired", "expired"),
-    (command("capture_frames", args={"count": 99}), "invalid_args", "count"),
-    (command("capture_frames", args={"count": 1, "fps": 3}), "invalid_args", "fps: unknown"),
-    (command("set_config", args={"changes": {}}), "invalid_args", "changes"),
-    (command("set_enhancement"), "invalid_args", "mode: Field required"),
-    (command("set_enhancement", args={"mode": "bypass"}), "unavailable", "no handler"),
-    (command("clean_lens"), "unavailable", "no lens cleaner"),
-    (command("get_status"), "failed", "RuntimeError: driver fell over"),
+# Payloads are built when each test runs: built at collection they could expire before a test of
+# a long run executes.
+BAD_COMMANDS: list[tuple[Callable[[], bytes], str, str]] = [
+    (lambda: b"x" * 2000, "too_large", "2000 bytes, limit 1024"),
+    (lambda: b"{not json", "malformed", "not JSON"),
+    (lambda: b"[1, 2]", "malformed", "not a JSON object"),
+    (lambda: command(expires_at=None), "malformed", "expires_at"),
+    (lambda: command(cid="has space"), "malformed", "id: String should match pattern"),
+    (lambda: command(colour="red"), "malformed", "colour: unknown key"),
+    (lambda: command("self_destruct"), "unknown_command", "unknown command 'self_destruct'"),
+    (lambda: command(expires_at=time.time() - 5), "expired", "expired"),
+    (lambda: command("capture_frames", args={"count": 99}), "invalid_args", "count"),
+    (
+        lambda: command("capture_frames", args={"count": 1, "fps": 3}),
+        "invalid_args",
+        "fps: unknown",
+    ),
+    (lambda: command("set_config", args={"changes": {}}), "invalid_args", "changes"),
+    (lambda: command("set_enhancement"), "invalid_args", "mode: Field required"),
+    (lambda: command("set_enhancement", args={"mode": "bypass"}), "unavailable", "no handler"),
+    (lambda: command("clean_lens"), "unavailable", "no lens cleaner"),
+    (lambda: command("get_status"), "failed", "RuntimeError: driver fell over"),
 ]
 
 
@@ -187,9 +193,9 @@ BAD_COMMANDS = [
     ids=[f"{i}-{code}" for i, (_, code, _) in enumerate(BAD_COMMANDS)],
 )
 async def test_bad_commands_get_an_error_reply_that_names_the_problem(
-    ledger: OutboxLedger, calls: Calls, payload: bytes, code: str, words: str
+    ledger: OutboxLedger, calls: Calls, payload: Callable[[], bytes], code: str, words: str
 ) -> None:
-    outcome, reply = await handle(processor(ledger, calls), payload)
+    outcome, reply = await handle(processor(ledger, calls), payload())
     assert not reply.ok
     assert reply.error is not None
     assert reply.error.code == code
