@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from vehicle_agent.control.events import CONTROL_EVENTS
 from vehicle_agent.records import Event, JsonValue
 
 logger = logging.getLogger(__name__)
@@ -96,6 +97,50 @@ EVENT_TYPES: Mapping[str, EventSpec] = {
         "A degraded stage processed a frame again.",
         {"stage": "stage name", "failures": "frames it failed on"},
     ),
+    "enhancer_demoted": EventSpec(
+        "An enhancement backend failed; frames go to the next backend of the chain.",
+        {
+            "backend": "backend type ('tensorrt', 'onnxruntime', 'classical', …)",
+            "model": "model name it ran, or null for a backend without model",
+            "kind": "'load' (did not load: model missing or refused, engine build failed), "
+            "'unavailable' (library or GPU absent: never retried), 'error' (raised on a "
+            "frame), 'nan' (NaN/inf output), 'blank' (flat output from a real frame), "
+            "'slow' (over max_latency_ms for slow_frames frames in a row)",
+            "reason": "what failed",
+            "retry_in_s": "seconds until its health check, or null when never retried",
+        },
+        logging.WARNING,
+    ),
+    "enhancer_promoted": EventSpec(
+        "A demoted backend passed its health check (fresh load, warm-up, one probe frame) and "
+        "takes frames again.",
+        {
+            "backend": "backend type",
+            "model": "model name, or null",
+            "demoted_s": "seconds it was demoted",
+        },
+    ),
+    "model_loaded": EventSpec(
+        "A model was verified (sha256, input spec), loaded and warmed up.",
+        {
+            "backend": "backend type that runs it",
+            "model": "name@version",
+            "sha256": "first 12 hex digits of the model file's sha256",
+            "load_s": "seconds to load (TensorRT: including an engine build)",
+            "warmup_ms": "warm-up inference, milliseconds",
+        },
+    ),
+    "model_swapped": EventSpec(
+        "Frames now come from another backend or model, switched between two frames.",
+        {
+            "previous": "backend:model (or backend) that gave the frames so far",
+            "current": "backend:model (or backend) that gives them now; 'passthrough' is none",
+            "reason": "'condition' (the scene condition chose another model), 'fallback' (the "
+            "previous one was demoted), 'promoted' (a preferred one is back), 'replaced' (config "
+            "reload or fleet command)",
+            "condition": "scene condition that gated the frame, or null when unknown",
+        },
+    ),
     "config_reloaded": EventSpec(
         "A new configuration was applied after SIGHUP.",
         {
@@ -168,6 +213,8 @@ EVENT_TYPES: Mapping[str, EventSpec] = {
             "chunks": "messages it is split into",
         },
     ),
+    # Lens cleaning and thermal protection, defined beside the control code that emits them.
+    **{name: EventSpec(*spec) for name, spec in CONTROL_EVENTS.items()},
 }
 
 

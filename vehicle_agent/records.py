@@ -81,6 +81,8 @@ class AdhesionEstimate:
 
     score: float
     covered_fraction: float
+    detected: bool = False
+    """The detector's alarm (with hysteresis): something sits on the lens."""
 
 
 @dataclass(frozen=True, slots=True)

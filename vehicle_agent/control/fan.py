@@ -15,6 +15,18 @@ class FanError(Exception):
         super().__init__(f"fan {driver}: {reason}")
 
 
+class FanUnavailableError(FanError):
+    """The driver's backend cannot be used here (library missing, no such board or chip).
+
+    Raised when the driver is built, so a vehicle with a misconfigured fan fails at start with
+    "backend unavailable: <reason>" instead of at the first cleaning.
+    """
+
+    def __init__(self, driver: str, reason: str) -> None:
+        super().__init__(driver, f"backend unavailable: {reason}")
+        self.reason = reason
+
+
 def check_duty(duty: float) -> float:
     """Refuse a duty cycle that is not a finite number in [0, 1]."""
     if not isinstance(duty, int | float) or isinstance(duty, bool):
@@ -25,9 +37,18 @@ def check_duty(duty: float) -> float:
 
 
 class Fan(abc.ABC):
-    """The fan that blows air warmed by the refrigeration chip's hot side across the lens."""
+    """The fan that blows air warmed by the refrigeration chip's hot side across the lens.
+
+    `set_duty` is synchronous and cheap so the control logic can call it from anywhere on the
+    event loop. Hardware reached over a link (the microcontroller) applies the duty in
+    `refresh()`, which the control loop awaits every refresh interval.
+    """
 
     name: str = "fan"
+    has_fallback: bool = False
+    """True when the hardware reverts to a safe duty by itself once `refresh()` stops (the
+    microcontroller's `max_duration`). Without it, a dead daemon leaves the last duty applied
+    (GPIO, sysfs PWM) until the circuit's own default takes over at release."""
 
     def __init__(self, safe_duty: float = 0.0) -> None:
         self.safe_duty = check_duty(safe_duty)
@@ -43,6 +64,10 @@ class Fan(abc.ABC):
         """Measured speed when the driver has a tachometer."""
         return None
 
+    def readback(self) -> float | None:
+        """The duty the hardware reports applying, when it can say (None: it cannot)."""
+        return None
+
     def set_duty(self, duty: float) -> None:
         duty = check_duty(duty)
         self._apply(duty)
@@ -52,6 +77,12 @@ class Fan(abc.ABC):
         """Go to the safe duty (used at start, on shutdown and on faults)."""
         self.set_duty(self.safe_duty)
 
+    async def refresh(self, max_duration_s: float) -> None:
+        """Re-assert the current duty for at most `max_duration_s` on hardware that reverts by
+        itself; raise `FanError` when it cannot. Called only by the control loop, so a wedged
+        loop lets such hardware fall back. Drivers that apply in `set_duty` have nothing to do."""
+        del max_duration_s
+
     @abc.abstractmethod
     def _apply(self, duty: float) -> None:
         """Drive the hardware; raise `FanError` when it cannot."""
@@ -59,3 +90,7 @@ class Fan(abc.ABC):
     def close(self) -> None:
         """Leave the fan in its safe state and release the hardware."""
         self.safe_state()
+
+    async def aclose(self) -> None:
+        """Like `close`, but also brings hardware reached over a link to its safe duty now."""
+        self.close()

@@ -20,7 +20,7 @@ from pathlib import Path
 from vehicle_agent import __version__
 from vehicle_agent.app import Pipeline, RunResult, build_parts
 from vehicle_agent.config import Config, ConfigError, load_config
-from vehicle_agent.enhance import create_enhancer
+from vehicle_agent.enhance.chain import build_enhancer
 from vehicle_agent.logs import configure_logging
 from vehicle_agent.service.metrics import DaemonState, MetricsServer, serve_metrics
 from vehicle_agent.service.notify import SystemdNotifier
@@ -132,10 +132,13 @@ class Daemon:
 
     async def _apply_live(self, new: Config, changed: list[str], pipeline: Pipeline) -> None:
         if "enhance" in changed:
+            # The new chain loads and warms up off the loop while the old one keeps serving
+            # frames; the swap happens between two frames (none lost).
+            enhancer = build_enhancer(new.enhance, new.agent.state_dir)
             try:
-                enhancer = create_enhancer(new.enhance.backend)
                 await asyncio.to_thread(enhancer.load)
             except Exception as exc:
+                enhancer.close()
                 logger.exception("reload refused: the new enhancer does not load")
                 self._emit("config_reload_refused", error=f"[enhance]: {exc}")
                 self.notifier.ready(self.status_line())

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
     from vehicle_agent.app import Pipeline
+    from vehicle_agent.control.loop import ControlSnapshot
 
 logger = logging.getLogger(__name__)
 
@@ -118,9 +119,8 @@ class PipelineCollector(Collector):
         for queue in pipeline.queues:
             depth.add_metric([queue.name], queue.qsize())
         yield depth
-        fan = GaugeMetricFamily(f"{PREFIX}_fan_duty", "Fan duty cycle, 0-1")
-        fan.add_metric([], pipeline.parts.fan.duty)
-        yield fan
+        if pipeline.control is not None:
+            yield from _control_metrics(pipeline.control.snapshot())
         record = pipeline.last_record
         if record is not None and record.quality is not None:
             quality = GaugeMetricFamily(
@@ -144,6 +144,41 @@ class PipelineCollector(Collector):
             for key, value in uplink_stats.items():
                 uplink.add_metric([key], float(value))
             yield uplink
+
+
+def _control_metrics(snap: ControlSnapshot) -> Iterator[Metric]:
+    fan = GaugeMetricFamily(f"{PREFIX}_fan_duty", "Fan duty cycle the control applies, 0-1")
+    fan.add_metric([], snap.fan_duty)
+    yield fan
+    if snap.tach_rpm is not None:
+        rpm = GaugeMetricFamily(f"{PREFIX}_fan_rpm", "Fan speed from its tachometer, rpm")
+        rpm.add_metric([], snap.tach_rpm)
+        yield rpm
+    temps = GaugeMetricFamily(
+        f"{PREFIX}_temperature_celsius",
+        "Camera module temperatures: image sensor, cooler cold and hot side",
+        labels=["sensor"],
+    )
+    for sensor, value in sorted(snap.temperatures_c.items()):
+        temps.add_metric([sensor], value)
+    yield temps
+    if snap.cooler_enabled is not None:
+        cooler = GaugeMetricFamily(f"{PREFIX}_cooler_enabled", "Refrigeration chip on (1) or off")
+        cooler.add_metric([], float(snap.cooler_enabled))
+        yield cooler
+    alarms = GaugeMetricFamily(f"{PREFIX}_alarms", "Thermal and sensor alarms active now")
+    alarms.add_metric([], float(len(snap.alarms)))
+    yield alarms
+    state = InfoMetricFamily(f"{PREFIX}_control", "Cleaning state and what decides the fan")
+    state.add_metric(
+        [],
+        {
+            "cleaning": snap.cleaning_state,
+            "fan_decided_by": snap.decided_by,
+            "thermal": snap.thermal_level or "none",
+        },
+    )
+    yield state
 
 
 def _labelled(

@@ -66,6 +66,11 @@ def format_status(status: Status) -> str:
         f"  enhance  {status.info.get('enhancer', '?')}",
         f"  fan      duty {v.get('fan_duty', 0.0):.2f}",
     ]
+    temps = status.labelled.get("temperature_celsius", {})
+    if temps:
+        lines.append("  thermal  " + ", ".join(f"{k} {n:.1f} °C" for k, n in sorted(temps.items())))
+    if "alarms" in v:
+        lines.append(f"  alarms   {int(v['alarms'])} active")
     quality = status.labelled.get("quality", {})
     if quality:
         shown = ", ".join(f"{k} {n:.1f}" for k, n in sorted(quality.items()))
