@@ -23,14 +23,16 @@ from vehicle_agent.capture.base import FrameSource
 from vehicle_agent.capture.stage import CaptureStage, SourceGaveUpError
 from vehicle_agent.capture.uri import open_source
 from vehicle_agent.config import Config, MqttUplinkConfig
+from vehicle_agent.control.build import open_control
 from vehicle_agent.control.fan import Fan
-from vehicle_agent.enhance import Enhancer, create_enhancer
+from vehicle_agent.control.loop import ControlLoop
+from vehicle_agent.enhance import Enhancer
+from vehicle_agent.enhance.chain import build_enhancer
 from vehicle_agent.events import EventBus, JsonlEventLog
 from vehicle_agent.output.sinks import FrameSink, ImageFolderSink, VideoFileSink
 from vehicle_agent.quality.metrics import compute_quality
 from vehicle_agent.queues import END, StageQueue
-from vehicle_agent.records import Actuation, FrameRecord
-from vehicle_agent.sim.hardware import SimulatedFan
+from vehicle_agent.records import Actuation, FrameRecord, JsonValue
 from vehicle_agent.uplink.base import NoUplink, PipelineHooks, Uplink
 
 logger = logging.getLogger(__name__)
@@ -54,12 +56,17 @@ class Parts:
 
     open_source: Callable[[], FrameSource]
     enhancer: Enhancer
-    fan: Fan
+    fan: Fan | None
+    """None: `[control.fan]` is built when the pipeline starts (it may need the MCU link)."""
     uplink: Uplink
     sinks: list[FrameSink] = field(default_factory=list)
     events: EventBus = field(default_factory=EventBus)
     closers: list[Callable[[], None]] = field(default_factory=list)
     latency_observers: list[StageObserver] = field(default_factory=list)
+    mcu_port: str | None = None
+    """Overrides `[control.mcu] port` (the simulator's pty)."""
+    actuation_observers: list[Callable[[FrameRecord], None]] = field(default_factory=list)
+    """Called on the event loop with each record the act stage finished (the simulated lens)."""
 
 
 @dataclass
@@ -81,6 +88,8 @@ class RunResult:
     source_description: str = ""
     source_fps: float | None = None
     events: dict[str, int] = field(default_factory=dict)
+    control: dict[str, JsonValue] = field(default_factory=dict)
+    """Cleanings, alarms and extremes from the control loop."""
 
     @property
     def fps(self) -> float:
@@ -95,13 +104,12 @@ def build_parts(config: Config) -> Parts:
         log = JsonlEventLog(config.output.events)
         events.subscribe(log)
         closers.append(log.close)
-    enhancer = create_enhancer(config.enhance.backend)
-    # Only the simulated fan exists until the fan-driver issue lands; the config union says so.
-    fan: Fan = SimulatedFan(config.control.safe_duty)
+    # The fallback chain with its models and gating; it loads in `Pipeline.run`, off the loop.
+    enhancer = build_enhancer(config.enhance, config.agent.state_dir)
     return Parts(
         open_source=lambda: open_source(config.capture.uri, config.capture),
         enhancer=enhancer,
-        fan=fan,
+        fan=None,
         uplink=build_uplink(config, events),
         events=events,
         closers=closers,
@@ -200,7 +208,14 @@ class Pipeline:
         self.frames_out = 0
         self._last_t_video = 0.0
         self._next_enhancer: Enhancer | None = None
+        self._swapped: tuple[str, str] | None = None
+        self.condition: str | None = None
+        """Scene condition of the latest analysed frame; gates the enhancer (one-frame lag)."""
         self.running = asyncio.Event()
+        self._exits = contextlib.AsyncExitStack()
+        self.control: ControlLoop | None = None
+        """Set by `run()` before any stage starts."""
+        self.control_summary: dict[str, JsonValue] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self.sinks = [*output_sinks(config, lambda: self.capture.stats.source_fps), *parts.sinks]
 
@@ -275,8 +290,34 @@ class Pipeline:
                 None,
             )
             old.close()
+            self.parts.enhancer.set_condition(self.condition)
+            self._swapped = (old.name, self.parts.enhancer.name)
         enhancer = self.parts.enhancer
         return record.replace(enhanced=enhancer.enhance(record.frame.image), enhancer=enhancer.name)
+
+    def _after_enhance(self, record: FrameRecord) -> None:
+        """On the loop: emit what the enhancer recorded on its thread (demotions, swaps)."""
+        frame = record.frame
+        if self._swapped is not None:
+            previous, current = self._swapped
+            self._swapped = None
+            self.events.emit(
+                "model_swapped",
+                frame.t_video,
+                frame.seq,
+                previous=previous,
+                current=current,
+                reason="replaced",
+                condition=self.condition,
+            )
+        for event in self.parts.enhancer.drain_events():
+            self.events.emit(event.type, frame.t_video, frame.seq, **event.data)
+
+    def _after_analyze(self, record: FrameRecord) -> None:
+        """On the loop: the analysed frame's scene condition gates the next frames' model."""
+        # `condition` arrives with the quality monitor's scene classifier; until then, unknown.
+        self.condition = getattr(record.quality, "condition", None)
+        self.parts.enhancer.set_condition(self.condition)
 
     def _analyze(self, record: FrameRecord) -> FrameRecord:
         # Quality is measured on the picture the vehicle shows; adhesion on the raw frame
@@ -287,9 +328,20 @@ class Pipeline:
         return record.replace(quality=quality)
 
     async def _act(self, record: FrameRecord) -> FrameRecord:
-        """Actuators: the cleaning and thermal policies land with their issues; until then the
-        fan holds its safe duty and every record carries the state it saw."""
-        return record.replace(actuation=Actuation(fan_duty=self.parts.fan.duty))
+        """The control loop sees the adhesion estimate (cleaning) and answers the fan duty it
+        applies; thermal protection runs on its own tick inside the loop."""
+        adhesion = record.adhesion
+        assert self.control is not None  # noqa: S101 - opened before the stages start
+        duty = self.control.on_adhesion(
+            adhesion.score if adhesion is not None else None,
+            adhesion.detected if adhesion is not None else None,
+            t=record.frame.t_video,
+            frame=record.frame.seq,
+        )
+        result = record.replace(actuation=Actuation(fan_duty=duty))
+        for observer in self.parts.actuation_observers:
+            observer(result)
+        return result
 
     async def _uplink(self, record: FrameRecord) -> FrameRecord:
         await self.parts.uplink.on_frame(record)
@@ -331,8 +383,14 @@ class Pipeline:
     async def set_enhancer(self, backend: Any | None) -> str:
         """Load an `[enhance.backend]` config (None: the configured one) and switch to it
         between two frames; the fleet's `set_enhancement` command. Returns the backend's name."""
-        enhancer = create_enhancer(backend if backend is not None else self.config.enhance.backend)
-        await asyncio.to_thread(enhancer.load)
+        enhance = self.config.enhance
+        chain = [backend] if backend is not None else None
+        enhancer = build_enhancer(enhance, self.config.agent.state_dir, chain=chain)
+        try:
+            await asyncio.to_thread(enhancer.load)
+        except BaseException:
+            enhancer.close()
+            raise
         self.replace_enhancer(enhancer)
         return enhancer.name
 
@@ -341,6 +399,7 @@ class Pipeline:
             counters=self.counters,
             config_digest=self.config.digest(),
             set_enhancer=self.set_enhancer,
+            clean_lens=self.control.clean_lens if self.control is not None else None,
         )
 
     # -- running -----------------------------------------------------------------------------
@@ -350,8 +409,14 @@ class Pipeline:
         async with asyncio.TaskGroup() as tg:
             for name, coro in (
                 ("capture", self.capture.run(stop)),
-                ("enhance", self._thread_stage("enhance", q[0], q[1], self._enhance)),
-                ("analyze", self._thread_stage("analyze", q[1], q[2], self._analyze)),
+                (
+                    "enhance",
+                    self._thread_stage("enhance", q[0], q[1], self._enhance, self._after_enhance),
+                ),
+                (
+                    "analyze",
+                    self._thread_stage("analyze", q[1], q[2], self._analyze, self._after_analyze),
+                ),
                 ("act", self._stage("act", q[2], q[3], self._act)),
                 ("uplink", self._stage("uplink", q[3], q[4], self._uplink)),
                 ("output", self._thread_stage("output", q[4], None, self._output)),
@@ -366,7 +431,12 @@ class Pipeline:
         reason = "end_of_stream"
         loop = asyncio.get_running_loop()
         try:
-            parts.fan.safe_state()
+            # Control first: fan and cooler are driven (and end safe) whatever happens next.
+            self.control = await self._exits.enter_async_context(
+                open_control(
+                    self.config.control, self.events.emit, fan=parts.fan, port=parts.mcu_port
+                )
+            )
             # Loading can take long (a TensorRT engine build); a stop meanwhile must not wait.
             load = loop.run_in_executor(None, parts.enhancer.load)
             stopper = asyncio.ensure_future(stop.wait())
@@ -415,17 +485,13 @@ class Pipeline:
     async def _shutdown(self, reason: str, started: float) -> None:
         parts = self.parts
         del started
+        if self.control is not None:
+            self.control_summary = self.control.summary()
         try:
-            parts.fan.close()
-            self.events.emit(
-                "actuator_safe_state",
-                self._last_t_video,
-                actuator=f"fan:{parts.fan.name}",
-                duty=parts.fan.duty,
-                reason="shutdown",
-            )
+            # Fan and cooler to their safe state (`actuator_safe_state` events), MCU link closed.
+            await self._exits.aclose()
         except Exception:
-            logger.exception("could not put the fan in its safe state")
+            logger.exception("could not put the actuators in their safe state")
         for sink in self.sinks:
             try:
                 await asyncio.to_thread(sink.close)
@@ -464,6 +530,7 @@ class Pipeline:
             source_description=stats.source_description,
             source_fps=stats.source_fps,
             events=dict(self.events.counts),
+            control=dict(self.control_summary),
         )
 
 

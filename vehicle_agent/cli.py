@@ -12,7 +12,7 @@ from pathlib import Path
 
 from vehicle_agent import __version__
 from vehicle_agent.config import Config, ConfigError, load_config
-from vehicle_agent.enhance import EnhancerError, create_enhancer
+from vehicle_agent.enhance import EnhancerError
 from vehicle_agent.logs import configure_logging
 
 logger = logging.getLogger("vehicle_agent")
@@ -69,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="max",
         help="'realtime' paces frames like the camera did; 'max' as fast as possible (default)",
     )
+    sim.add_argument(
+        "--broker",
+        metavar="URL",
+        help="publish telemetry, events and frames to this MQTT broker (mqtt://HOST:PORT or "
+        "mqtts://HOST:PORT; CA, username and password_credential from the config's [uplink]); "
+        "default: no fleet link",
+    )
 
     enh = sub.add_parser("enhance", help="enhance an image, a folder of images or a video offline")
     enh.add_argument("input", type=Path, metavar="IN", help="image, folder of images, or video")
@@ -76,8 +83,21 @@ def build_parser() -> argparse.ArgumentParser:
     enh.add_argument("--config", type=Path, help="TOML config whose [enhance] section is used")
     enh.add_argument(
         "--backend",
-        choices=["classical", "passthrough"],
-        help="override the config's enhancement backend",
+        choices=["tensorrt", "onnxruntime", "classical", "passthrough"],
+        help="run only this backend (then passthrough) instead of the config's chain",
+    )
+    enh.add_argument(
+        "--model",
+        metavar="NAME",
+        help="model to run, whatever the config's gating says (default: the config's model)",
+    )
+    enh.add_argument(
+        "--model-dir",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="also look for models in DIR (repeatable); searched with the config's folders",
     )
 
     status = sub.add_parser("status", help="summary of the daemon running on this machine")
@@ -138,7 +158,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     video: Path = args.video or sample_video()
     if not video.is_file():
         raise CliError(f"{video}: no such video file", EXIT_USAGE)
-    summary = asyncio.run(simulate(config, video, args.report, args.speed))
+    summary = asyncio.run(simulate(config, video, args.report, args.speed, args.broker))
     outputs = summary["outputs"]
     assert isinstance(outputs, dict)  # noqa: S101 - built by summary_dict
     print(
@@ -152,18 +172,32 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_enhance(args: argparse.Namespace) -> int:
-    from vehicle_agent.config import ClassicalEnhancerConfig, PassthroughEnhancerConfig  # noqa: PLC0415
-    from vehicle_agent.enhance.offline import OfflineError, enhance_path  # noqa: PLC0415
+    from pydantic import TypeAdapter, ValidationError  # noqa: PLC0415
+
+    from vehicle_agent.config import EnhancerConfig  # noqa: PLC0415
+    from vehicle_agent.enhance.chain import build_enhancer  # noqa: PLC0415
+    from vehicle_agent.enhance.offline import LazyEnhancer, OfflineError, enhance_path  # noqa: PLC0415
 
     config = _config(args.config)
     _setup_logging(args, config)
-    backend_config = config.enhance.backend
-    if args.backend == "classical" and backend_config.type != "classical":
-        backend_config = ClassicalEnhancerConfig()
-    elif args.backend == "passthrough":
-        backend_config = PassthroughEnhancerConfig()
-    enhancer = create_enhancer(backend_config)
-    enhancer.load()
+    enhance = config.enhance
+    changes: dict[str, object] = {"model_dirs": [*args.model_dir, *enhance.model_dirs]}
+    if args.model is not None:
+        changes |= {"model": args.model, "gating": {}}
+    try:
+        enhance = type(enhance).model_validate(
+            enhance.model_dump(exclude={"backend"}, exclude_unset=False) | changes
+        )
+    except ValidationError as exc:
+        raise CliError(f"--model: {exc.errors()[0]['msg']}", EXIT_USAGE) from None
+    chain = None
+    if args.backend is not None:
+        same = [c for c in enhance.chain if c.type == args.backend]
+        chain = same[:1] or [TypeAdapter(EnhancerConfig).validate_python({"type": args.backend})]
+    # Offline there is no frame rate to keep: loads and health checks run inline.
+    enhancer = LazyEnhancer(
+        lambda: build_enhancer(enhance, config.agent.state_dir, chain=chain, background=False)
+    )
     try:
         result = enhance_path(enhancer, args.input, args.out)
     except OfflineError as exc:
