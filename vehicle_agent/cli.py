@@ -76,6 +76,29 @@ def build_parser() -> argparse.ArgumentParser:
         "mqtts://HOST:PORT; CA, username and password_credential from the config's [uplink]); "
         "default: no fleet link",
     )
+    sim.add_argument(
+        "--ambient",
+        type=float,
+        default=25.0,
+        metavar="C",
+        help="air temperature around the simulated camera module, °C (default 25; try 58 for "
+        "a hot day that trips the thermal warning)",
+    )
+    sim.add_argument(
+        "--thermal-speed",
+        type=float,
+        default=20.0,
+        metavar="X",
+        help="the thermal model runs X times faster than real time (default 20)",
+    )
+    sim.add_argument(
+        "--mcu-fault",
+        action="append",
+        default=[],
+        metavar="NAME[@Ts]",
+        help="inject a microcontroller fault from video time T (repeatable): silence, "
+        "stuck-sensor, overtemp, sensor-open, fan-stall, garbage, corrupt, drop",
+    )
 
     enh = sub.add_parser("enhance", help="enhance an image, a folder of images or a video offline")
     enh.add_argument("input", type=Path, metavar="IN", help="image, folder of images, or video")
@@ -151,14 +174,30 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from vehicle_agent.sim.simulate import sample_video, simulate  # noqa: PLC0415
+    from vehicle_agent.sim.simulate import (  # noqa: PLC0415
+        BenchHardware,
+        parse_mcu_fault,
+        sample_video,
+        simulate,
+    )
 
     config = _config(args.config)
     _setup_logging(args, config)
     video: Path = args.video or sample_video()
     if not video.is_file():
         raise CliError(f"{video}: no such video file", EXIT_USAGE)
-    summary = asyncio.run(simulate(config, video, args.report, args.speed, args.broker))
+    if not -40.0 <= args.ambient <= 85.0:
+        raise CliError(f"--ambient {args.ambient:g}: expected -40 to 85 °C", EXIT_USAGE)
+    if not 0.1 <= args.thermal_speed <= 1000.0:
+        raise CliError(f"--thermal-speed {args.thermal_speed:g}: expected 0.1 to 1000", EXIT_USAGE)
+    try:
+        faults = tuple(parse_mcu_fault(spec) for spec in args.mcu_fault)
+    except ValueError as exc:
+        raise CliError(f"--mcu-fault: {exc}", EXIT_USAGE) from exc
+    hardware = BenchHardware(args.ambient, args.thermal_speed, faults)
+    summary = asyncio.run(
+        simulate(config, video, args.report, args.speed, broker=args.broker, hardware=hardware)
+    )
     outputs = summary["outputs"]
     assert isinstance(outputs, dict)  # noqa: S101 - built by summary_dict
     print(

@@ -18,15 +18,17 @@ from typing import Literal
 
 from pydantic import ValidationError
 
+from firmware_bridge.sim import FirmwareConfig, FirmwareSimulator
 from vehicle_agent import __version__
 from vehicle_agent.app import Parts, Pipeline, RunResult
 from vehicle_agent.capture.uri import open_source
 from vehicle_agent.config import Config, ConfigError, MqttUplinkConfig
+from vehicle_agent.control.settings import McuConfig, McuFanConfig
 from vehicle_agent.enhance.chain import build_enhancer
 from vehicle_agent.events import EventBus, JsonlEventLog
 from vehicle_agent.output.sinks import CsvFrameLog
+from vehicle_agent.records import FrameRecord
 from vehicle_agent.service.metrics import DaemonState, serve_metrics
-from vehicle_agent.sim.hardware import SimulatedFan
 from vehicle_agent.uplink.base import NoUplink, Uplink
 
 logger = logging.getLogger(__name__)
@@ -111,6 +113,73 @@ def summary_dict(
     }
 
 
+@dataclass(frozen=True)
+class BenchHardware:
+    """The simulated camera module: its surroundings and the faults injected into it."""
+
+    ambient_c: float = 25.0
+    thermal_speed: float = 20.0
+    """How much faster than real time the thermal model runs (a 30 s clip shows minutes)."""
+    mcu_faults: tuple[tuple[str, float], ...] = ()
+    """(fault name, video time in seconds when it starts)."""
+
+
+MCU_FAULTS = {
+    # name on the command line → (FaultSwitches attribute, value switched on)
+    "silence": ("silence", True),
+    "stuck-sensor": ("stuck_sensor", True),
+    "overtemp": ("overtemp", True),
+    "sensor-open": ("sensor_open", True),
+    "fan-stall": ("fan_stall", True),
+    "garbage": ("garbage", 0.2),
+    "corrupt": ("corrupt", 0.2),
+    "drop": ("drop", 0.2),
+}
+
+
+def parse_mcu_fault(spec: str) -> tuple[str, float]:
+    """'stuck-sensor@10s' → ('stuck-sensor', 10.0); 'overtemp' → ('overtemp', 0.0)."""
+    name, _, at = spec.strip().partition("@")
+    if name not in MCU_FAULTS:
+        known = ", ".join(MCU_FAULTS)
+        raise ValueError(f"unknown microcontroller fault {name!r} in {spec!r}; known: {known}")
+    try:
+        start = float(at.removesuffix("s")) if at else 0.0
+    except ValueError:
+        raise ValueError(f"bad start time {at!r} in {spec!r}: expected e.g. @10s") from None
+    if start < 0:
+        raise ValueError(f"start time in {spec!r} is negative")
+    return name, start
+
+
+def bench_control(config: Config, port: str) -> Config:
+    """Control through the simulated module's microcontroller on `port`."""
+    control = config.control
+    thermal = control.thermal.model_copy(
+        # A short clip must be able to show a frozen reading being caught.
+        update={"frozen_after_s": min(control.thermal.frozen_after_s, 3.0)}
+    )
+    control = control.model_copy(
+        update={"fan": McuFanConfig(), "mcu": McuConfig(port=port), "thermal": thermal}
+    )
+    return config.model_copy(update={"control": control})
+
+
+class FaultInjector:
+    """Switches microcontroller faults on when the replay reaches their time (act stage hook)."""
+
+    def __init__(self, simulator: FirmwareSimulator, faults: tuple[tuple[str, float], ...]) -> None:
+        self.simulator = simulator
+        self.pending = sorted(faults, key=lambda f: f[1])
+
+    def __call__(self, record: FrameRecord) -> None:
+        while self.pending and record.frame.t_video >= self.pending[0][1]:
+            name, _ = self.pending.pop(0)
+            attribute, value = MCU_FAULTS[name]
+            setattr(self.simulator.faults, attribute, value)
+            logger.info("bench: microcontroller fault %s from t=%.1f s", name, record.frame.t_video)
+
+
 def prepare_report(report_dir: Path) -> ReportPaths:
     """Create the report directory and remove a previous run's files from it."""
     report = ReportPaths(report_dir)
@@ -143,24 +212,51 @@ async def simulate(
     video: Path,
     report_dir: Path,
     speed: Speed = "max",
+    *,
     broker: str | None = None,
+    hardware: BenchHardware | None = None,
 ) -> dict[str, object]:
     """Run the pipeline over `video` and write the report into `report_dir`; returns the summary.
 
-    With `broker` (mqtt:// or mqtts://), the fleet link publishes to it as on a vehicle."""
+    With `broker` (mqtt:// or mqtts://), the fleet link publishes to it as on a vehicle. The
+    camera module is the firmware simulator on a pseudo-terminal, driven through the real
+    serial bridge: fan, cooler and temperatures behave as `hardware` says."""
+    hardware = hardware or BenchHardware()
     report = await asyncio.to_thread(prepare_report, report_dir)
     config = bench_config(config, video, report, speed)
+    firmware = FirmwareConfig(fan_safe_duty=config.control.safe_duty)
+    with FirmwareSimulator(
+        ambient_c=hardware.ambient_c, time_scale=hardware.thermal_speed, config=firmware
+    ) as mcu:
+        config = bench_control(config, mcu.port)
+        return await _run_bench(
+            config, video, report, speed, broker=broker, mcu=mcu, hardware=hardware
+        )
+
+
+async def _run_bench(
+    config: Config,
+    video: Path,
+    report: ReportPaths,
+    speed: Speed,
+    *,
+    broker: str | None,
+    mcu: FirmwareSimulator,
+    hardware: BenchHardware,
+) -> dict[str, object]:
     events = EventBus()
     event_log = JsonlEventLog(report.events)
     events.subscribe(event_log)
     parts = Parts(
         open_source=lambda: open_source(config.capture.uri, config.capture),
         enhancer=build_enhancer(config.enhance, config.agent.state_dir),
-        fan=SimulatedFan(config.control.safe_duty),
-        uplink=bench_uplink(config, broker, events, report_dir),
+        fan=None,
+        mcu_port=mcu.port,
+        uplink=bench_uplink(config, broker, events, report.directory),
         sinks=[CsvFrameLog(report.frames)],
         events=events,
         closers=[event_log.close],
+        actuation_observers=[FaultInjector(mcu, hardware.mcu_faults)],
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
