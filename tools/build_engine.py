@@ -1,7 +1,7 @@
 """On the vehicle: build and cache the TensorRT engines the daemon will load, before it starts.
 
 python -m tools.build_engine --config /etc/vehicle-agent/vehicle-agent.toml          # every model
-python -m tools.build_engine --config FILE --model fast-lowlight --precision int8 \\
+python -m tools.build_engine --config FILE --model fast-enhance --precision int8 \\
     --calibration-dir /var/lib/vehicle-agent/calibration --force
 
 Builds for each model the config's gating may run (or the ones named), with the `tensorrt`

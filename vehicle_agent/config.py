@@ -345,7 +345,7 @@ class EnhanceConfig(ConfigModel):
         "Not allowed together with `chain`.",
     )
     model: str = Field(
-        "fast-lowlight",
+        "fast-enhance",
         pattern=_MODEL_NAME,
         description="Model that model backends run when `gating` names none for the scene "
         "condition (and before the first condition is known).",

@@ -26,7 +26,7 @@ from vehicle_agent.records import Image
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "fast-lowlight"
+DEFAULT_MODEL = "fast-enhance"
 """Model a backend runs when it was built alone (not by a chain) and told none."""
 
 
