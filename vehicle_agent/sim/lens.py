@@ -78,7 +78,7 @@ _TIME = re.compile(r"^(?:(?P<m>\d+(?:\.\d*)?)m)?(?:(?P<s>\d+(?:\.\d*)?)s?)?$")
 def _parse_time(text: str) -> float | None:
     """'20s', '20', '1.5s', '2m', '1m30s' → seconds; None when it is not a time."""
     match = _TIME.match(text.strip())
-    if not match or not text.strip() or text.strip().endswith("m") and match["s"]:
+    if not match or not text.strip() or (text.strip().endswith("m") and match["s"]):
         return None
     minutes = float(match["m"] or 0.0)
     seconds = float(match["s"] or 0.0)
@@ -130,7 +130,7 @@ def parse_inject(spec: str, seed: int = 0) -> tuple[Injection, ...]:
                 raise InjectSpecError(spec, part, f"bad end time {end_text!r}, expected e.g. '35s'")
             if end <= start:
                 raise InjectSpecError(spec, part, "end time is not after the start time")
-        kind_checked: AdhesionKind = kind  # type: ignore[assignment]
+        kind_checked: AdhesionKind = kind
         injections.append(Injection(kind_checked, start, end, coverage, seed * 1000 + index))
     return tuple(injections)
 
@@ -169,11 +169,13 @@ class _Raster:
     shade: FloatMap | None = None
     colour: FloatMap | None = None
     hold: FloatMap | None = None
+    drop_radius: float = 0.0
+    """Median drop radius in pixels (sets how out of focus the drops look)."""
 
 
 def _smoothstep(edge0: float, edge1: float, x: FloatMap) -> FloatMap:
     y = np.clip((x - edge0) / (edge1 - edge0), 0.0, 1.0)
-    return (y * y * (3.0 - 2.0 * y)).astype(np.float32)
+    return np.asarray(y * y * (3.0 - 2.0 * y), dtype=np.float32)
 
 
 class AdhesionLayer:
@@ -311,15 +313,15 @@ class AdhesionLayer:
             if map_x is not None and map_y is not None and shade is not None:
                 inside = shape > 0.0
                 # A drop is a tiny wide-angle lens: it shows a wider, upside-down view of the
-                # scene around it, magnified ×k outwards from its centre.
-                k = 2.5
+                # scene around it, magnified ×magnify outwards from its centre.
+                magnify = 2.5
                 mx = map_x[y0:y1, x0:x1]
                 my = map_y[y0:y1, x0:x1]
-                mx[inside] = (cx - k * (xs[y0:y1, x0:x1] - cx))[inside]
-                my[inside] = (cy - k * (ys[y0:y1, x0:x1] - cy))[inside]
+                mx[inside] = (cx - magnify * (xs[y0:y1, x0:x1] - cx))[inside]
+                my[inside] = (cy - magnify * (ys[y0:y1, x0:x1] - cy))[inside]
                 # Dark rim where light is bent away, a bright glint near the top.
                 rim = 1.0 - 0.45 * _smoothstep(0.6, 1.0, rho)
-                glint = 1.0 + 0.5 * np.exp(-((u + 0.35) ** 2 + (v + 0.45) ** 2) / 0.02)
+                glint = 1.0 + 0.35 * np.exp(-((u + 0.35) ** 2 + (v + 0.45) ** 2) / 0.04)
                 sh = shade[y0:y1, x0:x1]
                 sh[inside] = (rim * glint)[inside]
             if colour is not None:
@@ -330,13 +332,17 @@ class AdhesionLayer:
             rng = np.random.default_rng(self.seed + 1)
             grain = rng.normal(1.0, 0.15, (max(1, height // 8), max(1, width // 8)))
             shade = np.asarray(
-                cv2.resize(grain.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR),
+                cv2.resize(
+                    grain.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR
+                ),
                 np.float32,
             )
         if self.kind in ("dust", "mist"):
             # Scattering soft-edges everything a little more than the shapes.
             alpha = np.asarray(cv2.GaussianBlur(alpha, (0, 0), max(1.0, height / 200)), np.float32)
-        return _Raster(alpha, footprint, map_x, map_y, shade, colour, hold)
+        radii = [e.rx * scale * x_scale for e in self.elements]
+        radius = float(np.median(radii)) if radii else 0.0
+        return _Raster(alpha, footprint, map_x, map_y, shade, colour, hold, radius)
 
     # -- drawing -------------------------------------------------------------------------------
 
@@ -371,8 +377,8 @@ class AdhesionLayer:
             refracted = cv2.remap(
                 image, raster.map_x, raster.map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
             )
-            # Drops sit far out of focus: the refracted view is blurred.
-            sigma = max(1.0, height / 150)
+            # Drops sit far out of focus: the refracted view is blurred, more in bigger drops.
+            sigma = max(1.0, 0.2 * raster.drop_radius)
             drop = cv2.GaussianBlur(refracted, (0, 0), sigma).astype(np.float32)
             drop *= raster.shade[..., None]
             drop += 12.0  # water scatters a little light: a faint lift

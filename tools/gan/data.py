@@ -1,0 +1,287 @@
+"""Training data: real photos and footage that packages carry, the train/held-out split, and
+batches of degraded pairs.
+
+Sources (nothing is downloaded from the web, nothing but the already bundled clip is committed):
+- scikit-image's bundled photos (`skimage.data`);
+- `vtest.avi` from Debian's `opencv-doc` (795 frames of a real street, 768×576), found on disk or
+  extracted with `apt-get download opencv-doc` into a cache folder;
+- the bundled clip `vehicle_agent/sim/samples/street_vtest.mp4` (= vtest frames 0–299).
+
+The split never lets an evaluation frame into training: training uses vtest frames 300–794 and
+the `TRAIN_PHOTOS`; evaluation uses the bundled clip (frames 0–299) and the `HELD_OUT_PHOTOS`.
+The footage is one fixed street camera, so held-out clip frames share the scene (not the
+moments) with training frames; the held-out photos are unseen scenes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+
+from tools.gan.degrade import KINDS, RGB, Kind, Pair, make_pair
+
+TRAIN_PHOTOS: tuple[str, ...] = (
+    "astronaut",
+    "coffee",
+    "rocket",
+    "camera",
+    "coins",
+    "grass",
+    "gravel",
+    "brick",
+    "clock",
+)
+"""skimage.data photos used for training (grey ones are stacked to 3 channels)."""
+HELD_OUT_PHOTOS: tuple[str, ...] = ("chelsea", "motorcycle_left", "motorcycle_right")
+"""skimage.data photos used only for evaluation (both stereo views: they show the same scene)."""
+TRAIN_VTEST = range(300, 795, 3)
+"""vtest.avi frames used for training: after the 300 the bundled clip holds, every third."""
+HELD_OUT_CLIP = range(0, 300, 20)
+"""Bundled-clip frames used for evaluation."""
+
+VTEST_IN_DEB = "usr/share/doc/opencv-doc/examples/data/vtest.avi"
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vehicle-agent"
+BUNDLED_CLIP = (
+    Path(__file__).resolve().parents[2] / "vehicle_agent" / "sim" / "samples" / "street_vtest.mp4"
+)
+
+
+class DataError(Exception):
+    """Training data that cannot be found or read; the message says what to do."""
+
+
+def photo(name: str) -> RGB:
+    """An skimage.data photo as H×W×3 uint8 RGB ("motorcycle_left"/"_right": the stereo pair)."""
+    from skimage import data  # noqa: PLC0415 - optional heavy import, train extra only
+
+    if name in ("motorcycle_left", "motorcycle_right"):
+        stereo: Callable[[], tuple[RGB, RGB, Any]] = data.stereo_motorcycle
+        left, right, _ = stereo()
+        image = np.asarray(left if name == "motorcycle_left" else right)
+    else:
+        image = np.asarray(getattr(data, name)())
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    return np.ascontiguousarray(image[..., :3], dtype=np.uint8)
+
+
+def find_vtest(extract: bool = True) -> Path:
+    """vtest.avi: $VEHICLE_AGENT_VTEST, the installed opencv-doc, a previous extraction, or a new
+    one (`apt-get download opencv-doc` + `dpkg-deb --fsys-tarfile`) into the cache folder."""
+    candidates = [
+        Path(os.environ["VEHICLE_AGENT_VTEST"]) if "VEHICLE_AGENT_VTEST" in os.environ else None,
+        Path("/") / VTEST_IN_DEB,
+        CACHE / "opencv-doc" / VTEST_IN_DEB,
+        Path("/tmp/ocvdoc") / VTEST_IN_DEB,  # noqa: S108 - where the field notes extracted it
+    ]
+    for path in candidates:
+        if path is not None and path.is_file():
+            return path
+    if not extract:
+        raise DataError("vtest.avi not found; set VEHICLE_AGENT_VTEST or install opencv-doc")
+    if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
+        raise DataError("vtest.avi not found and apt-get/dpkg-deb are missing to extract it")
+    dest = CACHE / "opencv-doc"
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(["apt-get", "download", "opencv-doc"], cwd=tmp, check=True)
+        debs = sorted(Path(tmp).glob("opencv-doc_*.deb"))
+        if not debs:
+            raise DataError("apt-get download opencv-doc produced no .deb")
+        tar = subprocess.run(
+            ["dpkg-deb", "--fsys-tarfile", str(debs[0])], check=True, capture_output=True
+        ).stdout
+        subprocess.run(["tar", "-x", f"./{VTEST_IN_DEB}"], cwd=dest, input=tar, check=True)
+    path = dest / VTEST_IN_DEB
+    if not path.is_file():
+        raise DataError(f"extraction did not produce {path}")
+    return path
+
+
+def read_frames(path: Path, indices: Sequence[int]) -> list[RGB]:
+    """The frames at `indices` (sorted, decoded in order) of a video, as RGB."""
+    wanted = set(indices)
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise DataError(f"{path}: cannot open video")
+    frames: list[RGB] = []
+    index = 0
+    try:
+        while index <= max(wanted):
+            ok, frame = cap.read()
+            if not ok:
+                break
+            if index in wanted:
+                frames.append(np.ascontiguousarray(frame[..., ::-1], dtype=np.uint8))
+            index += 1
+    finally:
+        cap.release()
+    if len(frames) != len(wanted):
+        raise DataError(f"{path}: read {len(frames)} of {len(wanted)} wanted frames")
+    return frames
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One named clean image of a split."""
+
+    name: str
+    image: RGB
+
+
+def training_images(vtest: Path | None = None, limit: int | None = None) -> list[Sample]:
+    path = find_vtest() if vtest is None else vtest
+    frames = read_frames(path, list(TRAIN_VTEST))
+    samples = [Sample(f"vtest#{i}", f) for i, f in zip(TRAIN_VTEST, frames, strict=True)]
+    samples += [Sample(f"skimage.{name}", photo(name)) for name in TRAIN_PHOTOS]
+    return samples[:limit] if limit else samples
+
+
+def held_out_images() -> list[Sample]:
+    frames = read_frames(BUNDLED_CLIP, list(HELD_OUT_CLIP))
+    samples = [Sample(f"street_vtest#{i}", f) for i, f in zip(HELD_OUT_CLIP, frames, strict=True)]
+    samples += [Sample(f"skimage.{name}", photo(name)) for name in HELD_OUT_PHOTOS]
+    return samples
+
+
+def split_description() -> str:
+    return (
+        f"train: opencv-doc vtest.avi frames {TRAIN_VTEST.start}–{TRAIN_VTEST.stop - 1} "
+        f"(every {TRAIN_VTEST.step}rd) + skimage.data {', '.join(TRAIN_PHOTOS)}; "
+        f"held out: bundled street_vtest.mp4 frames {HELD_OUT_CLIP.start}–{HELD_OUT_CLIP.stop - 1} "
+        f"(every {HELD_OUT_CLIP.step}th) + skimage.data {', '.join(HELD_OUT_PHOTOS)}"
+    )
+
+
+def random_view(image: RGB, height: int, width: int, rng: np.random.Generator) -> RGB:
+    """A random crop with the target's aspect (50–100 % of the largest such crop), resized by
+    area to height×width, mirrored half the time."""
+    h, w = image.shape[:2]
+    aspect = width / height
+    ch_max = min(h, round(w / aspect))
+    scale = float(np.sqrt(rng.uniform(0.25, 1.0)))
+    ch = max(8, round(ch_max * scale))
+    cw = min(w, max(8, round(ch * aspect)))
+    y0 = int(rng.integers(0, h - ch + 1))
+    x0 = int(rng.integers(0, w - cw + 1))
+    crop = image[y0 : y0 + ch, x0 : x0 + cw]
+    out = cv2.resize(crop, (width, height), interpolation=cv2.INTER_AREA)
+    if rng.random() < 0.5:
+        out = out[:, ::-1]
+    return np.ascontiguousarray(out, dtype=np.uint8)
+
+
+def scene_tone(image: RGB, rng: np.random.Generator) -> RGB:
+    """A darker or brighter scene, not a worse picture: a random gamma (0.7–1.8) that keeps
+    black and white where they were. Clean pairs made from it teach the generator that a dark
+    scene with its full tonal range is not an under-exposed one."""
+    gamma = float(np.exp(rng.uniform(np.log(0.7), np.log(1.8))))
+    lut = np.clip((np.arange(256) / 255.0) ** gamma * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return np.asarray(cv2.LUT(image, lut), np.uint8)
+
+
+def balanced_weights(samples: Sequence[Sample]) -> list[float]:
+    """Sampling weights giving each source (the video, the photos) half of the draws, so the
+    165 frames of one street do not drown the photos."""
+    groups = [s.name.split("#")[0].split(".")[0] for s in samples]
+    counts = {g: groups.count(g) for g in set(groups)}
+    return [1.0 / (len(counts) * counts[g]) for g in groups]
+
+
+def to_tensor(images: Sequence[RGB]) -> Tensor:
+    """N×3×H×W float32 in [0, 1] from RGB uint8 images."""
+    array = np.stack(images).astype(np.float32) / np.float32(255.0)
+    return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
+
+
+def to_image(tensor: Tensor) -> RGB:
+    """H×W×3 uint8 RGB from a 3×H×W (or 1×3×H×W) float tensor in [0, 1]."""
+    t = tensor.detach().reshape(-1, *tensor.shape[-3:])[0].clamp(0, 1)
+    return np.ascontiguousarray((t.permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8))
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    good: Tensor
+    poor: Tensor
+    region: Tensor
+    """N×1×H×W, 1 inside the region the brightness/texture losses use (all ones when none)."""
+    kinds: tuple[Kind, ...]
+
+
+class PairSampler:
+    """Deterministic batches: batch `i` of epoch `e` is a pure function of (seed, rank, phase,
+    e, i), so a resumed or repeated run sees the same pairs."""
+
+    def __init__(
+        self,
+        images: Sequence[RGB],
+        mix: dict[Kind, float],
+        *,
+        height: int,
+        width: int,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        weights: Sequence[float] | None = None,
+        tone: float = 0.0,
+    ) -> None:
+        unknown = set(mix) - set(KINDS)
+        if unknown:
+            raise ValueError(f"unknown degradations {sorted(unknown)}, expected some of {KINDS}")
+        if not images:
+            raise ValueError("no training images")
+        self.images = list(images)
+        p = np.ones(len(self.images)) if weights is None else np.asarray(weights, np.float64)
+        if p.shape != (len(self.images),) or (p < 0).any() or p.sum() <= 0:
+            raise ValueError("need one non-negative weight per image")
+        self.image_p = p / p.sum()
+        self.tone = tone
+        self.kinds: tuple[Kind, ...] = tuple(k for k, w in mix.items() if w > 0)
+        shares = np.array([mix[k] for k in self.kinds], np.float64)
+        self.kind_p = shares / shares.sum()
+        self.height, self.width = height, width
+        self.batch_size = batch_size
+        self.seed, self.rank = seed, rank
+
+    def pair(self, rng: np.random.Generator) -> Pair:
+        image = self.images[int(rng.choice(len(self.images), p=self.image_p))]
+        view = random_view(image, self.height, self.width, rng)
+        if rng.random() < self.tone:
+            view = scene_tone(view, rng)
+        kind = self.kinds[int(rng.choice(len(self.kinds), p=self.kind_p))]
+        return make_pair(view, kind, int(rng.integers(1 << 31)))
+
+    def batch(self, epoch: int, index: int, phase: int = 1) -> Batch:
+        """Phase 0: discriminator pretraining; 1: the alternating epochs."""
+        rng = np.random.default_rng([self.seed, self.rank, phase, epoch, index])
+        pairs = [self.pair(rng) for _ in range(self.batch_size)]
+        regions = np.stack(
+            [
+                np.ones((self.height, self.width), np.float32)
+                if p.region is None
+                else p.region.astype(np.float32)
+                for p in pairs
+            ]
+        )
+        return Batch(
+            good=to_tensor([p.good for p in pairs]),
+            poor=to_tensor([p.poor for p in pairs]),
+            region=torch.from_numpy(regions[:, None]),
+            kinds=tuple(p.kind for p in pairs),
+        )
+
+    def epoch(self, epoch: int, steps: int, start: int = 0) -> Iterator[Batch]:
+        for index in range(start, steps):
+            yield self.batch(epoch, index)
