@@ -114,7 +114,9 @@ async def test_a_slow_stage_drops_oldest_frames_and_counts_them() -> None:
     assert result.frames_out + result.frames_dropped == result.frames_in
     seqs = [r.frame.seq for r in sink.records]
     assert seqs == sorted(seqs)
-    assert result.drops_by_queue["capture->enhance"] == result.frames_dropped
+    # The slow enhancer drops at its input; the analysis after it may drop some too.
+    assert result.drops_by_queue["capture->enhance"] > 0
+    assert sum(result.drops_by_queue.values()) == result.frames_dropped
 
 
 async def test_a_failing_enhancer_degrades_and_recovers_without_losing_frames() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -112,3 +113,50 @@ def test_undecodable_video_ends_the_run_with_a_reason(tmp_path: Path) -> None:
     assert "cannot" in gave_up["reason"]
     summary = json.loads((report / "summary.json").read_text())
     assert summary["stop_reason"] == "source_gave_up"
+
+
+def test_simulate_with_injected_drops_writes_adhesion_events_columns_and_ground_truth(
+    tmp_path: Path,
+) -> None:
+    clip = cut_clip(tmp_path / "clip.mp4", 12)
+    report = tmp_path / "report"
+    args = ["simulate", "--video", str(clip), "--report", str(report), "--inject", "drops@6s:4%"]
+    assert main(args) == 0
+    events = [json.loads(line) for line in (report / "events.jsonl").read_text().splitlines()]
+    detected = next(e for e in events if e["type"] == "adhesion_detected")
+    assert 6.0 <= detected["t"] <= 7.0
+    assert detected["score"] >= 0.5
+    assert 0.0 < detected["covered_fraction"] <= 1.0
+    with (report / "frames.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert {
+        "noise",
+        "saturation",
+        "clipped_shadows",
+        "clipped_highlights",
+        "brisque",
+        "condition",
+        "adhesion_score",
+        "adhesion_covered",
+        "adhesion_detected",
+    } <= rows[0].keys()
+    assert rows[0]["condition"] == "normal"
+    assert rows[0]["adhesion_detected"] == "0"
+    assert any(r["adhesion_detected"] == "1" and float(r["adhesion_covered"]) > 0 for r in rows)
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary.keys() >= SUMMARY_KEYS
+    (drops,) = summary["injected"]
+    assert drops["kind"] == "drops"
+    assert drops["appeared_s"] == pytest.approx(6.0)
+    assert drops["covered_fraction"] > 0.02
+
+
+def test_a_bad_inject_spec_is_one_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["simulate", "--report", str(tmp_path), "--inject", "drops@5s,snow@9s"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--inject" in err
+    assert "unknown kind 'snow'" in err
+    assert "snow@9s" in err

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's first command: install everything, start a local Mosquitto broker, replay the
 # bundled street footage through the daemon with simulated hardware and the fleet link to that
-# broker, and print the report's paths and what a subscriber received.
+# broker, and print the report's paths and what a subscriber received; the last line is the
+# path of report.html.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
@@ -35,4 +36,6 @@ sub=$!
   --broker "mqtt://127.0.0.1:$port" --report "$REPORT" --speed max
 sleep 1
 received=$(wc -l <"$REPORT/broker-telemetry.jsonl")
-echo "  broker   a local subscriber received $received telemetry messages: $REPORT/broker-telemetry.jsonl"
+echo "  broker       a local subscriber received $received telemetry messages: $REPORT/broker-telemetry.jsonl"
+echo "Open the report (plots, events, side-by-side video; works offline):"
+echo "$(cd "$REPORT" && pwd)/report.html"

@@ -5,6 +5,7 @@
     python -m tools.fleet … send VEHICLE ping
     python -m tools.fleet … send VEHICLE set_config --args '{"changes": {"telemetry_interval_s": 5}}'
     python -m tools.fleet … frames VEHICLE --out DIR
+    python -m tools.fleet … collect --out DATASET [--vehicle VEHICLE] [--idle-exit 30]
 
 The password comes from a credential name (`$CREDENTIALS_DIRECTORY/NAME` or the environment
 variable `VEHICLE_AGENT_<NAME>`), never from the command line. Topics and payloads are those of
@@ -31,6 +32,7 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from tools.dataset import CollectStats, DatasetError, DatasetWriter
 from vehicle_agent.secrets import SecretError, read_secret
 from vehicle_agent.uplink.topics import CommandReply, FrameMeta
 
@@ -347,6 +349,80 @@ async def cmd_frames(args: argparse.Namespace) -> int:
     return 0
 
 
+def collector_id(out: Path) -> str:
+    """The collector's MQTT client id: stable per data set, so its persistent session (and what
+    the broker queued for it while it was down) is found again after a restart."""
+    digest = hashlib.sha256(str(out.resolve()).encode()).hexdigest()[:12]
+    return f"fleet-collector-{digest}"
+
+
+async def collect(
+    access: BrokerAccess,
+    out: Path,
+    *,
+    vehicle: str = "+",
+    count: int = 0,
+    idle_exit_s: float = 0.0,
+    session_expiry_s: int = 7 * 24 * 3600,
+    ready: asyncio.Event | None = None,
+    stop: asyncio.Event | None = None,
+    log: Any = sys.stderr,
+) -> CollectStats:
+    """Write the uploads of `vehicle` ('+': all) into the data set `out` (tools/dataset.py) until
+    `count` new frames (0: no limit) or `idle_exit_s` quiet seconds (0: never; with `stop`,
+    counted only once `stop` is set); `ready` is set once the subscription is in place. One line
+    per new frame goes to stdout."""
+    writer = await asyncio.to_thread(DatasetWriter, out)
+    print(f"collect: {out} holds {writer.frames} frames; listening", file=log)
+    client = FleetClient(access, client_id=collector_id(out), session_expiry_s=session_expiry_s)
+    new = 0
+    async with client as fleet, fleet.listen() as queue:
+        await fleet.subscribe(fleet.topic(vehicle, "frames/#"))
+        if ready is not None:
+            ready.set()
+        quiet_since = time.monotonic()
+        while count == 0 or new < count:
+            try:
+                message = await asyncio.wait_for(queue.get(), 0.5 if idle_exit_s else None)
+            except TimeoutError:
+                if stop is not None and not stop.is_set():
+                    quiet_since = time.monotonic()
+                elif time.monotonic() - quiet_since >= idle_exit_s:
+                    print(f"collect: nothing for {idle_exit_s:g} s; stopping", file=log)
+                    break
+                continue
+            quiet_since = time.monotonic()
+            try:
+                entry = await asyncio.to_thread(writer.add, message.topic, message.payload)
+            except DatasetError as exc:
+                print(f"collect: refused: {exc}", file=log)
+                continue
+            if entry is not None:
+                new += 1
+                why = f" ({'; '.join(entry.why)})" if entry.why else ""
+                print(f"{entry.path} {entry.reason} {entry.width}x{entry.height}{why}", flush=True)
+    stats = writer.stats
+    print(
+        f"collect: {stats.saved} new ({stats.by_label['good']} good, {stats.by_label['poor']} "
+        f"poor), {stats.duplicates} duplicates, {stats.refused} refused",
+        file=log,
+    )
+    return stats
+
+
+async def cmd_collect(args: argparse.Namespace) -> int:
+    """Build a training data set from the fleet's frame uploads (tools/dataset.py)."""
+    await collect(
+        _access(args),
+        args.out,
+        vehicle=args.vehicle,
+        count=args.count,
+        idle_exit_s=args.idle_exit,
+        session_expiry_s=args.session_expiry,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m tools.fleet", description=__doc__.splitlines()[0]
@@ -373,12 +449,32 @@ def build_parser() -> argparse.ArgumentParser:
     frames.add_argument("vehicle")
     frames.add_argument("--out", type=Path, required=True)
     frames.add_argument("--count", type=int, default=0, help="stop after this many (0: never)")
+    collect = sub.add_parser(
+        "collect", help="build a training data set (good/poor frames + index) from uploads"
+    )
+    collect.add_argument("--out", type=Path, required=True, help="data set folder (resumed)")
+    collect.add_argument("--vehicle", default="+", help="one vehicle id (default: all)")
+    collect.add_argument("--count", type=int, default=0, help="stop after this many new frames")
+    collect.add_argument(
+        "--idle-exit", type=float, default=0.0, help="stop after this many quiet seconds (0: never)"
+    )
+    collect.add_argument(
+        "--session-expiry",
+        type=int,
+        default=7 * 24 * 3600,
+        help="seconds the broker keeps queuing uploads for a stopped collector (default 7 days)",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    command = {"watch": cmd_watch, "send": cmd_send, "frames": cmd_frames}[args.command]
+    command = {
+        "watch": cmd_watch,
+        "send": cmd_send,
+        "frames": cmd_frames,
+        "collect": cmd_collect,
+    }[args.command]
     try:
         return asyncio.run(command(args))
     except (SecretError, ValueError, aiomqtt.MqttError, TimeoutError) as exc:

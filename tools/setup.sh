@@ -9,6 +9,7 @@ APT_PACKAGES=(
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good  # gst:// sources
   mosquitto mosquitto-clients                                             # local MQTT broker
   systemd                                                                 # systemd-analyze (unit check)
+  opencv-data                                                             # BRISQUE model files
 )
 EXTRAS="${VEHICLE_AGENT_EXTRAS:-dev}"
 

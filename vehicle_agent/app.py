@@ -31,8 +31,10 @@ from vehicle_agent.enhance.chain import build_enhancer
 from vehicle_agent.events import EventBus, JsonlEventLog
 from vehicle_agent.output.sinks import FrameSink, ImageFolderSink, VideoFileSink
 from vehicle_agent.quality.metrics import compute_quality
+from vehicle_agent.quality.monitor import QualityMonitor, settings_from_config
 from vehicle_agent.queues import END, StageQueue
 from vehicle_agent.records import Actuation, FrameRecord, JsonValue
+from vehicle_agent.update.updater import recover_at_start
 from vehicle_agent.uplink.base import NoUplink, PipelineHooks, Uplink
 
 logger = logging.getLogger(__name__)
@@ -67,6 +69,8 @@ class Parts:
     """Overrides `[control.mcu] port` (the simulator's pty)."""
     actuation_observers: list[Callable[[FrameRecord], None]] = field(default_factory=list)
     """Called on the event loop with each record the act stage finished (the simulated lens)."""
+    cleaning_clock: Callable[[], float] | None = None
+    """Times the cleaning instead of the monotonic clock (the seeded bench: video time)."""
 
 
 @dataclass
@@ -105,6 +109,8 @@ def build_parts(config: Config) -> Parts:
         events.subscribe(log)
         closers.append(log.close)
     # The fallback chain with its models and gating; it loads in `Pipeline.run`, off the loop.
+    # A model update that crashed the daemon repeatedly is rolled back before anything loads.
+    recover_at_start(config)
     enhancer = build_enhancer(config.enhance, config.agent.state_dir)
     return Parts(
         open_source=lambda: open_source(config.capture.uri, config.capture),
@@ -208,9 +214,12 @@ class Pipeline:
         self.frames_out = 0
         self._last_t_video = 0.0
         self._next_enhancer: Enhancer | None = None
-        self._swapped: tuple[str, str] | None = None
+        self._swapped: tuple[str, str, str] | None = None
+        self._swap_reason = "replaced"
         self.condition: str | None = None
         """Scene condition of the latest analysed frame; gates the enhancer (one-frame lag)."""
+        self.monitor = QualityMonitor(settings_from_config(config.quality, config.adhesion))
+        """Quality metrics, scene condition and adhesion; only the analyze thread calls it."""
         self.running = asyncio.Event()
         self._exits = contextlib.AsyncExitStack()
         self.control: ControlLoop | None = None
@@ -272,8 +281,9 @@ class Pipeline:
 
             await self._stage(name, inq, outq, in_thread, on_result)
 
-    def replace_enhancer(self, enhancer: Enhancer) -> None:
+    def replace_enhancer(self, enhancer: Enhancer, reason: str = "replaced") -> None:
         """Swap the backend (config reload): the enhance stage switches between two frames."""
+        self._swap_reason = reason
         self._next_enhancer = enhancer
 
     @property
@@ -291,7 +301,7 @@ class Pipeline:
             )
             old.close()
             self.parts.enhancer.set_condition(self.condition)
-            self._swapped = (old.name, self.parts.enhancer.name)
+            self._swapped = (old.name, self.parts.enhancer.name, self._swap_reason)
         enhancer = self.parts.enhancer
         return record.replace(enhanced=enhancer.enhance(record.frame.image), enhancer=enhancer.name)
 
@@ -299,7 +309,7 @@ class Pipeline:
         """On the loop: emit what the enhancer recorded on its thread (demotions, swaps)."""
         frame = record.frame
         if self._swapped is not None:
-            previous, current = self._swapped
+            previous, current, reason = self._swapped
             self._swapped = None
             self.events.emit(
                 "model_swapped",
@@ -307,25 +317,35 @@ class Pipeline:
                 frame.seq,
                 previous=previous,
                 current=current,
-                reason="replaced",
+                reason=reason,
                 condition=self.condition,
+                model=self.parts.enhancer.model_label,
             )
         for event in self.parts.enhancer.drain_events():
             self.events.emit(event.type, frame.t_video, frame.seq, **event.data)
 
     def _after_analyze(self, record: FrameRecord) -> None:
         """On the loop: the analysed frame's scene condition gates the next frames' model."""
-        # `condition` arrives with the quality monitor's scene classifier; until then, unknown.
-        self.condition = getattr(record.quality, "condition", None)
+        condition = getattr(record.quality, "condition", None)
+        if condition is not None and self.condition is not None and condition != self.condition:
+            self.events.emit(
+                "scene_condition_changed",
+                record.frame.t_video,
+                record.frame.seq,
+                condition=condition,
+                previous=self.condition,
+            )
+        self.condition = condition
         self.parts.enhancer.set_condition(self.condition)
 
     def _analyze(self, record: FrameRecord) -> FrameRecord:
-        # Quality is measured on the picture the vehicle shows; adhesion on the raw frame
-        # (the lens adhesion detector lands with its own issue and fills `adhesion`).
-        if not self.config.quality.enabled:
-            return record
-        quality = compute_quality(record.output, self.config.quality.analysis_width)
-        return record.replace(quality=quality)
+        # Quality is measured on the picture the vehicle shows; the scene condition and lens
+        # adhesion on the raw frame, which the monitor shrinks once for both.
+        frame = record.frame
+        quality, adhesion = self.monitor.analyze(
+            frame.image, frame.t_video, record.enhanced, compute_quality
+        )
+        return record.replace(quality=quality, adhesion=adhesion)
 
     async def _act(self, record: FrameRecord) -> FrameRecord:
         """The control loop sees the adhesion estimate (cleaning) and answers the fan duty it
@@ -335,6 +355,7 @@ class Pipeline:
         duty = self.control.on_adhesion(
             adhesion.score if adhesion is not None else None,
             adhesion.detected if adhesion is not None else None,
+            covered=adhesion.covered_fraction if adhesion is not None else None,
             t=record.frame.t_video,
             frame=record.frame.seq,
         )
@@ -394,12 +415,26 @@ class Pipeline:
         self.replace_enhancer(enhancer)
         return enhancer.name
 
+    async def reload_models(self, reason: str) -> str | None:
+        """Rebuild the configured chain (the model store resolves models again: an update was
+        installed or rolled back), load it off the loop and switch between two frames. Returns
+        the name@version the new chain runs."""
+        enhancer = build_enhancer(self.config.enhance, self.config.agent.state_dir)
+        try:
+            await asyncio.to_thread(enhancer.load)
+        except BaseException:
+            enhancer.close()
+            raise
+        self.replace_enhancer(enhancer, reason)
+        return enhancer.model_label
+
     def uplink_hooks(self) -> PipelineHooks:
         return PipelineHooks(
             counters=self.counters,
             config_digest=self.config.digest(),
             set_enhancer=self.set_enhancer,
             clean_lens=self.control.clean_lens if self.control is not None else None,
+            reload_models=self.reload_models,
         )
 
     # -- running -----------------------------------------------------------------------------
@@ -434,7 +469,11 @@ class Pipeline:
             # Control first: fan and cooler are driven (and end safe) whatever happens next.
             self.control = await self._exits.enter_async_context(
                 open_control(
-                    self.config.control, self.events.emit, fan=parts.fan, port=parts.mcu_port
+                    self.config.control,
+                    self.events.emit,
+                    fan=parts.fan,
+                    port=parts.mcu_port,
+                    cleaning_clock=parts.cleaning_clock,
                 )
             )
             # Loading can take long (a TensorRT engine build); a stop meanwhile must not wait.

@@ -60,8 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--report",
         type=Path,
         default=Path("simulate-report"),
-        help="directory for summary.json, events.jsonl, frames.csv, output.mp4 "
-        "(default: ./simulate-report)",
+        help="directory for summary.json, events.jsonl, frames.csv, output.mp4, "
+        "side_by_side.mp4, the plots and report.html (default: ./simulate-report)",
     )
     sim.add_argument(
         "--speed",
@@ -98,6 +98,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME[@Ts]",
         help="inject a microcontroller fault from video time T (repeatable): silence, "
         "stuck-sensor, overtemp, sensor-open, fan-stall, garbage, corrupt, drop",
+    )
+    sim.add_argument(
+        "--inject",
+        metavar="SPEC",
+        help="put soiling on the simulated lens: KIND@START[-END][:COVER%%] items, comma "
+        "separated, KIND one of drops, mist, dust, mud (e.g. 'drops@20s-35s,mud@45s:10%%'); "
+        "without END it stays until the fan has blown it off",
+    )
+    sim.add_argument(
+        "--seed",
+        type=int,
+        metavar="N",
+        help="repeatable run: seeds the soiling and the module's noise, times the cleaning in "
+        "video time and writes host timings in events as null; with --speed max and no "
+        "--broker, two runs give the same events.jsonl (thermal events may still move)",
     )
 
     enh = sub.add_parser("enhance", help="enhance an image, a folder of images or a video offline")
@@ -190,13 +205,32 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         raise CliError(f"--ambient {args.ambient:g}: expected -40 to 85 °C", EXIT_USAGE)
     if not 0.1 <= args.thermal_speed <= 1000.0:
         raise CliError(f"--thermal-speed {args.thermal_speed:g}: expected 0.1 to 1000", EXIT_USAGE)
+    if args.seed is not None and not 0 <= args.seed < 2**31:
+        raise CliError(f"--seed {args.seed}: expected 0 to 2147483647", EXIT_USAGE)
     try:
         faults = tuple(parse_mcu_fault(spec) for spec in args.mcu_fault)
     except ValueError as exc:
         raise CliError(f"--mcu-fault: {exc}", EXIT_USAGE) from exc
-    hardware = BenchHardware(args.ambient, args.thermal_speed, faults)
+    from vehicle_agent.sim.lens import Injection, InjectSpecError, parse_inject  # noqa: PLC0415
+
+    lens: tuple[Injection, ...] = ()
+    if args.inject is not None:
+        try:
+            lens = parse_inject(args.inject, seed=args.seed or 0)
+        except InjectSpecError as exc:
+            raise CliError(f"--inject: {exc}", EXIT_USAGE) from exc
+    hardware = BenchHardware(args.ambient, args.thermal_speed, faults, lens)
     summary = asyncio.run(
-        simulate(config, video, args.report, args.speed, broker=args.broker, hardware=hardware)
+        simulate(
+            config,
+            video,
+            args.report,
+            args.speed,
+            broker=args.broker,
+            hardware=hardware,
+            progress=sys.stderr.isatty(),
+            seed=args.seed,
+        )
     )
     outputs = summary["outputs"]
     assert isinstance(outputs, dict)  # noqa: S101 - built by summary_dict
@@ -206,7 +240,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         f"{summary['fps']} fps ({summary['stop_reason']})"
     )
     for name, path in outputs.items():
-        print(f"  {name:8s} {path}")
+        print(f"  {name:12s} {path}")
     return EXIT_FAILURE if summary["stop_reason"] == "source_gave_up" else EXIT_OK
 
 

@@ -15,6 +15,7 @@ from typing import IO
 
 from vehicle_agent.control.events import CONTROL_EVENTS
 from vehicle_agent.records import Event, JsonValue
+from vehicle_agent.update.events import UPDATE_EVENTS
 
 logger = logging.getLogger(__name__)
 
@@ -137,8 +138,10 @@ EVENT_TYPES: Mapping[str, EventSpec] = {
             "current": "backend:model (or backend) that gives them now; 'passthrough' is none",
             "reason": "'condition' (the scene condition chose another model), 'fallback' (the "
             "previous one was demoted), 'promoted' (a preferred one is back), 'replaced' (config "
-            "reload or fleet command)",
+            "reload or fleet command), 'update' (a model update was installed), 'rollback' (a "
+            "model update was rolled back)",
             "condition": "scene condition that gated the frame, or null when unknown",
+            "model": "name@version of the model now giving frames, or null (none, or unknown)",
         },
     ),
     "config_reloaded": EventSpec(
@@ -213,8 +216,17 @@ EVENT_TYPES: Mapping[str, EventSpec] = {
             "chunks": "messages it is split into",
         },
     ),
+    "scene_condition_changed": EventSpec(
+        "The scene condition of the raw frames changed (after its hysteresis hold).",
+        {
+            "condition": "'normal', 'low_light', 'fog', 'blur' or 'rain'",
+            "previous": "the condition before",
+        },
+    ),
     # Lens cleaning and thermal protection, defined beside the control code that emits them.
     **{name: EventSpec(*spec) for name, spec in CONTROL_EVENTS.items()},
+    # Model updates, defined beside the update code.
+    **{name: EventSpec(*spec) for name, spec in UPDATE_EVENTS.items()},
 }
 
 

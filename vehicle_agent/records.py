@@ -70,9 +70,34 @@ class QualityMetrics:
     """Standard deviation of luma."""
     sharpness: float
     """Variance of the Laplacian of luma."""
+    condition: str = "normal"
+    """Scene condition, with hysteresis: 'normal', 'low_light', 'fog', 'blur' or 'rain'
+    (`vehicle_agent.quality.condition`); judged on the raw frame, so enhancement never feeds
+    back into it."""
+    noise: float = 0.0
+    """Sensor noise: standard deviation of luma on the flattest areas (Immerkær's estimate)."""
+    saturation: float = 0.0
+    """Mean HSV saturation."""
+    clipped_shadows: float = 0.0
+    """Fraction of pixels (0–1) at luma ≤ 4."""
+    clipped_highlights: float = 0.0
+    """Fraction of pixels (0–1) at luma ≥ 251."""
+    haze: float = 0.0
+    """Mean dark channel (minimum of B, G, R over 7×7 pixels): high in fog and haze."""
+    brisque: float | None = None
+    """No-reference BRISQUE score (lower is better, about 0–100); None when unavailable."""
 
     def as_dict(self) -> dict[str, float]:
-        return {f.name: float(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        """The headline metrics (brightness, contrast, sharpness), as the fleet summary has them."""
+        return {
+            "brightness": self.brightness,
+            "contrast": self.contrast,
+            "sharpness": self.sharpness,
+        }
+
+    def as_json(self) -> dict[str, JsonValue]:
+        """Every metric and the condition; `brisque` is None when it was not computed."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +105,15 @@ class AdhesionEstimate:
     """What sits on the lens: a score in [0, 1] and the fraction of the image covered."""
 
     score: float
+    """covered / (covered + alarm fraction): 0 clean, 0.5 at the alarm threshold, → 1."""
     covered_fraction: float
+    """Fraction of the frame (0–1) on soiled tiles."""
     detected: bool = False
     """The detector's alarm (with hysteresis): something sits on the lens."""
+    tile_mask: npt.NDArray[np.bool_] | None = field(default=None, compare=False, repr=False)
+    """Rows × cols of the detector's tile grid, True where soiled (read-only)."""
+    observable_fraction: float = 1.0
+    """Fraction of the tiles with enough texture to be judged (uniform or dark areas are not)."""
 
 
 @dataclass(frozen=True, slots=True)

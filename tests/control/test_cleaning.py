@@ -77,9 +77,11 @@ def test_the_burst_lasts_its_time_then_verification_starts() -> None:
 def test_verified_clean_lens_finishes_then_reports_it_clear() -> None:
     """The done criterion's order: detected, started, finished, cleared."""
     m = machine()
-    seen = types(m.update(0.0, 0.7, detected=True).events)
-    seen += types(m.update(3.0, 0.6, detected=True).events)
-    out = m.update(3.4, 0.1, detected=False)
+    first = m.update(0.0, 0.7, detected=True, covered=0.03)
+    assert data(first, "adhesion_detected") == {"score": 0.7, "covered_fraction": 0.03}
+    seen = types(first.events)
+    seen += types(m.update(3.0, 0.6, detected=True, covered=0.02).events)
+    out = m.update(3.4, 0.1, detected=False, covered=0.001)
     seen += types(out.events)
     assert seen == [
         "adhesion_detected",
@@ -96,7 +98,7 @@ def test_verified_clean_lens_finishes_then_reports_it_clear() -> None:
         "attempt": 1,
         "duration_s": 3.4,
     }
-    assert data(out, "adhesion_cleared") == {"score": 0.1}
+    assert data(out, "adhesion_cleared") == {"score": 0.1, "covered_fraction": 0.001}
     assert out.state is CleaningState.IDLE
     assert (m.cycles, m.bursts, m.succeeded, m.failed) == (1, 1, 1, 0)
 
@@ -303,6 +305,12 @@ def test_cycles_are_numbered() -> None:
 def test_refuses_a_score_outside_0_1(score: float) -> None:
     with pytest.raises(ValueError, match="adhesion score"):
         machine().update(0.0, score, detected=True)
+
+
+@pytest.mark.parametrize("covered", [-0.1, 1.5, float("nan")])
+def test_refuses_a_covered_fraction_outside_0_1(covered: float) -> None:
+    with pytest.raises(ValueError, match="covered fraction"):
+        machine().update(0.0, 0.5, detected=True, covered=covered)
 
 
 @pytest.mark.parametrize("burst", [0.0, -1.0, 61.0, float("nan")])

@@ -9,8 +9,9 @@ import pytest
 from pydantic import BaseModel
 
 from vehicle_agent.config import ConfigError, parse_config
+from vehicle_agent.update.manifest import UpdateManifest
 from vehicle_agent.uplink.docs import mqtt_markdown
-from vehicle_agent.uplink.topics import COMMANDS, TOPICS, Payload, Topics, _payload_models
+from vehicle_agent.uplink.topics import COMMANDS, TOPICS, Topics, _payload_models
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "mqtt.md"
 
@@ -23,7 +24,10 @@ def test_docs_mqtt_md_is_current() -> None:
 
 
 def _all_payloads() -> set[type[BaseModel]]:
-    todo: list[type[Payload]] = [s.payload for s in TOPICS.values() if isinstance(s.payload, type)]
+    todo: list[type[BaseModel]] = [
+        s.payload for s in TOPICS.values() if isinstance(s.payload, type)
+    ]
+    todo.append(UpdateManifest)
     for spec in COMMANDS.values():
         todo.append(spec.args)
         if spec.result is not None:

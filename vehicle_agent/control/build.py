@@ -93,6 +93,7 @@ async def open_control(
     fan: Fan | None = None,
     port: str | None = None,
     clock: Callable[[], float] = time.monotonic,
+    cleaning_clock: Callable[[], float] | None = None,
 ) -> AsyncIterator[ControlLoop]:
     """Open the MCU link (if `[control.mcu]`), build the fan (unless given: then the caller
     owns it) and run a `ControlLoop` until the block ends; fan and cooler end safe.
@@ -122,6 +123,7 @@ async def open_control(
             link=link,
             config=config.loop,
             clock=clock,
+            cleaning_clock=cleaning_clock,
         )
         async with loop:
             yield loop

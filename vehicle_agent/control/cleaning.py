@@ -87,6 +87,7 @@ class CleaningStateMachine:
         self.failed = 0
         """Cleanings given up (automatic: after all retries; manual: its one attempt)."""
         self._score: float | None = None
+        self._covered: float | None = None
         self._detected = False
         self._reported = False
         self._cycle: _Cycle | None = None
@@ -110,14 +111,22 @@ class CleaningStateMachine:
     # -- inputs
 
     def update(
-        self, now: float, adhesion_score: float | None = None, detected: bool | None = None
+        self,
+        now: float,
+        adhesion_score: float | None = None,
+        detected: bool | None = None,
+        covered: float | None = None,
     ) -> CleaningOutput:
-        """A new adhesion estimate (score 0–1 and the detector's flag), or with both None no
-        reading, only time passing."""
+        """A new adhesion estimate (score 0–1, the detector's flag and the covered share of the
+        frame), or with all None no reading, only time passing."""
         if adhesion_score is not None:
             if not math.isfinite(adhesion_score) or not 0.0 <= adhesion_score <= 1.0:
                 raise ValueError(f"adhesion score must be within [0, 1], got {adhesion_score!r}")
             self._score = float(adhesion_score)
+        if covered is not None:
+            if not math.isfinite(covered) or not 0.0 <= covered <= 1.0:
+                raise ValueError(f"covered fraction must be within [0, 1], got {covered!r}")
+            self._covered = float(covered)
         reading = detected is not None
         if detected is not None:
             if not detected:
@@ -201,10 +210,13 @@ class CleaningStateMachine:
             return  # mid-cleaning the verdict is pending; it is reported when the cycle ends
         if self._detected and not self._reported:
             self._reported = True
-            events.append(ControlEvent("adhesion_detected", {"score": _round(self._score)}))
+            events.append(ControlEvent("adhesion_detected", self._adhesion_fields()))
         elif not self._detected and self._reported:
             self._reported = False
-            events.append(ControlEvent("adhesion_cleared", {"score": _round(self._score)}))
+            events.append(ControlEvent("adhesion_cleared", self._adhesion_fields()))
+
+    def _adhesion_fields(self) -> dict[str, JsonValue]:
+        return {"score": _round(self._score), "covered_fraction": _round(self._covered)}
 
     def _start_automatic(self, now: float, events: list[ControlEvent]) -> None:
         if self.state is CleaningState.IDLE:

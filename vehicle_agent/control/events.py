@@ -39,7 +39,10 @@ CONTROL_EVENTS: Mapping[str, tuple[str, Mapping[str, str], int]] = {
             "The cleaning policy sees soiling on the lens (the detector's flag rose, outside a "
             "cleaning)."
         ),
-        {"score": "adhesion score 0–1, or null"},
+        {
+            "score": "adhesion score 0–1, or null",
+            "covered_fraction": "share of the frame the detector sees covered, 0–1, or null",
+        },
         logging.INFO,
     ),
     "adhesion_cleared": (
@@ -47,7 +50,10 @@ CONTROL_EVENTS: Mapping[str, tuple[str, Mapping[str, str], int]] = {
             "The cleaning policy sees the lens clear again (reported after the cleaning that "
             "cleared it, or when soiling went away by itself)."
         ),
-        {"score": "adhesion score 0–1, or null"},
+        {
+            "score": "adhesion score 0–1, or null",
+            "covered_fraction": "share of the frame the detector sees covered, 0–1, or null",
+        },
         logging.INFO,
     ),
     "cleaning_started": (

@@ -164,7 +164,9 @@ class ControlLoop:
 
     `thermal` and `link` come together or not at all (a vehicle without the module has no
     cooler and no temperatures; cleaning still works). `emit` receives every event; see
-    `events.Emit`.
+    `events.Emit`. `cleaning_clock` times the cleaning (bursts, verify window, back-off),
+    `clock` by default; the seeded bench passes the video time of the latest frame (`video_t`),
+    so cleanings follow the recording, not how fast the host replays it.
     """
 
     def __init__(
@@ -177,6 +179,7 @@ class ControlLoop:
         link: ThermalLink | None = None,
         config: ControlLoopConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
+        cleaning_clock: Callable[[], float] | None = None,
     ) -> None:
         if (thermal is None) != (link is None):
             raise ValueError("thermal control needs both a ThermalController and a ThermalLink")
@@ -187,6 +190,7 @@ class ControlLoop:
         self.config = config or ControlLoopConfig()
         self.emit = emit
         self.clock = clock
+        self.cleaning_clock = cleaning_clock or clock
         self.decision = Decision(fan.safe_duty, None, "idle")
         self.ticks = 0
         self.max_fan_duty = fan.duty
@@ -270,21 +274,23 @@ class ControlLoop:
         score: float | None,
         detected: bool | None,
         *,
+        covered: float | None = None,
         t: float | None = None,
         frame: int | None = None,
     ) -> float:
-        """An analysed frame's adhesion estimate (score 0–1, the detector's flag; None when the
-        frame has none) at video time `t`. Returns the fan duty now applied, for `Actuation`."""
+        """An analysed frame's adhesion estimate (score 0–1, the detector's flag, the covered
+        share; None when the frame has none) at video time `t`. Returns the fan duty now
+        applied, for `Actuation`."""
         if t is not None:
             self._video_t = t
-        out = self.cleaning.update(self.clock(), score, detected)
+        out = self.cleaning.update(self.cleaning_clock(), score, detected, covered)
         self._emit_events(out.events, frame)
         self._decide()
         return self.fan.duty
 
     def trigger_cleaning(self, reason: str = "manual", burst_s: float | None = None) -> int | None:
         """Start a cleaning now; returns its cycle number, or None when one is already running."""
-        out = self.cleaning.trigger(self.clock(), reason, burst_s)
+        out = self.cleaning.trigger(self.cleaning_clock(), reason, burst_s)
         self._emit_events(out.events, None)
         self._decide()
         if not any(e.type == "cleaning_started" for e in out.events):
@@ -311,6 +317,11 @@ class ControlLoop:
         return {"started": True, **result}
 
     # -- outputs
+
+    @property
+    def video_t(self) -> float:
+        """Video time of the latest frame the loop saw (seconds; 0 before the first)."""
+        return self._video_t
 
     def snapshot(self) -> ControlSnapshot:
         thermal = self.thermal
@@ -381,7 +392,7 @@ class ControlLoop:
         """One refresh: time passes, thermal control runs, the outputs are applied and re-sent."""
         self.ticks += 1
         now = self.clock()
-        out = self.cleaning.update(now)
+        out = self.cleaning.update(self.cleaning_clock())
         self._emit_events(out.events, None)
         if self.thermal is not None and self.link is not None:
             self._thermal_out = self.thermal.update(now, self.link.read())

@@ -58,6 +58,11 @@ class Enhancer(abc.ABC):
     def close(self) -> None:  # noqa: B027 - most backends hold nothing to release
         """Release what `load` acquired."""
 
+    @property
+    def model_label(self) -> str | None:
+        """name@version of the model that gives frames, or None (no model, or none yet)."""
+        return None
+
     def set_condition(self, condition: str | None) -> None:  # noqa: B027 - only chains gate
         """The scene condition of the latest analysed frame (called on the event loop)."""
 

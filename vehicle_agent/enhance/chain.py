@@ -461,6 +461,16 @@ class EnhancerChain(Enhancer):
     def describe(self) -> str:
         return " → ".join([*(s.type for s in self.specs), PASSTHROUGH])
 
+    @property
+    def model_label(self) -> str | None:
+        """The active backend's model; before the first frame, the one `load` made ready."""
+        active = self._active
+        if active is None:
+            active = next(
+                (c for c in self.candidates_for(self.gate.current[0]) if c.state == "ready"), None
+            )
+        return active.enhancer.model_label if active is not None and active.enhancer else None
+
     def wait_idle(self, timeout_s: float = 30.0) -> None:
         """Wait for background loads and checks to finish (tests, tools); harvest happens on
         the next frame."""

@@ -100,6 +100,10 @@ class ModelEnhancer(Enhancer):
         self.load_s = 0.0
         self.warmup_ms = 0.0
 
+    @property
+    def model_label(self) -> str | None:
+        return self.model.label if self.model is not None and self.pre is not None else None
+
     @abc.abstractmethod
     def _open(self, model: ModelRef) -> tuple[list[TensorInfo], list[TensorInfo]]:
         """Load the model into the runtime; return its declared inputs and outputs."""

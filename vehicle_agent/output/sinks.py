@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import csv
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Literal
 
@@ -128,11 +128,18 @@ class ImageFolderSink(FrameSink):
 
 
 class CsvFrameLog(FrameSink):
-    """One row per frame: sequence, times, quality, adhesion, fan duty and latency per stage."""
+    """One row per frame: sequence, times, quality, adhesion, fan duty and latency per stage.
 
-    def __init__(self, path: Path) -> None:
+    `more_columns` adds columns the record does not carry (the simulator's module
+    temperatures); it must return the same keys for every record.
+    """
+
+    def __init__(
+        self, path: Path, more_columns: Callable[[FrameRecord], Mapping[str, object]] | None = None
+    ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.more_columns = more_columns
         self._file: IO[str] = path.open("w", encoding="utf-8", newline="")
         self._writer: csv.DictWriter[str] | None = None
 
@@ -150,10 +157,19 @@ class CsvFrameLog(FrameSink):
                 "brightness": "" if q is None else round(q.brightness, 3),
                 "contrast": "" if q is None else round(q.contrast, 3),
                 "sharpness": "" if q is None else round(q.sharpness, 3),
+                "noise": "" if q is None else round(q.noise, 3),
+                "saturation": "" if q is None else round(q.saturation, 3),
+                "clipped_shadows": "" if q is None else round(q.clipped_shadows, 5),
+                "clipped_highlights": "" if q is None else round(q.clipped_highlights, 5),
+                "haze": "" if q is None else round(q.haze, 3),
+                "brisque": "" if q is None or q.brisque is None else round(q.brisque, 3),
+                "condition": "" if q is None else q.condition,
             }
         )
         a = record.adhesion
         row["adhesion_score"] = "" if a is None else round(a.score, 4)
+        row["adhesion_covered"] = "" if a is None else round(a.covered_fraction, 5)
+        row["adhesion_detected"] = "" if a is None else int(a.detected)
         row["fan_duty"] = "" if record.actuation is None else record.actuation.fan_duty
         for stage, seconds in record.latency:
             row[f"{stage}_ms"] = round(seconds * 1000.0, 3)
@@ -161,6 +177,8 @@ class CsvFrameLog(FrameSink):
 
     def write(self, record: FrameRecord) -> None:
         row = self.row(record)
+        if self.more_columns is not None:
+            row.update(self.more_columns(record))
         if self._writer is None:
             self._writer = csv.DictWriter(self._file, fieldnames=list(row), extrasaction="ignore")
             self._writer.writeheader()

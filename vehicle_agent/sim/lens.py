@@ -1,23 +1,30 @@
 """Simulation, before enhance: a lens that water drops, mist, dust and mud stick to (pure numpy/OpenCV).
 
-`render_adhesion` paints one kind of soiling onto a frame and returns the true mask; a
-`SimulatedLens` plays an injection schedule (`parse_inject('drops@20s-35s,mud@45s')`) over a
-replay and keeps what was injected until the simulated fan has blown long enough to clear it.
+`render_adhesion` paints one kind of soiling onto a frame and returns the true mask (drops: small
+round out-of-focus lenses showing a wider, upside-down view with a dark rim and a glint; mist:
+veiled, washed-out patches creeping in from the border; dust: faint grey smudges; mud: opaque
+brown splashes). A `SimulatedLens` plays an injection schedule
+(`parse_inject('drops@20s-35s,mud@45s')`) over a replay and keeps what was injected until its
+end time or until the fan has blown long enough to clear it (`blow`). The simulator sees the
+camera through it with `through_lens` (a `FrameSource` decorator) and feeds it the fan duty with
+`LensFan`, so no stage knows the lens is simulated.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Literal, TypeAlias, get_args
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
-from vehicle_agent.records import Image, check_image
+from vehicle_agent.capture.base import FrameSource, RawFrame, SourceInfo
+from vehicle_agent.records import FrameRecord, Image, JsonValue, check_image
 
 AdhesionKind: TypeAlias = Literal["drops", "mist", "dust", "mud"]
 KINDS: tuple[AdhesionKind, ...] = get_args(AdhesionKind)
@@ -171,6 +178,8 @@ class _Raster:
     hold: FloatMap | None = None
     drop_radius: float = 0.0
     """Median drop radius in pixels (sets how out of focus the drops look)."""
+    box: tuple[int, int, int, int] = (0, 0, 0, 0)
+    """(top, bottom, left, right) of the pixels the soiling touches."""
 
 
 def _smoothstep(edge0: float, edge1: float, x: FloatMap) -> FloatMap:
@@ -208,7 +217,9 @@ class AdhesionLayer:
         while area < target * 1.1 and len(elements) < 2000:
             element = self._element(rng)
             elements.append(element)
-            area += math.pi * element.rx * element.ry
+            # Mist patches sit on the frame's border: about half of each is inside.
+            inside = 0.5 if self.kind == "mist" else 1.0
+            area += math.pi * element.rx * element.ry * inside
         return elements
 
     def _element(self, rng: np.random.Generator) -> _Element:
@@ -225,8 +236,10 @@ class AdhesionLayer:
                 hold=hold,
             )
         if self.kind == "mist":
-            # Condensation creeps in from an edge: large soft patches near the border.
-            r = float(rng.uniform(0.25, 0.45))
+            # Condensation creeps in from an edge: large soft patches on the border, each about
+            # half the asked coverage (at most 0.45 of the height in radius).
+            size = math.sqrt(self.coverage * self.aspect / (math.pi * 1.3))
+            r = min(0.45, size * float(rng.uniform(0.7, 1.0)))
             side = rng.integers(4)
             cx = float(rng.uniform(0.0, width)) if side < 2 else (0.0 if side == 2 else width)
             cy = float(rng.uniform(0.0, 1.0)) if side >= 2 else (0.0 if side == 0 else 1.0)
@@ -342,7 +355,14 @@ class AdhesionLayer:
             alpha = np.asarray(cv2.GaussianBlur(alpha, (0, 0), max(1.0, height / 200)), np.float32)
         radii = [e.rx * scale * x_scale for e in self.elements]
         radius = float(np.median(radii)) if radii else 0.0
-        return _Raster(alpha, footprint, map_x, map_y, shade, colour, hold, radius)
+        rows = np.flatnonzero(alpha.max(axis=1) > 1e-3)
+        cols = np.flatnonzero(alpha.max(axis=0) > 1e-3)
+        box = (
+            (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
+            if rows.size
+            else (0, 0, 0, 0)
+        )
+        return _Raster(alpha, footprint, map_x, map_y, shade, colour, hold, radius, box)
 
     # -- drawing -------------------------------------------------------------------------------
 
@@ -367,36 +387,70 @@ class AdhesionLayer:
             alpha = alpha * np.float32(remaining)
             footprint = footprint * np.float32(remaining >= COVER_ALPHA)
         mask = footprint >= COVER_ALPHA
-        if not mask.any() and float(alpha.max(initial=0.0)) < 0.01:
+        y0, y1, x0, x1 = raster.box
+        if y0 >= y1 or x0 >= x1:
             return image, mask
-        src = image.astype(np.float32)
+        # Only the box around the soiling is redrawn; blurs read a margin around it.
+        box = (slice(y0, y1), slice(x0, x1))
         if self.kind == "drops":
             assert raster.map_x is not None  # noqa: S101 - drawn for drops
             assert raster.map_y is not None  # noqa: S101
             assert raster.shade is not None  # noqa: S101
             refracted = cv2.remap(
-                image, raster.map_x, raster.map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+                image,
+                raster.map_x[box],
+                raster.map_y[box],
+                cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_REFLECT,
             )
             # Drops sit far out of focus: the refracted view is blurred, more in bigger drops.
-            sigma = max(1.0, 0.2 * raster.drop_radius)
-            drop = cv2.GaussianBlur(refracted, (0, 0), sigma).astype(np.float32)
-            drop *= raster.shade[..., None]
+            drop = _blur(np.asarray(refracted, np.uint8), max(1.0, 0.2 * raster.drop_radius))
+            drop *= raster.shade[box][..., None]
             drop += 12.0  # water scatters a little light: a faint lift
         elif self.kind == "mist":
-            sigma = max(2.0, height / 40)
-            blurred = cv2.GaussianBlur(image, (0, 0), sigma).astype(np.float32)
+            blurred = _blurred_box(image, box, max(2.0, height / 40))
             drop = blurred * 0.45 + 200.0 * 0.55  # veil: scattered light over a washed-out view
         elif self.kind == "dust":
             assert raster.colour is not None  # noqa: S101
-            blurred = cv2.GaussianBlur(image, (0, 0), max(1.0, height / 120)).astype(np.float32)
-            drop = blurred * 0.5 + raster.colour * 0.5
+            blurred = _blurred_box(image, box, max(1.0, height / 120))
+            drop = blurred * 0.5 + raster.colour[box] * 0.5
         else:
             assert raster.colour is not None  # noqa: S101
             assert raster.shade is not None  # noqa: S101
-            drop = raster.colour * raster.shade[..., None]
-        a = alpha[..., None]
-        out = src * (1.0 - a) + drop * a
-        return np.clip(out, 0, 255).astype(np.uint8), mask
+            drop = raster.colour[box] * raster.shade[box][..., None]
+        a = np.ascontiguousarray(alpha[box])
+        out = image.copy()
+        soil = np.clip(drop, 0, 255).astype(np.uint8)
+        out[box] = cv2.blendLinear(soil, np.ascontiguousarray(image[box]), a, 1.0 - a)
+        return out, mask
+
+
+def _blurred_box(image: Image, box: tuple[slice, slice], sigma: float) -> FloatMap:
+    """`image` blurred with `sigma`, over `box` only (reading a 3σ margin around it)."""
+    height, width = image.shape[:2]
+    pad = int(3 * sigma) + 1
+    ys, xs = box
+    top, left = max(0, (ys.start or 0) - pad), max(0, (xs.start or 0) - pad)
+    bottom, right = min(height, ys.stop + pad), min(width, xs.stop + pad)
+    blurred = _blur(np.ascontiguousarray(image[top:bottom, left:right]), sigma)
+    return blurred[ys.start - top : ys.stop - top, xs.start - left : xs.stop - left]
+
+
+def _blur(image: Image, sigma: float) -> FloatMap:
+    """Gaussian blur as float; wide blurs run on a shrunk copy (the result is smooth anyway)."""
+    factor = int(min(8, sigma // 2))
+    if factor < 2:
+        return np.asarray(cv2.GaussianBlur(image, (0, 0), sigma), np.float32)
+    height, width = image.shape[:2]
+    small = cv2.resize(
+        image,
+        (max(1, width // factor), max(1, height // factor)),
+        interpolation=cv2.INTER_AREA,
+    )
+    small = cv2.GaussianBlur(small.astype(np.float32), (0, 0), sigma / factor)
+    return np.asarray(
+        cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR), np.float32
+    )
 
 
 def render_adhesion(
@@ -420,7 +474,7 @@ class _Active:
     started_at: float | None = None
     ended_at: float | None = None
     end_reason: str = ""
-    covered: list[float] = field(default_factory=list)
+    max_covered: float = 0.0
 
     @property
     def remaining(self) -> float:
@@ -432,13 +486,14 @@ class SimulatedLens:
 
     `apply(image, t)` paints what is on the lens at video time `t` and returns the true mask;
     `blow(duty, seconds)` is the fan: at full duty each kind clears after `BLOW_SECONDS`,
-    elements going one by one. Not thread-safe: one thread (the capture thread) drives it.
+    elements going one by one. The capture thread calls `apply` while the act stage calls
+    `blow`: a lock keeps them apart.
     """
 
     def __init__(self, injections: Sequence[Injection]) -> None:
         self.injections = tuple(injections)
         self._items = [_Active(i) for i in self.injections]
-        self._last_t: float | None = None
+        self._lock = threading.Lock()
 
     def blow(self, duty: float, seconds: float) -> None:
         """Airflow over the lens: `duty` in [0, 1] for `seconds`."""
@@ -447,62 +502,132 @@ class SimulatedLens:
         duty = min(max(duty, 0.0), 1.0)
         if duty < MIN_BLOW_DUTY:
             return
-        for item in self._items:
-            if item.started_at is not None and item.ended_at is None:
-                item.dose_s += duty * seconds
+        with self._lock:
+            for item in self._items:
+                if item.started_at is not None and item.ended_at is None:
+                    needed = BLOW_SECONDS[item.injection.kind]
+                    item.dose_s = min(needed, item.dose_s + duty * seconds)
 
     def apply(self, image: Image, t: float) -> tuple[Image, Mask]:
         """The frame as the soiled lens sees it at video time `t`, and the true covered mask."""
         check_image(image)
         height, width = image.shape[:2]
         mask = np.zeros((height, width), np.bool_)
-        self._last_t = t
-        for item in self._items:
-            inj = item.injection
-            if item.ended_at is not None or t < inj.start_s:
-                continue
-            if inj.end_s is not None and t >= inj.end_s:
-                item.ended_at, item.end_reason = t, "ended"
-                continue
-            if item.remaining <= 0.0:
-                item.ended_at, item.end_reason = t, "blown_clear"
-                continue
-            if item.layer is None:
-                item.started_at = t
-                item.layer = AdhesionLayer(inj.kind, inj.coverage, inj.seed, width / height)
-            image, layer_mask = item.layer.render(image, item.remaining)
-            item.covered.append(float(layer_mask.mean()))
-            mask |= layer_mask
+        with self._lock:
+            for item in self._items:
+                inj = item.injection
+                if item.ended_at is not None or t < inj.start_s:
+                    continue
+                if inj.end_s is not None and t >= inj.end_s:
+                    item.ended_at, item.end_reason = t, "ended"
+                    continue
+                if item.remaining <= 0.0:
+                    item.ended_at, item.end_reason = t, "blown_clear"
+                    continue
+                if item.layer is None:
+                    item.started_at = t
+                    item.layer = AdhesionLayer(inj.kind, inj.coverage, inj.seed, width / height)
+                image, layer_mask = item.layer.render(image, item.remaining)
+                item.max_covered = max(item.max_covered, float(layer_mask.mean()))
+                mask |= layer_mask
         return image, mask
 
-    def active(self, t: float) -> bool:
-        """Whether anything is on the lens at `t` (as of the last `apply`)."""
-        return any(
-            i.started_at is not None
-            and i.ended_at is None
-            and t >= i.injection.start_s
-            and (i.injection.end_s is None or t < i.injection.end_s)
-            for i in self._items
-        )
-
-    def ground_truth(self) -> list[dict[str, object]]:
+    def ground_truth(self) -> list[dict[str, JsonValue]]:
         """What was injected and when it went, for the bench report (`summary.json`)."""
-        out: list[dict[str, object]] = []
-        for item in self._items:
-            inj = item.injection
-            covered = item.covered
-            out.append(
-                {
-                    "kind": inj.kind,
-                    "start_s": inj.start_s,
-                    "end_s": inj.end_s,
-                    "appeared_s": item.started_at,
-                    "gone_s": item.ended_at,
-                    "gone_reason": item.end_reason
-                    or ("still_on_lens" if item.started_at is not None else "never_reached"),
-                    "target_coverage": round(inj.target_coverage, 4),
-                    "covered_fraction": round(max(covered), 4) if covered else 0.0,
-                    "blown_s": round(item.dose_s, 3),
-                }
-            )
+        out: list[dict[str, JsonValue]] = []
+        with self._lock:
+            for item in self._items:
+                inj = item.injection
+                reason = item.end_reason or (
+                    "still_on_lens" if item.started_at is not None else "never_reached"
+                )
+                out.append(
+                    {
+                        "kind": inj.kind,
+                        "start_s": inj.start_s,
+                        "end_s": inj.end_s,
+                        "appeared_s": item.started_at,
+                        "gone_s": item.ended_at,
+                        "gone_reason": reason,
+                        "target_coverage": round(inj.target_coverage, 4),
+                        "covered_fraction": round(item.max_covered, 4),
+                        "blown_s": round(item.dose_s, 3),
+                    }
+                )
         return out
+
+
+class LensClock:
+    """Video time for the lens, as the capture stage stamps it: the recording's timestamps,
+    continued across loops (`rewound`). Shared by every source instance of one run."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+        self.last = 0.0
+        self.fps = 10.0
+
+    def time(self, pts: float | None, index: int) -> float:
+        t = self.offset + (pts if pts is not None else index / self.fps)
+        self.last = t
+        return t
+
+    def rewound(self) -> None:
+        self.offset = self.last + 1.0 / self.fps
+
+
+class LensSource(FrameSource):
+    """A frame source seen through a `SimulatedLens` (a decorator: the simulator wraps the
+    source factory with it, so no stage knows the lens is simulated)."""
+
+    def __init__(self, inner: FrameSource, lens: SimulatedLens, clock: LensClock) -> None:
+        super().__init__(inner.uri)
+        self.inner = inner
+        self.lens = lens
+        self.clock = clock
+        self._index = 0
+
+    def open(self) -> SourceInfo:
+        info = self.inner.open()
+        self.clock.fps = info.fps or self.clock.fps
+        self._index = 0
+        return info
+
+    def read(self) -> RawFrame | None:
+        raw = self.inner.read()
+        if raw is None:
+            return None
+        t = self.clock.time(raw.pts, self._index)
+        self._index += 1
+        image, _ = self.lens.apply(raw.image, t)
+        return RawFrame(image, raw.pts)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def rewind(self) -> None:
+        self.inner.rewind()
+        self.clock.rewound()
+        self._index = 0
+
+
+def through_lens(
+    open_source: Callable[[], FrameSource], lens: SimulatedLens
+) -> Callable[[], FrameSource]:
+    """The source factory `open_source`, every source it makes seen through `lens`."""
+    clock = LensClock()
+    return lambda: LensSource(open_source(), lens, clock)
+
+
+class LensFan:
+    """Blows the simulated lens with the fan duty each analysed frame reports (an act-stage
+    observer: `record.actuation.fan_duty` over the video time since the previous frame)."""
+
+    def __init__(self, lens: SimulatedLens) -> None:
+        self.lens = lens
+        self._last_t: float | None = None
+
+    def __call__(self, record: FrameRecord) -> None:
+        t = record.frame.t_video
+        if self._last_t is not None and record.actuation is not None and t > self._last_t:
+            self.lens.blow(record.actuation.fan_duty, t - self._last_t)
+        self._last_t = t

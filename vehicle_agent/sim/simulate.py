@@ -2,7 +2,8 @@
 
 The simulator swaps implementations at the composition root (a recorded video instead of the
 camera, a fan in memory, no fleet link) and writes the bench report: `summary.json`,
-`events.jsonl`, `frames.csv` and the output video.
+`events.jsonl`, `frames.csv`, the output video and the annotated `side_by_side.mp4`, then the
+plots and `report.html` (`sim/report.py`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import asyncio
 import json
 import logging
 import signal
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -21,14 +23,20 @@ from pydantic import ValidationError
 from firmware_bridge.sim import FirmwareConfig, FirmwareSimulator
 from vehicle_agent import __version__
 from vehicle_agent.app import Parts, Pipeline, RunResult
+from vehicle_agent.capture.base import FrameSource
 from vehicle_agent.capture.uri import open_source
 from vehicle_agent.config import Config, ConfigError, MqttUplinkConfig
 from vehicle_agent.control.settings import McuConfig, McuFanConfig
 from vehicle_agent.enhance.chain import build_enhancer
-from vehicle_agent.events import EventBus, JsonlEventLog
-from vehicle_agent.output.sinks import CsvFrameLog
-from vehicle_agent.records import FrameRecord
+from vehicle_agent.events import EventBus, EventListener, JsonlEventLog
+from vehicle_agent.output.sinks import CsvFrameLog, VideoFileSink
+from vehicle_agent.records import Event, FrameRecord
 from vehicle_agent.service.metrics import DaemonState, serve_metrics
+from vehicle_agent.sim import report as report_files
+from vehicle_agent.sim.lens import Injection, LensFan, SimulatedLens, through_lens
+from vehicle_agent.sim.lockstep import Lockstep
+from vehicle_agent.sim.overlay import ControlProbe, SideBySideSink
+from vehicle_agent.sim.progress import ProgressSink, frame_count
 from vehicle_agent.uplink.base import NoUplink, Uplink
 
 logger = logging.getLogger(__name__)
@@ -63,9 +71,23 @@ class ReportPaths:
     def video(self) -> Path:
         return self.directory / "output.mp4"
 
+    @property
+    def side_by_side(self) -> Path:
+        return self.directory / report_files.SIDE_BY_SIDE
 
-def bench_config(config: Config, video: Path, report: ReportPaths, speed: Speed) -> Config:
-    """The config with the bench's source, pacing and report outputs swapped in."""
+    @property
+    def html(self) -> Path:
+        return self.directory / report_files.HTML_NAME
+
+    def generated(self) -> list[Path]:
+        """What `write_report` makes from the run's files (plots, previews, the page)."""
+        names = [f"{name}.png" for name in report_files.PLOTS]
+        names += [report_files.PREVIEW, report_files.STRIP, report_files.HTML_NAME]
+        return [self.directory / name for name in names]
+
+
+def bench_config(config: Config, video: Path, speed: Speed) -> Config:
+    """The config with the bench's source and pacing swapped in, and no `[output]` video."""
     reconnect = config.capture.reconnect
     if reconnect.max_attempts == 0:
         # A recording that fails three times in a row will not heal: end the bench run instead
@@ -74,9 +96,9 @@ def bench_config(config: Config, video: Path, report: ReportPaths, speed: Speed)
     capture = config.capture.model_copy(
         update={"uri": f"file://{video}", "pacing": speed, "reconnect": reconnect}
     )
-    output = config.output.model_copy(
-        update={"video": report.video, "video_content": "side_by_side", "events": None}
-    )
+    # The report's videos are sinks the simulator adds (`_run_bench`), not `[output] video`:
+    # the config, and so its digest, does not name the report directory.
+    output = config.output.model_copy(update={"video": None, "events": None})
     return config.model_copy(update={"capture": capture, "output": output})
 
 
@@ -109,6 +131,8 @@ def summary_dict(
             "events": str(report.events),
             "frames": str(report.frames),
             "video": str(report.video),
+            "side_by_side": str(report.side_by_side),
+            "report": str(report.html),
         },
     }
 
@@ -122,6 +146,8 @@ class BenchHardware:
     """How much faster than real time the thermal model runs (a 30 s clip shows minutes)."""
     mcu_faults: tuple[tuple[str, float], ...] = ()
     """(fault name, video time in seconds when it starts)."""
+    lens: tuple[Injection, ...] = ()
+    """Soiling put on the simulated lens (`--inject`); it stays until the fan clears it."""
 
 
 MCU_FAULTS = {
@@ -152,7 +178,30 @@ def parse_mcu_fault(spec: str) -> tuple[str, float]:
     return name, start
 
 
-def bench_control(config: Config, port: str) -> Config:
+BENCH_PORT = "simulated-module"
+"""The port the bench config names; the pty's real path reaches the bridge through
+`Parts.mcu_port`, so the config digest is the same from run to run."""
+
+WALL_CLOCK_FIELDS: Mapping[str, tuple[str, ...]] = {
+    # Event fields that measure the host's clock, not the recording: null in seeded runs.
+    "model_loaded": ("load_s", "warmup_ms"),
+    "enhancer_promoted": ("demoted_s",),
+}
+
+
+def without_wall_clock(listener: EventListener) -> EventListener:
+    """`listener`, given each event with its `WALL_CLOCK_FIELDS` set to null (seeded runs)."""
+
+    def forward(event: Event) -> None:
+        fields = WALL_CLOCK_FIELDS.get(event.type)
+        if fields:
+            event = replace(event, data={**event.data, **dict.fromkeys(fields)})
+        listener(event)
+
+    return forward
+
+
+def bench_control(config: Config, port: str = BENCH_PORT) -> Config:
     """Control through the simulated module's microcontroller on `port`."""
     control = config.control
     thermal = control.thermal.model_copy(
@@ -184,7 +233,8 @@ def prepare_report(report_dir: Path) -> ReportPaths:
     """Create the report directory and remove a previous run's files from it."""
     report = ReportPaths(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
-    for stale in (report.summary, report.events, report.frames, report.video):
+    run_files = [report.summary, report.events, report.frames, report.video, report.side_by_side]
+    for stale in (*run_files, *report.generated()):
         stale.unlink(missing_ok=True)
     return report
 
@@ -215,22 +265,42 @@ async def simulate(
     *,
     broker: str | None = None,
     hardware: BenchHardware | None = None,
+    progress: bool = False,
+    seed: int | None = None,
 ) -> dict[str, object]:
     """Run the pipeline over `video` and write the report into `report_dir`; returns the summary.
 
     With `broker` (mqtt:// or mqtts://), the fleet link publishes to it as on a vehicle. The
     camera module is the firmware simulator on a pseudo-terminal, driven through the real
-    serial bridge: fan, cooler and temperatures behave as `hardware` says."""
+    serial bridge: fan, cooler and temperatures behave as `hardware` says. With `progress`, a
+    progress bar on stderr counts the frames written.
+
+    With `seed`, a run at `max` speed is repeatable: the module's noise is seeded, the cleaning
+    is timed in video time (not by how fast this host replays), a soiled lens is read in
+    `Lockstep` with the act stage, and event fields that measure the host's clock are null
+    (`WALL_CLOCK_FIELDS`). The module's thermal model still runs on
+    the host's clock, so thermal events (a hot `--ambient`, faults) may differ by a frame."""
     hardware = hardware or BenchHardware()
     report = await asyncio.to_thread(prepare_report, report_dir)
-    config = bench_config(config, video, report, speed)
+    config = bench_config(config, video, speed)
     firmware = FirmwareConfig(fan_safe_duty=config.control.safe_duty)
     with FirmwareSimulator(
-        ambient_c=hardware.ambient_c, time_scale=hardware.thermal_speed, config=firmware
+        ambient_c=hardware.ambient_c,
+        time_scale=hardware.thermal_speed,
+        config=firmware,
+        seed=seed,
     ) as mcu:
-        config = bench_control(config, mcu.port)
+        config = bench_control(config)
         return await _run_bench(
-            config, video, report, speed, broker=broker, mcu=mcu, hardware=hardware
+            config,
+            video,
+            report,
+            speed,
+            broker=broker,
+            mcu=mcu,
+            hardware=hardware,
+            progress=progress,
+            seed=seed,
         )
 
 
@@ -243,21 +313,55 @@ async def _run_bench(
     broker: str | None,
     mcu: FirmwareSimulator,
     hardware: BenchHardware,
+    progress: bool,
+    seed: int | None,
 ) -> dict[str, object]:
     events = EventBus()
     event_log = JsonlEventLog(report.events)
-    events.subscribe(event_log)
+    events.subscribe(event_log if seed is None else without_wall_clock(event_log))
+
+    def camera() -> FrameSource:
+        return open_source(config.capture.uri, config.capture)
+
+    # The simulated lens sits between capture and enhance, as a real one does: every source
+    # instance is seen through it.
+    lens = SimulatedLens(hardware.lens) if hardware.lens else None
+    # The control state per frame (temperatures, cleaning) for frames.csv and the annotated
+    # video; the pipeline exists once the parts do, hence the late lookups.
+    probe = ControlProbe(lambda: None if pipeline.control is None else pipeline.control.snapshot())
+
+    def video_fps() -> float:
+        fps = config.output.video_fps or pipeline.capture.stats.source_fps
+        return fps or config.capture.fps or 10.0
+
+    def video_clock() -> float:
+        return 0.0 if pipeline.control is None else pipeline.control.video_t
+
+    open_camera = camera if lens is None else through_lens(camera, lens)
+    lockstep = Lockstep() if lens is not None and seed is not None else None
     parts = Parts(
-        open_source=lambda: open_source(config.capture.uri, config.capture),
+        open_source=open_camera if lockstep is None else lockstep.source(open_camera),
         enhancer=build_enhancer(config.enhance, config.agent.state_dir),
         fan=None,
         mcu_port=mcu.port,
         uplink=bench_uplink(config, broker, events, report.directory),
-        sinks=[CsvFrameLog(report.frames)],
+        sinks=[
+            VideoFileSink(report.video, video_fps, "side_by_side"),
+            CsvFrameLog(report.frames, more_columns=probe.columns),
+            SideBySideSink(report.side_by_side, video_fps, probe),
+        ],
         events=events,
         closers=[event_log.close],
-        actuation_observers=[FaultInjector(mcu, hardware.mcu_faults)],
+        actuation_observers=[FaultInjector(mcu, hardware.mcu_faults), probe],
+        cleaning_clock=None if seed is None else video_clock,
     )
+    if lens is not None:
+        parts.actuation_observers.append(LensFan(lens))
+    if lockstep is not None:
+        parts.actuation_observers.append(lockstep)  # after the lens was blown
+    if progress:
+        total = await asyncio.to_thread(frame_count, video)
+        parts.sinks.append(ProgressSink(total, video.name))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -275,6 +379,19 @@ async def _run_bench(
         if metrics is not None:
             await asyncio.to_thread(metrics.close)
     summary = summary_dict(result, config, video, report, speed, enhancer=parts.enhancer.name)
+    summary["seed"] = seed
+    if lens is not None:
+        summary["injected"] = lens.ground_truth()
     text = json.dumps(summary, indent=2) + "\n"
     await asyncio.to_thread(report.summary.write_text, text, encoding="utf-8")
+    try:
+        await asyncio.to_thread(report_files.write_report, report.directory)
+    except Exception:
+        # The run's own files are written; a report that cannot be drawn must not hide them.
+        logger.exception("could not write %s", report.html)
+        outputs = summary["outputs"]
+        assert isinstance(outputs, dict)  # noqa: S101 - built by summary_dict
+        outputs.pop("report", None)
+        text = json.dumps(summary, indent=2) + "\n"
+        await asyncio.to_thread(report.summary.write_text, text, encoding="utf-8")
     return summary

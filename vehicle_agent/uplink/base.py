@@ -21,6 +21,10 @@ class PipelineHooks:
     """Switch to an `[enhance.backend]` config (None: the configured one); returns its name."""
     clean_lens: Callable[[float], Awaitable[Mapping[str, Any]]] | None = None
     """Run the lens cleaning for that many seconds; None while the vehicle has no cleaner."""
+    reload_models: Callable[[str], Awaitable[str | None]] | None = None
+    """Rebuild the enhance chain (models resolved again: a model update), load it and switch
+    between two frames; the argument is the `model_swapped` reason. Returns the name@version
+    the chain runs."""
 
 
 class Uplink(abc.ABC):

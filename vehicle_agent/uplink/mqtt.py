@@ -50,6 +50,7 @@ from vehicle_agent.config import (
 from vehicle_agent.events import EventBus
 from vehicle_agent.records import Event, FrameRecord, JsonValue
 from vehicle_agent.secrets import SecretError, SecretValue, read_secret
+from vehicle_agent.update.updater import ModelUpdater
 from vehicle_agent.uplink.base import PipelineHooks, Uplink
 from vehicle_agent.uplink.commands import (
     CommandFailedError,
@@ -337,6 +338,10 @@ class _Link:
         self._subscribes[mid] = future
         return await asyncio.wait_for(future, SUBSCRIBE_TIMEOUT_S)
 
+    def unsubscribe(self, topic: str) -> None:
+        """Fire and forget: a late UNSUBACK changes nothing we track."""
+        self.client.unsubscribe(topic)
+
     def _on_subscribe(
         self,
         _client: mqtt.Client,
@@ -494,6 +499,7 @@ class MqttUplink(Uplink):
         outbox_path: Path,
         password: SecretValue | None = None,
         tls: ssl.SSLContext | None = None,
+        full_config: Config | None = None,
     ) -> None:
         self.config = config
         self.settings = config
@@ -544,6 +550,13 @@ class MqttUplink(Uplink):
         self.uploads_dropped = 0
         self.commands_dropped = 0
         self.write_failures = 0
+        self._wanted: set[str] = set()
+        """Extra subscriptions (model updates), made again on every connection."""
+        self._subscribing: set[asyncio.Task[None]] = set()
+        self.updates: ModelUpdater | None = None
+        if full_config is not None and full_config.update.enabled:
+            self.updates = ModelUpdater(full_config, self.topics, self._emit)
+            self.updates.subscriptions = self
 
     @classmethod
     def from_config(
@@ -566,12 +579,22 @@ class MqttUplink(Uplink):
             except (OSError, ssl.SSLError) as exc:
                 raise ConfigError(None, "uplink.ca_file", f"cannot load TLS files: {exc}") from None
         path = outbox_path or uplink.outbox.path or config.agent.state_dir / "uplink.sqlite3"
-        return cls(uplink, config.agent, events, outbox_path=path, password=password, tls=tls)
+        return cls(
+            uplink,
+            config.agent,
+            events,
+            outbox_path=path,
+            password=password,
+            tls=tls,
+            full_config=config,
+        )
 
     # -- the Uplink interface -----------------------------------------------------------------
 
     def attach(self, hooks: PipelineHooks) -> None:
         self._hooks = hooks
+        if self.updates is not None:
+            self.updates.reload = hooks.reload_models
 
     async def start(self) -> None:
         try:
@@ -636,6 +659,8 @@ class MqttUplink(Uplink):
                 with contextlib.suppress(sqlite3.Error):
                     await self.db(outbox.close)
             await asyncio.to_thread(self._db_executor.shutdown)
+            if self.updates is not None:
+                await self.updates.close()
 
     async def _close_running(self) -> None:
         # A last snapshot, so that even a short run reports, then what can leave in time.
@@ -805,6 +830,7 @@ class MqttUplink(Uplink):
                 ("uplink-telemetry", self._telemetry_loop),
                 ("uplink-commands", self._command_loop),
                 ("uplink-uploads", self._upload_loop),
+                *([("uplink-updates", self.updates.run)] if self.updates is not None else []),
             ):
                 tg.create_task(self._supervised(name, factory), name=name)
 
@@ -845,7 +871,7 @@ class MqttUplink(Uplink):
                     self._host,
                     self._port,
                     config.session_expiry_s,
-                    4 * config.command_max_bytes + 1024,
+                    self._max_packet(),
                     self._connect_executor,
                 )
             except ConnectError as exc:
@@ -903,6 +929,8 @@ class MqttUplink(Uplink):
                 return f"subscribe failed: {exc}"
             if codes and codes[0].is_failure:
                 self._refused_event(self.topics.commands, "subscription", codes[0])
+            for topic_filter in sorted(self._wanted):
+                self._subscribe_soon(link, topic_filter)
             return await asyncio.shield(link.lost)
         finally:
             self.connected = False
@@ -1112,6 +1140,8 @@ class MqttUplink(Uplink):
 
     def _on_message(self, message: mqtt.MQTTMessage) -> None:
         if message.topic != self.topics.commands:
+            if self.updates is not None and message.topic.startswith(self.topics.root + "/update/"):
+                self.updates.on_message(message.topic, bytes(message.payload))
             return
         properties = message.properties
         response_topic = getattr(properties, "ResponseTopic", None)
@@ -1217,6 +1247,46 @@ class MqttUplink(Uplink):
                     "invalid_args", "backend." + describe_validation(exc)
                 ) from None
         return SetEnhancementResult(backend=await switch(backend))
+
+    # -- extra subscriptions (model updates) --------------------------------------------------
+
+    def _max_packet(self) -> int:
+        """The Maximum Packet Size announced to the broker: commands, and update chunks."""
+        limit = 4 * self.config.command_max_bytes + 1024
+        if self.updates is not None:
+            limit = max(limit, self.updates.settings.max_chunk_bytes + 1024)
+        return limit
+
+    def want(self, topic_filter: str) -> None:
+        """Subscribe to `topic_filter` now if connected, and after every reconnect."""
+        self._wanted.add(topic_filter)
+        link = self._link
+        if link is not None and link.up:
+            self._subscribe_soon(link, topic_filter)
+
+    def drop(self, topic_filter: str) -> None:
+        self._wanted.discard(topic_filter)
+        link = self._link
+        if link is not None and link.up:
+            link.unsubscribe(topic_filter)
+
+    def refresh(self, topic_filter: str) -> None:
+        """Subscribe again: the broker re-sends the retained messages the filter matches."""
+        self.want(topic_filter)
+
+    def _subscribe_soon(self, link: _Link, topic_filter: str) -> None:
+        async def subscribe() -> None:
+            try:
+                codes = await link.subscribe(topic_filter)
+            except (UplinkError, TimeoutError) as exc:
+                logger.warning("subscribing to %s failed: %s", topic_filter, exc)
+                return
+            if codes and codes[0].is_failure:
+                self._refused_event(topic_filter, "subscription", codes[0])
+
+        task = asyncio.get_running_loop().create_task(subscribe(), name="uplink-subscribe")
+        self._subscribing.add(task)
+        task.add_done_callback(self._subscribing.discard)
 
     # -- events -------------------------------------------------------------------------------
 

@@ -17,6 +17,8 @@ from typing import Any, Final, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from vehicle_agent.update.manifest import SignedUpdate, UpdateManifest
+
 SCHEMA_VERSION: Final = 1
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
@@ -321,7 +323,7 @@ class TopicSpec:
     suffix: str
     """Below `<prefix>/<vehicle_id>/`; `{name}` parts are filled in per message."""
     direction: Literal["vehicle → cloud", "cloud → vehicle"]
-    payload: type[Payload] | str
+    payload: type[BaseModel] | str
     """A model for JSON payloads, or a description of the bytes."""
     qos: int
     retain: bool
@@ -398,6 +400,30 @@ TOPICS: Mapping[str, TopicSpec] = {
         description="One reply per command, on the request's Response Topic (which must lie under "
         "`replies`) or on `replies` itself, with the request's Correlation Data.",
     ),
+    "update_offer": TopicSpec(
+        suffix="update/offer",
+        direction="cloud → vehicle",
+        payload=SignedUpdate,
+        qos=1,
+        retain=True,
+        message_class=None,
+        description="The signed model update offered to this vehicle (its `manifest` is an "
+        "[UpdateManifest](#updatemanifest)); retained, so a vehicle that is offline gets it when "
+        "it connects. The vehicle answers with `model_update_*` events (docs/model-updates.md).",
+    ),
+    "update_chunk": TopicSpec(
+        suffix="update/data/{update_id}/{index}",
+        direction="cloud → vehicle",
+        payload="bytes: part `index` (0-based) of the model file, `chunk_size` bytes except the "
+        "last",
+        qos=1,
+        retain=True,
+        message_class=None,
+        description="The model file of an offer in chunks, retained with a Message Expiry at the "
+        "offer's `expires_at`. The vehicle subscribes to the chunks it lacks, "
+        "`update.window_chunks` at a time (one exact topic each, unsubscribed on arrival), after "
+        "a disconnect or restart too, and subscribes again when the transfer stalls.",
+    ),
 }
 
 _TOPIC_PART = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -416,6 +442,10 @@ class Topics:
         self.events = f"{self.root}/{TOPICS['events'].suffix}"
         self.commands = f"{self.root}/{TOPICS['commands'].suffix}"
         self.replies = f"{self.root}/replies"
+        self.update_offer = f"{self.root}/{TOPICS['update_offer'].suffix}"
+
+    def update_chunk(self, update_id: str, index: int) -> str:
+        return f"{self.root}/update/data/{update_id}/{index}"
 
     def frame_meta(self, upload_id: str) -> str:
         return f"{self.root}/frames/{upload_id}/meta"
@@ -476,7 +506,7 @@ def _bounds(model: type[BaseModel], name: str) -> str:
     return ", ".join(parts)
 
 
-def _model_table(model: type[Payload], out: list[str], seen: set[type[BaseModel]]) -> None:
+def _model_table(model: type[BaseModel], out: list[str], seen: set[type[BaseModel]]) -> None:
     if model in seen:
         return
     seen.add(model)
@@ -602,11 +632,27 @@ def mqtt_markdown(settable: Mapping[str, str], ttl_defaults: Mapping[str, float]
         "|---|---|",
     ]
     out.extend(f"| `{key}` | {desc} |" for key, desc in settable.items())
-    out += ["", "## Payloads", ""]
+    out += [
+        "",
+        "## Model updates",
+        "",
+        "The cloud publishes a model's chunks on `update/data/<update_id>/<index>`, then the",
+        "signed offer on `update/offer`, all retained with a Message Expiry at the offer's",
+        "expiry (`python -m tools.model_update publish`). The vehicle verifies the offer,",
+        "subscribes to the chunks it lacks a window at a time (after a reconnect or restart",
+        "too), and reports every step as events",
+        "(`model_update_offered`, `…_progress`, `…_refused`, `…_installed`, `model_swapped`,",
+        "`model_rolled_back`, `model_update_confirmed`). It announces a Maximum Packet Size that",
+        "fits `update.max_chunk_bytes`. See docs/model-updates.md.",
+        "",
+        "## Payloads",
+        "",
+    ]
     seen: set[type[BaseModel]] = set()
-    models: list[type[Payload]] = [
+    models: list[type[BaseModel]] = [
         m.payload for m in TOPICS.values() if isinstance(m.payload, type)
     ]
+    models.append(UpdateManifest)
     for cmd in COMMANDS.values():
         models.append(cmd.args)
         if cmd.result is not None:

@@ -1,0 +1,1 @@
+"""Tests of the analyze stage: quality metrics, scene condition, BRISQUE, lens adhesion."""

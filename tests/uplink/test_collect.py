@@ -1,0 +1,147 @@
+"""The fleet's data collector (`python -m tools.fleet collect`) against the real broker: frames
+sorted into good and poor, duplicates dropped, an upload split across a restart completed, bad
+messages refused without stopping it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import cv2
+import pytest
+
+from tests.uplink.broker import OPERATOR, Broker, Certs
+from tests.uplink.conftest import PASSWORDS
+from tests.uplink.helpers import record
+from tools.dataset import DatasetError, DatasetWriter, describe, read_dataset
+from tools.fleet import FleetClient, build_parser, cmd_collect
+from vehicle_agent.config import UploadConfig
+from vehicle_agent.records import AdhesionEstimate
+from vehicle_agent.secrets import env_name
+from vehicle_agent.uplink.outbox import OutMessage
+from vehicle_agent.uplink.topics import Topics
+from vehicle_agent.uplink.uploads import UploadPolicy, encode_upload
+
+SETTINGS = UploadConfig(chunk_kib=1, max_width=128, jpeg_quality=90)
+
+
+def upload(
+    vehicle: str, seq: int, upload_id: str, *, brightness: int = 120, soiled: bool = False
+) -> list[OutMessage]:
+    """The messages a vehicle publishes for one frame (meta first, then its chunks)."""
+    policy = UploadPolicy(SETTINGS, clock=lambda: 0.0)
+    policy.request(1, "raw", None)
+    rec = record(seq, value=brightness, size=(96, 128))
+    if soiled:
+        rec = rec.replace(adhesion=AdhesionEstimate(0.9, 0.2))
+    (job,) = policy.on_frame(rec)
+    _, messages = encode_upload(job, Topics("fleet", vehicle), vehicle, SETTINGS, upload_id)
+    return messages
+
+
+async def publish(fleet: FleetClient, messages: list[OutMessage]) -> None:
+    for message in messages:
+        await fleet.client.publish(message.topic, message.payload, qos=1)
+
+
+def collect_args(broker: Broker, certs: Certs, out: Path, *extra: str) -> list[str]:
+    return [
+        "--broker",
+        broker.url("tls"),
+        "--ca-file",
+        str(certs.ca),
+        "--username",
+        OPERATOR,
+        "--password-credential",
+        "fleet-password",
+        "collect",
+        "--out",
+        str(out),
+        *extra,
+    ]
+
+
+@pytest.fixture
+def operator_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(env_name("fleet-password"), PASSWORDS[OPERATOR])
+
+
+@pytest.mark.usefixtures("operator_password")
+async def test_collect_sorts_dedupes_and_resumes_an_upload_split_by_a_restart(
+    broker: Broker, certs: Certs, operator: FleetClient, tmp_path: Path
+) -> None:
+    out = tmp_path / "dataset"
+    args = build_parser().parse_args(collect_args(broker, certs, out, "--idle-exit", "1.5"))
+    good = upload("veh-1", 1, "up-good")
+    dark = upload("veh-2", 2, "up-dark", brightness=10)
+    dirty = upload("veh-1", 3, "up-dirty", soiled=True)
+    again = upload("veh-1", 1, "up-again")  # the same picture as up-good, another upload id
+    split = upload("veh-2", 4, "up-split")
+    assert len(split) > 3
+
+    # First run: it registers its persistent session, then stops while nothing comes.
+    assert await cmd_collect(args) == 0
+    await publish(operator, good + good + dark + dirty + again + split[:2])
+    assert await cmd_collect(args) == 0
+    # The collector is down while the rest of the split upload is published: the broker keeps
+    # it for the collector's session, and the chunks already received are on disk.
+    assert {p.name for p in (out / "partial").iterdir()} == {"up-split"}
+    await publish(operator, split[2:])
+    assert await cmd_collect(args) == 0
+
+    entries = {e.upload_id: e for e in read_dataset(out)}
+    assert set(entries) == {"up-good", "up-dark", "up-dirty", "up-split"}
+    assert entries["up-good"].label == "good"
+    assert entries["up-split"].label == "good"
+    assert entries["up-dark"].label == "poor"
+    assert any("dark" in why for why in entries["up-dark"].why)
+    assert entries["up-dirty"].label == "poor"
+    assert any("soiled" in why for why in entries["up-dirty"].why)
+    for entry in entries.values():
+        image = cv2.imread(str(out / entry.path))
+        assert image is not None
+        assert image.shape == (96, 128, 3)
+        assert entry.path.startswith(f"{entry.label}/{entry.vehicle_id}/")
+    assert not list((out / "partial").iterdir())
+    summary = describe(list(entries.values()))
+    assert summary["vehicles"] == ["veh-1", "veh-2"]
+    assert (summary["good"], summary["poor"]) == (2, 2)
+
+
+def test_bad_messages_are_refused_and_leave_nothing_behind(tmp_path: Path) -> None:
+    writer = DatasetWriter(tmp_path)
+    with pytest.raises(DatasetError, match="bad frame meta"):
+        writer.add("fleet/veh-1/frames/up-1/meta", b"{not json")
+    with pytest.raises(DatasetError, match="not a safe identifier"):
+        writer.add("fleet/veh-1/frames/..%2F/0", b"x")
+    with pytest.raises(DatasetError, match="unknown part"):
+        writer.add("fleet/veh-1/frames/up-1/oops", b"x")
+    messages = upload("veh-1", 5, "up-5")
+    corrupt = [*messages[:-1], dataclasses.replace(messages[-1], payload=b"garbage")]
+    for message in corrupt[:-1]:
+        assert writer.add(message.topic, message.payload) is None
+    with pytest.raises(DatasetError, match="do not match"):
+        writer.add(corrupt[-1].topic, corrupt[-1].payload)
+    assert read_dataset(tmp_path) == []
+    assert not list((tmp_path / "partial").iterdir())
+    # The same upload sent properly afterwards is taken.
+    done = [writer.add(m.topic, m.payload) for m in messages]
+    assert done[-1] is not None
+    assert writer.stats.refused == 4
+
+
+def test_an_index_line_cut_by_a_crash_is_dropped_and_the_frame_taken_again(
+    tmp_path: Path,
+) -> None:
+    writer = DatasetWriter(tmp_path)
+    for message in upload("veh-1", 6, "up-6"):
+        writer.add(message.topic, message.payload)
+    index = tmp_path / "index.jsonl"
+    line = index.read_text()
+    index.write_text(line + line[: len(line) // 2])  # a second append cut short
+    writer = DatasetWriter(tmp_path)
+    assert [e.upload_id for e in read_dataset(tmp_path)] == ["up-6"]
+    assert writer.frames == 1
+    assert json.loads(index.read_text().splitlines()[0])["upload_id"] == "up-6"
+    assert cv2.imread(str(tmp_path / read_dataset(tmp_path)[0].path)) is not None

@@ -1,0 +1,142 @@
+"""Analyze stage: `QualityMonitor`, everything the analyze stage keeps between frames (pure).
+
+Per frame: the raw frame is shrunk once and shared by the adhesion detector and the scene
+condition (both judge the scene as the camera sees it, so enhancement never feeds back into
+them); the picture the vehicle shows (the enhanced frame) gets its own metrics and, once per
+`brisque_interval_s`, a BRISQUE score. One thread (the analyze stage's) drives it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from vehicle_agent.quality.adhesion import AdhesionDetector, AdhesionParams
+from vehicle_agent.quality.brisque import BrisqueScorer
+from vehicle_agent.quality.condition import (
+    DEFAULT_THRESHOLDS,
+    ConditionThresholds,
+    ConditionTracker,
+)
+from vehicle_agent.quality.metrics import Grey, compute_quality, downscale_grey, measure, prepare
+from vehicle_agent.records import AdhesionEstimate, Image, QualityMetrics
+
+if TYPE_CHECKING:
+    from vehicle_agent.config import AdhesionConfig, QualityConfig
+
+OutputMetrics = Callable[[Image, int], QualityMetrics]
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorSettings:
+    """What the monitor computes (`[quality]` and `[adhesion]` in the config)."""
+
+    analysis_width: int = 320
+    quality: bool = True
+    adhesion: bool = True
+    brisque: bool = True
+    brisque_interval_s: float = 1.0
+    brisque_model_dir: Path | None = None
+    condition_hold_s: float = 1.0
+    low_light_hold_s: float = 0.2
+    thresholds: ConditionThresholds = DEFAULT_THRESHOLDS
+    adhesion_params: AdhesionParams = field(default_factory=AdhesionParams)
+
+
+def settings_from_config(quality: QualityConfig, adhesion: AdhesionConfig) -> MonitorSettings:
+    """The monitor `[quality]` and `[adhesion]` ask for."""
+    return MonitorSettings(
+        analysis_width=quality.analysis_width,
+        quality=quality.enabled,
+        adhesion=adhesion.enabled,
+        brisque=quality.brisque,
+        brisque_interval_s=quality.brisque_interval_s,
+        brisque_model_dir=quality.brisque_model_dir,
+        condition_hold_s=quality.condition_hold_s,
+        low_light_hold_s=quality.low_light_hold_s,
+        thresholds=dataclasses.replace(
+            DEFAULT_THRESHOLDS,
+            low_light_enter=quality.low_light_enter,
+            low_light_exit=quality.low_light_exit,
+        ),
+        adhesion_params=adhesion_params(adhesion),
+    )
+
+
+def adhesion_params(adhesion: AdhesionConfig) -> AdhesionParams:
+    """The detector settings `[adhesion]` asks for."""
+    return AdhesionParams(
+        grid_cols=adhesion.grid_cols,
+        warmup_s=adhesion.warmup_s,
+        confirm_s=adhesion.confirm_s,
+        moving_confirm_s=adhesion.moving_confirm_s,
+        release_s=adhesion.release_s,
+        blur_ratio=adhesion.blur_ratio,
+        clear_ratio=adhesion.clear_ratio,
+        alarm_fraction=adhesion.alarm_fraction,
+        clear_fraction=adhesion.clear_fraction,
+    )
+
+
+class QualityMonitor:
+    """Quality metrics with the scene condition, and the lens adhesion estimate, per frame."""
+
+    def __init__(self, settings: MonitorSettings | None = None) -> None:
+        self.settings = s = settings or MonitorSettings()
+        self.detector = AdhesionDetector(s.adhesion_params) if s.adhesion else None
+        self.conditions = ConditionTracker(s.thresholds, s.condition_hold_s, s.low_light_hold_s)
+        self.brisque = (
+            BrisqueScorer(s.brisque_model_dir, s.brisque_interval_s) if s.brisque else None
+        )
+        # Start-up work here, not on the first frame: OpenCV's first calls are slow, and the
+        # BRISQUE model is loaded (or found missing) once.
+        self._warm_up()
+        if self.brisque is not None:
+            self.brisque.load()
+        self._brisque_latest: float | None = None
+
+    def _warm_up(self) -> None:
+        rng = np.random.default_rng(0)
+        frame = rng.integers(0, 256, (96, 128, 3), np.uint8)
+        scratch = AdhesionDetector(self.settings.adhesion_params)
+        for t in (0.0, 0.1):
+            scratch.update(prepare(frame).grey, t)
+        measure(prepare(frame))
+
+    def analyze(
+        self,
+        raw: Image,
+        t: float,
+        shown: Image | None = None,
+        output_metrics: OutputMetrics = compute_quality,
+    ) -> tuple[QualityMetrics | None, AdhesionEstimate | None]:
+        """Metrics of `shown` (the enhanced picture; None: the raw frame is shown) and the
+        adhesion estimate of `raw`, for the frame at video time `t`."""
+        s = self.settings
+        if not s.quality and self.detector is None:
+            return None, None
+        small = prepare(raw, s.analysis_width)
+        adhesion = None if self.detector is None else self.detector.update(small.grey, t)
+        if not s.quality:
+            return None, adhesion
+        scene = measure(small)
+        detected = adhesion is not None and adhesion.detected
+        condition = self.conditions.update(scene, t, adhesion_detected=detected)
+        grey: Grey | None = None
+        if shown is None:
+            metrics, grey = scene, small.grey
+        else:
+            metrics = output_metrics(shown, s.analysis_width)
+        if self.brisque is not None and self.brisque.due(t):
+            if grey is None and shown is not None:
+                grey = downscale_grey(shown, s.analysis_width)
+            if grey is not None:
+                self._brisque_latest = self.brisque.update(grey, t)
+        return dataclasses.replace(
+            metrics, condition=condition, brisque=self._brisque_latest
+        ), adhesion
