@@ -396,6 +396,11 @@ async def _run_pipeline(clip: Path, enhance: EnhanceConfig) -> dict[str, Any]:
 def bench_pipeline(report: Report, clip: Path, model_dir: Path, models: list[str]) -> None:
     chains: list[tuple[str, EnhanceConfig]] = [
         ("classical", EnhanceConfig(chain=[ClassicalEnhancerConfig()])),
+        # The daemon's default: the shipped model, gated by scene condition, classical behind.
+        (
+            "default (fast-enhance)",
+            EnhanceConfig(health=EnhanceHealthConfig(max_latency_ms=60_000.0)),
+        ),
     ]
     if "gain-lowres" in models:
         chains.append(

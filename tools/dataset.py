@@ -29,11 +29,14 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import cv2
+import numpy as np
+import numpy.typing as npt
 from pydantic import ValidationError
 
 from vehicle_agent.uplink.topics import FrameMeta
@@ -164,7 +167,18 @@ def read_dataset(root: Path, label: Label | None = None) -> list[Entry]:
     return sorted(entries, key=lambda e: e.time)
 
 
-def describe(entries: list[Entry]) -> dict[str, Any]:
+def load_images(root: Path, entries: Sequence[Entry]) -> list[npt.NDArray[np.uint8]]:
+    """The entries' frames as RGB arrays (H×W×3 uint8), for the training tools."""
+    images = []
+    for entry in entries:
+        bgr = cv2.imread(str(root / entry.path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise DatasetError(f"{root / entry.path}: unreadable image in the data set")
+        images.append(np.ascontiguousarray(bgr[..., ::-1], dtype=np.uint8))
+    return images
+
+
+def describe(entries: Sequence[Entry]) -> dict[str, Any]:
     """Provenance for a training manifest: vehicles, time range, counts, models seen."""
     return {
         "frames": len(entries),

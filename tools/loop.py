@@ -42,10 +42,9 @@ from pathlib import Path
 from typing import Any
 
 import cv2
-import numpy as np
 
 from tools import model_update
-from tools.dataset import Entry, describe, read_dataset
+from tools.dataset import describe, load_images, read_dataset
 from tools.fleet import BrokerAccess, FleetClient, collect
 from vehicle_agent.enhance.manifest import read_manifest
 from vehicle_agent.secrets import env_name
@@ -194,17 +193,6 @@ def _agent(*args: str) -> list[str]:
 # -- training -------------------------------------------------------------------------------------
 
 
-def dataset_images(root: Path, entries: Sequence[Entry]) -> list[np.ndarray]:
-    """The entries' frames as RGB arrays."""
-    images = []
-    for entry in entries:
-        bgr = cv2.imread(str(root / entry.path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise LoopError(f"{root / entry.path}: unreadable image in the data set")
-        images.append(np.ascontiguousarray(bgr[..., ::-1]))
-    return images
-
-
 def next_version(version: str) -> str:
     """1.0.0 → 1.0.1 (pre-release and build tags dropped)."""
     parts = [int(p) for p in re.split(r"[-+]", version, maxsplit=1)[0].split(".")]
@@ -243,7 +231,7 @@ def train_model(
     good = read_dataset(dataset, "good")
     if len(good) < 2:
         raise LoopError(f"{dataset}: {len(good)} good frames; the loop needs at least 2")
-    images = dataset_images(dataset, good)
+    images = load_images(dataset, good)
     config = FAST.config.model_copy(
         update={
             "height": crop,
