@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's first command: install everything, start a local Mosquitto broker, replay the
 # bundled street footage through the daemon with simulated hardware and the fleet link to that
-# broker, and print the report's paths and what a subscriber received; the last line is the
+# broker, water drops landing on the simulated lens at 10 s (detected, cleaned by the fan,
+# cleared), and print the report's paths and what a subscriber received; the last line is the
 # path of report.html.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,7 +34,7 @@ sleep 0.2  # mosquitto may ignore a signal sent right after start-up (field note
 mosquitto_sub -V mqttv5 -h 127.0.0.1 -p "$port" -t 'fleet/+/telemetry' >"$REPORT/broker-telemetry.jsonl" &
 sub=$!
 .venv/bin/vehicle-agent --log-level WARNING simulate --config tools/demo.toml \
-  --broker "mqtt://127.0.0.1:$port" --report "$REPORT" --speed max
+  --broker "mqtt://127.0.0.1:$port" --report "$REPORT" --speed max --inject "drops@10s"
 sleep 1
 received=$(wc -l <"$REPORT/broker-telemetry.jsonl")
 echo "  broker       a local subscriber received $received telemetry messages: $REPORT/broker-telemetry.jsonl"
