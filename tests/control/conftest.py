@@ -5,35 +5,30 @@ from __future__ import annotations
 
 import errno
 import os
-import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from firmware_bridge.bridge import McuBridge
-from firmware_bridge.sim import FirmwareConfig, FirmwareSimulator
+from tests.mcu import FAST_BRIDGE, FAST_FIRMWARE, mcu, no_simulator_left_running, sim
 from vehicle_agent.control.events import CONTROL_EVENTS, ControlEvent
 from vehicle_agent.control.sysfs_fan import SysfsAttributes
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
     from pathlib import Path
 
     from vehicle_agent.records import JsonValue
 
-FAST_FIRMWARE = FirmwareConfig(telemetry_period_s=0.05, host_timeout_s=1.0, fan_safe_duty=0.3)
-"""Reports every 50 ms; the host session ends after 1 s of silence; safe fan duty 0.3."""
-FAST_BRIDGE: dict[str, Any] = {
-    "request_timeout_s": 0.1,
-    "retries": 2,
-    "retry_backoff_s": 0.02,
-    "reconnect_initial_s": 0.05,
-    "reconnect_max_s": 0.2,
-    "poll_interval_s": 0.05,
-    "stale_after_polls": 3,
-}
-"""A request to a silent MCU gives up after ~0.36 s; telemetry is stale after ~0.2 s."""
+__all__ = [
+    "FAST_BRIDGE",
+    "FAST_FIRMWARE",
+    "bridge",
+    "mcu",
+    "no_simulator_left_running",
+    "sim",
+]
+"""Re-exported: the firmware simulator's fixtures and settings, shared with tests/firmware_bridge."""
 
 KNOWN_ELSEWHERE = {"actuator_safe_state": {"actuator", "duty", "reason"}}
 
@@ -214,22 +209,7 @@ def kernel(tmp_path: Path) -> FakePwmKernel:
 # -- the firmware simulator --------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True)
-def no_simulator_left_running() -> Iterator[None]:
-    """Every test stops the simulators it started (their threads are joined by close())."""
-    yield
-    leftover = [t.name for t in threading.enumerate() if t.name == "firmware-sim"]
-    assert not leftover, f"simulator thread(s) left running: {leftover}"
-
-
 @pytest.fixture
-def sim(tmp_path: Path) -> Iterator[FirmwareSimulator]:
-    with FirmwareSimulator(config=FAST_FIRMWARE, link=tmp_path / "mcu", seed=7) as simulator:
-        yield simulator
-
-
-@pytest.fixture
-async def bridge(sim: FirmwareSimulator) -> AsyncIterator[McuBridge]:
-    async with McuBridge(sim.port, **FAST_BRIDGE) as mcu:
-        await mcu.wait_ready(5.0)
-        yield mcu
+def bridge(mcu: McuBridge) -> McuBridge:
+    """The control tests' name for a bridge connected to the simulated module."""
+    return mcu

@@ -4,14 +4,10 @@ with the key named."""
 
 from __future__ import annotations
 
-import types
-import typing
-from typing import Any, get_args, get_origin
-
 import pytest
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from vehicle_agent.config import ConfigModel
+from tests.test_config import all_models
 from vehicle_agent.control.settings import (
     ControlConfig,
     ControlLoopConfig,
@@ -23,42 +19,13 @@ from vehicle_agent.control.settings import (
 )
 
 
-def _models(annotation: Any) -> list[type[BaseModel]]:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return [annotation]
-    return [m for a in get_args(annotation) for m in _models(a)]
-
-
-def _is_number(annotation: Any) -> bool:
-    if annotation in (int, float):
-        return True
-    if get_origin(annotation) in (typing.Union, types.UnionType):
-        return any(_is_number(a) for a in get_args(annotation))
-    return False
-
-
-def test_every_field_is_described_and_every_number_bounded() -> None:
-    seen: list[type[BaseModel]] = []
-    stack: list[type[BaseModel]] = [ControlConfig]
-    while stack:
-        model = stack.pop()
-        if model in seen:
-            continue
-        seen.append(model)
-        assert issubclass(model, ConfigModel), model
-        for name, info in model.model_fields.items():
-            stack.extend(_models(info.annotation))
-            assert info.description, f"{model.__name__}.{name} has no description"
-            if _is_number(info.annotation):
-                bounds = {
-                    attr
-                    for meta in info.metadata
-                    for attr in ("ge", "gt", "le", "lt")
-                    if getattr(meta, attr, None) is not None
-                }
-                assert bounds & {"ge", "gt"}, f"{model.__name__}.{name} has no lower bound"
-                assert bounds & {"le", "lt"}, f"{model.__name__}.{name} has no upper bound"
-    assert len(seen) == 9
+def test_every_control_model_is_checked_by_the_config_walker() -> None:
+    """`tests/test_config.py` checks descriptions and bounds of every model under `Config`;
+    the control section's nine models must all be reached from there."""
+    walked = set(all_models())
+    control = {m for m in walked if m.__module__ == "vehicle_agent.control.settings"}
+    assert ControlConfig in control
+    assert len(control) == 9
 
 
 def test_defaults_are_a_simulated_fan_without_a_module() -> None:
