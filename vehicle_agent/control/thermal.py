@@ -427,50 +427,30 @@ class ThermalController:
         config = self.config
         off = CoolerCommand(enabled=False, setpoint_c=config.sensor_setpoint_c)
         faults = tuple(SensorFault(s, r) for s, r in sorted(self.faults))
+
+        def output(duty: float | None, cooler: CoolerCommand, reason: str) -> ThermalOutput:
+            return ThermalOutput(
+                fan_duty=duty,
+                forced=reason in {"sensor_fault", "critical"},
+                cooler=cooler,
+                level=self.level,
+                faults=faults,
+                reason=reason,
+                events=tuple(events),
+            )
+
         if faults:
-            return ThermalOutput(
-                fan_duty=1.0,
-                forced=True,
-                cooler=off,
-                level=self.level,
-                faults=faults,
-                reason="sensor_fault",
-                events=tuple(events),
-            )
+            return output(1.0, off, "sensor_fault")
         if self.level is Level.CRITICAL:
-            return ThermalOutput(
-                fan_duty=1.0,
-                forced=True,
-                cooler=off,
-                level=self.level,
-                faults=faults,
-                reason="critical",
-                events=tuple(events),
-            )
+            return output(1.0, off, "critical")
         if reading is None or stale or reading.hot_side_c is None:
             # Start-up grace: no telemetry yet, so no opinion on the fan and nothing to regulate.
-            return ThermalOutput(
-                fan_duty=None,
-                forced=False,
-                cooler=off,
-                level=self.level,
-                faults=faults,
-                reason="waiting",
-                events=tuple(events),
-            )
+            return output(None, off, "waiting")
         duty = self.pi.step(reading.hot_side_c, dt)
         cooler = CoolerCommand(enabled=config.cooler_enabled, setpoint_c=config.sensor_setpoint_c)
         if cooler.enabled:
             duty = max(duty, config.fan_min_duty_cooling)
-        return ThermalOutput(
-            fan_duty=duty,
-            forced=False,
-            cooler=cooler,
-            level=self.level,
-            faults=faults,
-            reason="regulating",
-            events=tuple(events),
-        )
+        return output(duty, cooler, "regulating")
 
 
 def _level_of(value: float, warning: float, critical: float) -> Level:
