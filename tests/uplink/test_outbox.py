@@ -5,6 +5,7 @@ and every drop is counted."""
 from __future__ import annotations
 
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -65,6 +66,31 @@ def test_rows_survive_a_reopen_and_leave_only_when_acknowledged(path: Path, cloc
     assert [m.id for m in box.next_batch(10)] == ids[3:]
     assert box.pending_bytes == 2 * (100 + len("t/telemetry") + OVERHEAD_BYTES)
     box.close()
+
+
+def test_space_of_sent_messages_goes_back_to_the_file_system(path: Path, clock: Clock) -> None:
+    """A day offline fills the outbox; once it is sent, the file shrinks again."""
+    box = Outbox(path, 64 * 2**20, TTL, clock=clock)
+    ids = box.write([msg(F, i, size=64 * 1024) for i in range(200)]).ids  # 12.5 MiB
+    full = path.stat().st_size + path.with_name(path.name + "-wal").stat().st_size
+    box.write(acked=ids)
+    assert box.reclaim() > 10 * 2**20
+    emptied = path.stat().st_size + path.with_name(path.name + "-wal").stat().st_size
+    assert emptied < full / 10
+    assert box.reclaim() == 0  # nothing left to give back
+    box.close()
+
+
+def test_an_old_file_switches_to_reclaiming_at_start(path: Path, clock: Clock) -> None:
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+    db.commit()
+    db.close()
+    box = Outbox(path, 10**6, TTL, clock=clock)
+    box.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # INCREMENTAL
+    db.close()
 
 
 def test_sequence_counters_only_grow(outbox: Outbox) -> None:

@@ -1061,6 +1061,7 @@ class MqttUplink(Uplink):
             if now >= next_purge:
                 next_purge = now + PURGE_EVERY_S
                 self.note_write(WriteResult([], await self.db(self.outbox.purge_expired)))
+                await self.db(self.outbox.reclaim)
             self._report_drops()
 
     async def _emit_telemetry(self) -> None:

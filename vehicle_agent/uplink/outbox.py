@@ -27,6 +27,11 @@ DropReason = Literal["budget", "expired", "refused", "too_large"]
 
 _COLUMNS = "id, class, topic, payload, retain, content_type, correlation, grp, expires, attempts"
 
+WAL_LIMIT_BYTES = 4 * 1024 * 1024
+"""The write-ahead log is truncated to this after a checkpoint."""
+_INCREMENTAL = 2
+"""`PRAGMA auto_vacuum` value of INCREMENTAL."""
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -134,11 +139,19 @@ class Outbox:
             # WAL: a commit is one append, readers do not block the writer, and a killed
             # process leaves a consistent database. NORMAL syncs at checkpoints only: safe
             # against a crash of the daemon; FULL also against power loss (an fsync a commit).
+            # Space freed by sent messages goes back to the file system (`reclaim`): a vehicle
+            # offline for a day must not keep a file the size of its budget for ever. The mode
+            # takes effect in a new file; an old one switches with a VACUUM at start (cheap,
+            # done only when it still uses the default mode).
+            self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise OutboxError(path, f"cannot use WAL journal mode (got {mode})")
             self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+            self._db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
             self._db.executescript(_SCHEMA)
+            if self._db.execute("PRAGMA auto_vacuum").fetchone()[0] != _INCREMENTAL:
+                self._db.execute("VACUUM")
             row = self._db.execute("SELECT count(*), coalesce(sum(size), 0) FROM outbox").fetchone()
         except sqlite3.Error as exc:
             self._db.close()
@@ -269,6 +282,20 @@ class Outbox:
         self._count -= len(rows)
         self._bytes -= sum(r[0] for r in rows)
         return len(rows)
+
+    def reclaim(self, min_free_share: float = 0.25) -> int:
+        """Give free pages back to the file system when they are at least `min_free_share` of
+        the file; returns the bytes given back."""
+        pages = self._db.execute("PRAGMA page_count").fetchone()[0]
+        free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
+        if not pages or free < min_free_share * pages:
+            return 0
+        page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
+        # executescript runs the pragma to the end; execute() would free one page a call.
+        self._db.executescript("PRAGMA incremental_vacuum;")
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        left = self._db.execute("PRAGMA freelist_count").fetchone()[0]
+        return int((free - left) * page_size)
 
     def purge_expired(self) -> list[tuple[MessageClass, DropReason, int]]:
         """Drop messages past their time to live; returns (class, 'expired', count)."""
