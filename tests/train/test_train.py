@@ -17,6 +17,7 @@ from tools.gan.models import (  # noqa: E402
     FastCurveGenerator,
     attention_map,
     build_generator,
+    dead_zone,
 )
 from tools.gan.train import TrainConfig, train  # noqa: E402
 
@@ -119,3 +120,26 @@ def test_region_losses_look_only_inside_the_region() -> None:
     assert float(losses.texture_difference(out, ref, top)) > float(
         losses.texture_difference(out, ref, bottom)
     )
+
+
+def test_the_calibrated_gate_is_zero_below_continuous_and_exact_far_above() -> None:
+    v = torch.tensor([0.01, 0.03, 0.05, 0.0999, 0.1, 0.2, -0.2])
+    out = dead_zone(v, 0.02, training=False, gate=0.05)
+    assert out[:3].abs().max() == 0.0  # inside the widened zone
+    assert 0.0 < float(out[3]) < float(out[4])  # the ramp rises monotonically
+    assert torch.allclose(out[4:], torch.tensor([0.08, 0.18, -0.18]))  # the trained shrink
+
+
+def test_calibration_widens_the_zone_from_training_frames_only() -> None:
+    torch.manual_seed(0)
+    gen = FastCurveGenerator(width=4).eval()
+    with torch.no_grad():
+        for p in gen.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    frames = [torch.rand(1, 3, 32, 48) for _ in range(5)]
+    gate = gen.calibrate(frames, quantile=1.0)
+    assert gate >= gen.zone
+    assert gen.gate == gate
+    with torch.inference_mode():
+        for x in frames:
+            assert torch.equal((gen(x) * 255).round(), (x * 255).round())

@@ -1,4 +1,5 @@
-"""`python -m tools.gan`: pairs, train, export, bench, speed and ship, the cloud-side commands."""
+"""`python -m tools.gan`: pairs, train, export, bench, speed, ship, and the extra methods
+(burst, noise-gan, transfer, unpaired): the cloud-side commands."""
 
 from __future__ import annotations
 
@@ -72,6 +73,16 @@ def _kinds(text: str) -> tuple[Kind, ...]:
     return kinds  # type: ignore[return-value]  # checked against KINDS above
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number ≥ 1, got {value}")
+    return value
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from tools.gan import bench  # noqa: PLC0415
     from tools.gan.ship import BUILD, MODELS, SHIPPED, table  # noqa: PLC0415
@@ -129,6 +140,147 @@ def cmd_ship(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_burst(args: argparse.Namespace) -> int:
+    from tools.gan import bursts, data  # noqa: PLC0415
+    from tools.gan.runtime import Runtime  # noqa: PLC0415
+
+    config = bursts.BurstConfig(
+        dead_threshold=args.dead_threshold, z=args.z, low=args.low, high=args.high
+    )
+    if args.input is not None:
+        try:
+            frames = bursts.read_folder(args.input)
+            dark = bursts.read_folder(args.dark) if args.dark is not None else []
+            truth = bursts.truth_frame(frames, dark, config)
+        except ValueError as exc:
+            raise data.DataError(str(exc)) from exc
+        out = args.out if args.out.suffix else args.out / "truth.png"
+        bursts.save(out, truth.image)
+        print(
+            f"{out}: mean of {len(truth.kept)} of {len(frames)} frames "
+            f"(dropped {list(truth.dropped)}), {truth.defects} defective pixels interpolated, "
+            f"{truth.clipped} clipped values replaced"
+        )
+        return 0
+    sensor = bursts.SensorConfig(frames=args.frames, dark_frames=args.dark_frames)
+    runtime = Runtime.start(threads=1, progress=not args.quiet)
+    try:
+        samples = data.held_out_images()[: args.scenes]
+        rows = bursts.benchmark(samples, sensor, runtime, config, seed=args.seed)
+    finally:
+        runtime.close()
+    if runtime.env.main:
+        bursts.write_report(args.out / "bursts.json", rows)
+        mean = bursts.summary(rows)
+        print(bursts.table(mean))
+        print(
+            f"{len(rows)} scenes; flickering frames dropped "
+            f"{mean['flickering frames dropped']:.2f} of {sensor.flicker_frames}, good frames "
+            f"dropped {mean['good frames dropped']:.2f}; defects found "
+            f"{mean['defects found']:.1f}, planted {mean['defects planted']:.1f} (means)"
+        )
+        print(f"per scene: {args.out / 'bursts.json'}")
+    return 0
+
+
+def _method_config(args: argparse.Namespace, model: Any, overrides: dict[str, Any]) -> Any:
+    """A method's config: the --config file's fields, then the flags that were given."""
+    values: dict[str, Any] = {}
+    if args.config:
+        if not args.config.is_file():
+            from tools.gan.data import DataError  # noqa: PLC0415
+
+            raise DataError(f"--config {args.config}: no such file")
+        text = args.config.read_text()
+        values = tomllib.loads(text) if args.config.suffix == ".toml" else json.loads(text)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return model.model_validate(values)
+
+
+def cmd_noise_gan(args: argparse.Namespace) -> int:
+    from tools.gan import noise_gan  # noqa: PLC0415
+    from tools.gan.runtime import Runtime  # noqa: PLC0415
+
+    config = _method_config(
+        args,
+        noise_gan.NoiseGanConfig,
+        {
+            "gan_steps": args.gan_steps,
+            "denoise_steps": args.denoise_steps,
+            "real_scenes": args.real_scenes,
+            "captures": args.captures,
+            "crop": args.crop,
+            "batch_size": args.batch_size,
+            "seed": args.seed,
+            "threads": args.threads,
+            "references": False if args.no_references else None,
+        },
+    )
+    runtime = Runtime.start(config.threads, progress=not args.quiet)
+    try:
+        result = noise_gan.run(config, args.out, runtime)
+    finally:
+        runtime.close()
+    if result is not None:
+        print(noise_gan.table(result))
+        print(f"{args.out / 'noise-gan.json'}; seconds {result.seconds}")
+    return 0
+
+
+def cmd_transfer(args: argparse.Namespace) -> int:
+    from tools.gan import transfer  # noqa: PLC0415
+    from tools.gan.runtime import Runtime  # noqa: PLC0415
+
+    config = _method_config(
+        args,
+        transfer.TransferConfig,
+        {
+            "pretrain_steps": args.pretrain_steps,
+            "steps": args.steps,
+            "width": args.width,
+            "batch_size": args.batch_size,
+            "seed": args.seed,
+            "threads": args.threads,
+        },
+    )
+    runtime = Runtime.start(config.threads, progress=not args.quiet)
+    try:
+        result = transfer.run(config, args.out, runtime)
+    finally:
+        runtime.close()
+    if result is not None:
+        print(result.report.table())
+        print(f"{args.out / 'transfer.json'}; seconds {result.seconds}")
+    return 0
+
+
+def cmd_unpaired(args: argparse.Namespace) -> int:
+    from tools.gan import unpaired  # noqa: PLC0415
+    from tools.gan.runtime import Runtime  # noqa: PLC0415
+
+    config = _method_config(
+        args,
+        unpaired.UnpairedConfig,
+        {
+            "steps": args.steps,
+            "width": args.width,
+            "batch_size": args.batch_size,
+            "seed": args.seed,
+            "threads": args.threads,
+            "paired_baseline": False if args.no_paired else None,
+        },
+    )
+    runtime = Runtime.start(config.threads, progress=not args.quiet)
+    try:
+        result = unpaired.run(config, args.out, runtime)
+    finally:
+        runtime.close()
+    if result is not None:
+        print(result.report.table())
+        print(f"{args.out / 'unpaired.json'}; seconds {result.seconds}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from tools.gan.models import ARCHITECTURES  # noqa: PLC0415
 
@@ -179,6 +331,66 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--held-out", action="store_true", help="use a held-out frame")
     pa.set_defaults(func=cmd_pairs)
 
+    bu = sub.add_parser("burst", help="truth frames from bursts of a still scene (seed 001)")
+    bu.add_argument("--input", type=Path, help="folder of captures of one still scene")
+    bu.add_argument("--dark", type=Path, help="folder of captures in the dark (dead pixels)")
+    bu.add_argument("--frames", type=_positive, default=16, help="benchmark: frames per burst")
+    bu.add_argument("--dark-frames", type=_positive, default=8, help="benchmark: dark frames")
+    bu.add_argument("--scenes", type=_positive, default=18, help="benchmark: held-out scenes")
+    bu.add_argument("--dead-threshold", type=float, default=12.0, help="grey levels")
+    bu.add_argument("--z", type=float, default=3.0, help="confidence interval half-width, σ")
+    bu.add_argument("--low", type=int, default=0, help="clipped at or below")
+    bu.add_argument("--high", type=int, default=255, help="clipped at or above")
+    bu.add_argument("--seed", type=int, default=0)
+    bu.add_argument("--out", type=Path, default=Path("build/gan/burst"), help="folder or .png")
+    bu.add_argument("--quiet", action="store_true", help="no progress bar")
+    bu.set_defaults(func=cmd_burst)
+
+    ng = sub.add_parser(
+        "noise-gan", help="camera-noise GAN, then the denoiser with/without its pairs (seed 001)"
+    )
+    ng.add_argument("--config", type=Path, help="TOML or JSON file of NoiseGanConfig fields")
+    ng.add_argument("--gan-steps", type=_positive)
+    ng.add_argument("--denoise-steps", type=_positive, help="steps of each denoiser")
+    ng.add_argument("--real-scenes", type=_positive, help="training frames with real captures")
+    ng.add_argument("--captures", type=_positive, help="real captures per scene")
+    ng.add_argument("--crop", type=_positive, help="crop side, native resolution")
+    ng.add_argument("--batch-size", type=_positive)
+    ng.add_argument("--seed", type=int)
+    ng.add_argument("--threads", type=_positive, help="CPU threads per process")
+    ng.add_argument("--no-references", action="store_true", help="only with/without GAN pairs")
+    ng.add_argument("--out", type=Path, default=Path("build/gan/noise-gan"))
+    ng.add_argument("--quiet", action="store_true", help="no progress bar")
+    ng.set_defaults(func=cmd_noise_gan)
+
+    tf = sub.add_parser(
+        "transfer", help="ResBlock generator: blur pretraining → rain, vs rain from scratch"
+    )
+    tf.add_argument("--config", type=Path, help="TOML or JSON file of TransferConfig fields")
+    tf.add_argument("--pretrain-steps", type=_positive, help="blur steps")
+    tf.add_argument("--steps", type=_positive, help="rain steps (fine-tuning and scratch each)")
+    tf.add_argument("--width", type=_positive, help="generator base channels")
+    tf.add_argument("--batch-size", type=_positive)
+    tf.add_argument("--seed", type=int)
+    tf.add_argument("--threads", type=_positive, help="CPU threads per process")
+    tf.add_argument("--out", type=Path, default=Path("build/gan/transfer"))
+    tf.add_argument("--quiet", action="store_true", help="no progress bar")
+    tf.set_defaults(func=cmd_transfer)
+
+    up = sub.add_parser(
+        "unpaired", help="EnlightenGAN from unpaired poor/good frames, vs the paired recipe"
+    )
+    up.add_argument("--config", type=Path, help="TOML or JSON file of UnpairedConfig fields")
+    up.add_argument("--steps", type=_positive, help="generator steps (each run)")
+    up.add_argument("--width", type=_positive, help="generator base channels")
+    up.add_argument("--batch-size", type=_positive)
+    up.add_argument("--seed", type=int)
+    up.add_argument("--threads", type=_positive, help="CPU threads per process")
+    up.add_argument("--no-paired", action="store_true", help="skip the paired baseline")
+    up.add_argument("--out", type=Path, default=Path("build/gan/unpaired"))
+    up.add_argument("--quiet", action="store_true", help="no progress bar")
+    up.set_defaults(func=cmd_unpaired)
+
     sh = sub.add_parser("ship", help="build data, train, export, benchmark the shipped models")
     sh.add_argument("--only", action="append", help="ship only this model (repeatable)")
     sh.add_argument("--fresh", action="store_true", help="discard checkpoints, retrain")
@@ -188,8 +400,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    code: int = args.func(args)
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from tools.gan.data import DataError  # noqa: PLC0415
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']} (got {e.get('input')!r})"
+            if e["loc"]
+            else str(e["msg"]).removeprefix("Value error, ")
+            for e in exc.errors()
+        )
+        parser.error(f"{args.command}: {problems}")
+    except DataError as exc:
+        parser.error(f"{args.command}: {exc}")
     return code
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tools.gan.models import Generator, count_parameters
+from tools.gan.models import Generator
 from vehicle_agent.enhance.manifest import (
     InputSpec,
     Manifest,
@@ -160,7 +160,3 @@ def write_manifest(model_dir: Path, info: ManifestInfo) -> Manifest:
     manifest = build(model_dir, info)
     write_runtime_manifest(model_dir, manifest)
     return manifest
-
-
-def parameters_line(generator: Generator) -> str:
-    return f"{count_parameters(generator):,} parameters"

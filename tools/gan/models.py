@@ -37,13 +37,19 @@ def _zero(module: nn.Conv2d | nn.Linear) -> None:
         nn.init.zeros_(module.bias)
 
 
-def dead_zone(v: Tensor, threshold: float, *, training: bool) -> Tensor:
+def dead_zone(v: Tensor, threshold: float, *, training: bool, gate: float = 0.0) -> Tensor:
     """Soft-shrink: exactly 0 within ±threshold, so a frame that needs nothing gets exactly the
     identity. While training, 5 % of the gradient leaks through the dead zone (the forward value
-    is unchanged), so a parameter that sits at 0 can still learn to leave it."""
+    is unchanged), so a parameter that sits at 0 can still learn to leave it.
+
+    `gate` (> threshold, set after training by `FastCurveGenerator.calibrate`) widens the zone
+    without biasing large values: 0 below `gate`, a linear ramp up to 2·`gate`, the trained
+    soft-shrink beyond. Continuous and monotonic, so no frame-to-frame jump."""
     out = F.softshrink(v, threshold)
     if training:
         out = out + 0.05 * (v - v.detach())
+    if gate > threshold:
+        out = out * torch.clamp((v.abs() - gate) / gate, 0.0, 1.0)
     return out
 
 
@@ -108,14 +114,33 @@ class FastCurveGenerator(Generator):
         _zero(self.curve)
         _zero(self.gain)
         self.threshold = dead_zone
+        self.gate = 0.0
+
+    @torch.no_grad()
+    def calibrate(self, images: list[Tensor], quantile: float = 0.99) -> float:
+        """Widen the dead zone to the `quantile` of the largest raw parameter each *training*
+        frame, untouched, produces: the trained ±threshold turns out narrower than the spread of
+        the CNN's outputs on good full-size frames, so most of them would still be nudged by a
+        fraction of a grey level. Held-out frames play no part. Returns the gate."""
+        was_training, self.gate = self.training, 0.0
+        self.eval()
+        peaks: list[float] = []
+        for x in images:
+            q = self.curve(self._global(x)[1])
+            raw = torch.cat([q[:, 0:3], q[:, 6:9], q[:, 12:13]], 1).abs().amax()
+            local = (q[:, 12:13, None, None] + self.gain(self._local(x))).abs().amax()
+            peaks.append(max(float(raw), float(local)))
+        self.gate = max(float(torch.tensor(peaks).quantile(quantile)), self.zone)
+        self.train(was_training)
+        return self.gate
 
     def set_progress(self, fraction: float) -> None:
         # No dead zone for the first 30 % of training: with it from the start the gain grid,
         # starting at 0, sees only the leaked gradient and can stay stuck there for good.
         self.threshold = self.zone * min(1.0, max(0.0, (fraction - 0.3) / 0.2))
 
-    def parameters_for(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """(a, k, b, A) per channel, N×3×1×1 each, and the log-gain grid N×1×16×16."""
+    def _global(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Thumbnail features (N×2w×16×16) and the global feature vector."""
         size = 4 * self.thumb
         # Bilinear to 4× the thumbnail, then a 4×4 mean: close to an area resize, which the
         # TorchScript ONNX exporter cannot write with antialiasing.
@@ -123,17 +148,27 @@ class FastCurveGenerator(Generator):
         features = self.encoder(thumb)
         context = self.context(features)
         pooled = torch.cat([context.mean(dim=(2, 3)), context.amax(dim=(2, 3))], dim=1)
-        glob = F.leaky_relu(self.to_global(pooled), 0.2)
+        return features, F.leaky_relu(self.to_global(pooled), 0.2)
+
+    def _local(self, x: Tensor) -> Tensor:
+        features, glob = self._global(x)
+        out: Tensor = self.local(features + glob[:, :, None, None])
+        return out
+
+    def parameters_for(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """(a, k, b, A) per channel, N×3×1×1 each, and the log-gain grid N×1×16×16."""
+        features, glob = self._global(x)
         q = self.curve(glob)
         p = q[:, :12].reshape(-1, 4, 3, 1, 1)
-        a = dead_zone(p[:, 0], self.threshold, training=self.training)  # 0: no curve
+        gate = self.gate
+        a = dead_zone(p[:, 0], self.threshold, training=self.training, gate=gate)  # 0: no curve
         k = torch.exp(p[:, 1] - 1.0)  # knee ≈ 0.37 at the start
-        b = 1.0 + dead_zone(p[:, 2], self.threshold, training=self.training)
+        b = 1.0 + dead_zone(p[:, 2], self.threshold, training=self.training, gate=gate)
         airlight = torch.sigmoid(p[:, 3] + 1.5)
         # The gain is global (learned fast, from the whole thumbnail) times local (the grid).
         local = self.local(features + glob[:, :, None, None])
         log_gain = q[:, 12:13, None, None] + self.gain(local)
-        log_gain = dead_zone(log_gain, self.threshold, training=self.training)
+        log_gain = dead_zone(log_gain, self.threshold, training=self.training, gate=gate)
         return a, k, b, airlight, log_gain
 
     def forward(self, x: Tensor) -> Tensor:

@@ -10,6 +10,7 @@ retrains from scratch).
 
 from __future__ import annotations
 
+import json
 import platform
 import shutil
 import time
@@ -28,8 +29,8 @@ from tools.gan.export import (
     export_onnx,
     write_manifest,
 )
-from tools.gan.models import count_parameters
-from tools.gan.train import TrainConfig, TrainResult, train
+from tools.gan.models import FastCurveGenerator, Generator, count_parameters
+from tools.gan.train import CALIBRATION, TrainConfig, TrainResult, train
 from vehicle_agent.enhance.manifest import Task
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,6 +75,23 @@ FAST = ShipSpec(
 SHIPPED: dict[str, ShipSpec] = {FAST.config.name: FAST}
 
 
+def calibrate(generator: Generator, samples: list[data.Sample], out: Path) -> float | None:
+    """Fast generator only: widen its dead zone on the full-size *training* frames (see
+    `FastCurveGenerator.calibrate`) and store the result beside the checkpoint."""
+    if not isinstance(generator, FastCurveGenerator):
+        return None
+    stride = generator.stride
+    frames = [
+        data.to_tensor(
+            [s.image[: s.image.shape[0] // stride * stride, : s.image.shape[1] // stride * stride]]
+        )
+        for s in samples
+    ]
+    gate = generator.calibrate(frames)
+    (out / CALIBRATION).write_text(json.dumps({"gate": gate, "quantile": 0.99}) + "\n")
+    return gate
+
+
 def _fmt(value: float) -> str:
     return "∞" if value >= 99.0 else f"{value:.2f}"
 
@@ -106,6 +124,7 @@ def model_card(
     c = spec.config
     w = c.weights
     stride = result.generator.stride
+    gate = float(getattr(result.generator, "gate", 0.0))
     check = f"max abs difference {max_abs_diff:.2e} (random and real frames, several sizes)"
     history = result.history[-1] if result.history else {}
     last = ", ".join(f"{k} {v:.4f}" for k, v in history.items() if k not in ("epoch", "seconds"))
@@ -144,8 +163,10 @@ predicts a per-channel tone curve y = x·(a/(x+k) + b) plus a 16×16 grid of loc
 a per-channel airlight A, applied as (y − A)·g + A at full resolution (the inverse of the
 scattering model). The grid is upsampled bilinearly to a quarter of the frame, then by
 repetition; per pixel the model costs 7 element-wise operations. Curve strength and gains pass a
-dead zone (off for the first 30 % of training, then ramped in), so a frame that needs nothing
-comes out unchanged, bit for bit.
+dead zone (±0.02, off for the first 30 % of training, then ramped in), widened after training
+to ±{gate:.3f}: the 99th percentile of what the CNN outputs on the full-size *training* frames
+left untouched (a continuous ramp to the trained values, so strong corrections are unchanged).
+A frame that needs nothing comes out unchanged, bit for bit.
 
 ## Training
 
@@ -229,6 +250,9 @@ def ship(
         result = train(spec.config, out, images=images, weights=weights, resume=True)
         result.generator.eval()
         results[name] = result
+        gate = calibrate(result.generator, samples, out)
+        if gate is not None:
+            log(f"{name}: dead zone widened to ±{gate:.4f} on the training frames (99 % untouched)")
         model_dir = models_dir / name
         path = model_dir / MODEL_FILE
         export_onnx(result.generator, path)
@@ -269,6 +293,7 @@ def ship(
             "command": COMMAND,
             "framework": f"torch {torch.__version__}",
             "seconds": round(train_seconds, 1),
+            "identity_gate": getattr(result.generator, "gate", None),
             "config": spec.config.model_dump(mode="json"),
         }
         info = ManifestInfo(

@@ -32,6 +32,7 @@ from tools.gan.degrade import RGB, Kind
 from tools.gan.models import (
     DEFAULTS,
     Architecture,
+    FastCurveGenerator,
     Generator,
     PatchDiscriminator,
     build_discriminator,
@@ -39,6 +40,8 @@ from tools.gan.models import (
 )
 
 CHECKPOINT = "checkpoint.pt"
+CALIBRATION = "calibration.json"
+"""Beside the checkpoint: what was set after training (the fast generator's identity gate)."""
 DEFAULT_MIX: dict[Kind, float] = {
     "clean": 0.2,
     "low_light": 0.3,
@@ -551,5 +554,8 @@ def load_generator(checkpoint: Path) -> tuple[Generator, TrainConfig]:
     config = TrainConfig.model_validate(state["config"])
     gen = build_generator(config.arch, config.width)
     gen.load_state_dict(state["generator"])
+    calibration = checkpoint.parent / CALIBRATION
+    if calibration.is_file() and isinstance(gen, FastCurveGenerator):
+        gen.gate = float(json.loads(calibration.read_text())["gate"])
     gen.eval()
     return gen, config
