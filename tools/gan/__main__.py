@@ -40,9 +40,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = _config(args)
     out = args.out or Path("build/gan") / config.name
+    images = None
+    if args.dataset is not None:
+        images = _dataset_images(args.dataset, "good", out)
     result = train(
         config,
         out,
+        images=images,
         resume=not args.no_resume,
         progress=not args.quiet,
         stop_after=args.stop_after,
@@ -53,8 +57,34 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+DATASET_FILE = "dataset.json"
+"""Written beside a checkpoint trained on a fleet data set: where the data came from."""
+
+
+def _dataset_images(root: Path, label: Any, out: Path) -> list[Any]:
+    """The `label` frames of a fleet data set (`tools.fleet collect`), and its provenance
+    written to `out/dataset.json` for the manifest."""
+    from tools.dataset import describe, load_images, read_dataset  # noqa: PLC0415
+
+    entries = read_dataset(root)
+    chosen = [e for e in entries if e.label == label]
+    if not chosen:
+        raise SystemExit(f"error: {root} has no {label} frames")
+    out.mkdir(parents=True, exist_ok=True)
+    provenance = {"path": str(root.resolve()), **describe(entries)}
+    (out / DATASET_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
+    return load_images(root, chosen)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
-    from tools.gan.export import MODEL_FILE, check_onnx, export_onnx  # noqa: PLC0415
+    from tools.gan.export import (  # noqa: PLC0415
+        MODEL_FILE,
+        OPSET,
+        ManifestInfo,
+        check_onnx,
+        export_onnx,
+        write_manifest,
+    )
     from tools.gan.train import load_generator  # noqa: PLC0415
 
     generator, config = load_generator(args.checkpoint)
@@ -62,6 +92,33 @@ def cmd_export(args: argparse.Namespace) -> int:
     export_onnx(generator, path)
     diff = check_onnx(generator, path)
     print(f"{path}: opset 17, dynamic H/W; onnxruntime vs PyTorch max abs diff {diff:.2e}")
+    if args.version:
+        training: dict[str, Any] = {
+            "architecture": config.arch,
+            "data": f"tools.gan data '{config.data}'",
+            "seed": config.seed,
+            "config": config.model_dump(mode="json"),
+            "command": "python -m tools.gan train/export",
+        }
+        provenance = args.checkpoint.parent / DATASET_FILE
+        if provenance.is_file():
+            dataset = json.loads(provenance.read_text())
+            training["dataset"] = dataset
+            training["data"] = (
+                f"fleet data set {dataset['path']}: {dataset['good']} good frames (paired by "
+                f"degradation) from {', '.join(dataset['vehicles'])}"
+            )
+        info = ManifestInfo(
+            name=config.name,
+            version=args.version,
+            task=args.task,
+            stride=generator.stride,
+            opset=OPSET,
+            training=training,
+            metrics={"onnx_max_abs_diff": diff},
+        )
+        write_manifest(path.parent, info)
+        print(f"{path.parent / 'manifest.json'}: {config.name} {args.version} (sign it to publish)")
     return 0
 
 
@@ -270,9 +327,13 @@ def cmd_unpaired(args: argparse.Namespace) -> int:
             "paired_baseline": False if args.no_paired else None,
         },
     )
+    images = poor = None
+    if args.dataset is not None:
+        images = _dataset_images(args.dataset, "good", args.out)
+        poor = _dataset_images(args.dataset, "poor", args.out)
     runtime = Runtime.start(config.threads, progress=not args.quiet)
     try:
-        result = unpaired.run(config, args.out, runtime)
+        result = unpaired.run(config, args.out, runtime, images=images, poor_frames=poor)
     finally:
         runtime.close()
     if result is not None:
@@ -298,6 +359,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int)
     tr.add_argument("--threads", type=int, help="CPU threads per process")
     tr.add_argument("--data", choices=("packaged", "photos"), help="training images")
+    tr.add_argument(
+        "--dataset",
+        type=Path,
+        help="train on a fleet data set (tools.fleet collect): its good frames, paired by "
+        "degradation; its provenance goes to the checkpoint folder and the manifest",
+    )
     tr.add_argument("--out", type=Path, help="checkpoint folder (default build/gan/NAME)")
     tr.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
     tr.add_argument("--stop-after", type=int, help="stop after this many epochs (resume later)")
@@ -307,6 +374,15 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("export", help="export a checkpoint to ONNX and check it")
     ex.add_argument("checkpoint", type=Path)
     ex.add_argument("--out", type=Path)
+    ex.add_argument(
+        "--version", help="also write manifest.json with this version (a folder to sign)"
+    )
+    ex.add_argument(
+        "--task",
+        default="general",
+        choices=("low_light", "dehaze", "derain", "denoise", "deblur", "general"),
+        help="the manifest's task (default general)",
+    )
     ex.set_defaults(func=cmd_export)
 
     be = sub.add_parser("bench", help="PSNR/SSIM on held-out frames against baselines")
@@ -387,6 +463,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--seed", type=int)
     up.add_argument("--threads", type=_positive, help="CPU threads per process")
     up.add_argument("--no-paired", action="store_true", help="skip the paired baseline")
+    up.add_argument(
+        "--dataset",
+        type=Path,
+        help="a fleet data set (tools.fleet collect): its poor frames as they are against its "
+        "good frames (the paired baseline degrades the good ones)",
+    )
     up.add_argument("--out", type=Path, default=Path("build/gan/unpaired"))
     up.add_argument("--quiet", action="store_true", help="no progress bar")
     up.set_defaults(func=cmd_unpaired)

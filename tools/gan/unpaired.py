@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
 from tools.gan import bench, data, losses
-from tools.gan.degrade import RGB
+from tools.gan.degrade import RGB, Kind
 from tools.gan.models import EnlightenUNet, PatchDiscriminator
 from tools.gan.runtime import Runtime, unwrap
 from tools.gan.train import TrainConfig, Trainer, random_crops
@@ -129,7 +129,10 @@ def train_unpaired(
     images: Sequence[RGB],
     weights: Sequence[float] | None,
     runtime: Runtime,
+    poor_frames: Sequence[RGB] | None = None,
 ) -> tuple[EnlightenUNet, list[dict[str, float]]]:
+    """With `poor_frames` (real poor frames, e.g. a fleet data set's), `images` are the good set and
+    the poor frames are used as they are; without, `images` are split and half made dark."""
     torch.manual_seed(config.seed)
     g_module = EnlightenUNet(config.width)
     d_module = PatchDiscriminator(config.d_width)
@@ -144,7 +147,16 @@ def train_unpaired(
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt_g, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
     )
-    (poor_images, poor_w), (good_images, good_w) = split(images, weights)
+    if poor_frames is None:
+        (poor_images, poor_w), (good_images, good_w) = split(images, weights)
+        poor_mix: dict[Kind, float] = {"low_light": 1.0}
+    else:
+        if not poor_frames or not images:
+            raise ValueError("unpaired training needs at least one poor and one good frame")
+        poor_images, poor_w = list(poor_frames), [1.0] * len(poor_frames)
+        good_images = list(images)
+        good_w = list(weights) if weights is not None else [1.0] * len(good_images)
+        poor_mix = {"clean": 1.0}  # real poor frames: no synthetic degradation
     common = {
         "height": config.height,
         "width": config.frame_width,
@@ -152,7 +164,7 @@ def train_unpaired(
         "rank": runtime.env.rank,
     }
     poor_source = data.PairSampler(
-        poor_images, {"low_light": 1.0}, seed=config.seed, weights=poor_w, **common
+        poor_images, poor_mix, seed=config.seed, weights=poor_w, **common
     )
     good_source = data.PairSampler(
         good_images, {"clean": 1.0}, seed=config.seed + 1, weights=good_w, **common
@@ -218,6 +230,7 @@ def run(
     *,
     images: Sequence[RGB] | None = None,
     weights: Sequence[float] | None = None,
+    poor_frames: Sequence[RGB] | None = None,
     held_out: Sequence[data.Sample] | None = None,
 ) -> UnpairedResult | None:
     """Unpaired run, paired baseline, held-out scores; the result on the main process only."""
@@ -227,7 +240,7 @@ def run(
     paired_config = config.paired_config()
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    generator, history = train_unpaired(config, images, weights, runtime)
+    generator, history = train_unpaired(config, images, weights, runtime, poor_frames)
     seconds["unpaired"] = time.perf_counter() - t0
     paired = None
     if config.paired_baseline:
