@@ -400,9 +400,10 @@ class AdhesionDetector:
             still = (t - youngest) >= _REGION_QUIET_S
             still[np.unique(labels[active & members])] = False
             left = ~members & ~busy & ((t - s.rose_at) < _REGION_QUIET_S)
-            left &= s.fell_for >= _FLICKER_S
-            beside = cv2.dilate(left.astype(np.uint8), _CROSS).astype(np.bool_)
-            still[np.unique(labels[beside & members])] = False
+            left &= (s.fell_for >= _FLICKER_S) & ~held  # it left and shows the background again
+            # ...a tile that fell together with its neighbour and has left again: the tail of
+            # something moving through (someone who walked past a drop fell at another time).
+            still[_left_together(left, members, s.fell_at, labels)] = False
             still[0] = True
             s.region_calm[~still[labels]] = t
             region_ok &= (t - s.region_calm) >= _REGION_CALM_S
@@ -564,6 +565,23 @@ def _groups(members: BoolGrid, when: TimeGrid) -> tuple[int, npt.NDArray[np.int3
     if members.all():
         labels += 1  # no non-members: label 0 stays unused
     return int(labels.max()) + 1, labels
+
+
+def _left_together(
+    left: BoolGrid, members: BoolGrid, fell_at: TimeGrid, labels: npt.NDArray[np.int32]
+) -> npt.NDArray[np.int32]:
+    """Labels of the member tiles that have a `left` 4-neighbour which fell within
+    `_TOGETHER_S` of them."""
+    found: list[npt.NDArray[np.int32]] = []
+    for a, b in (
+        (np.s_[:, :-1], np.s_[:, 1:]),
+        (np.s_[:, 1:], np.s_[:, :-1]),
+        (np.s_[:-1, :], np.s_[1:, :]),
+        (np.s_[1:, :], np.s_[:-1, :]),
+    ):
+        pair = left[a] & members[b] & (np.abs(fell_at[a] - fell_at[b]) <= _TOGETHER_S)
+        found.append(labels[b][pair])
+    return np.unique(np.concatenate(found))
 
 
 def _upsample(grid: FloatGrid, width: int, height: int) -> FloatGrid:
