@@ -100,6 +100,16 @@ def build_parser() -> argparse.ArgumentParser:
         "stuck-sensor, overtemp, sensor-open, fan-stall, garbage, corrupt, drop",
     )
     sim.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="KIND@START[-END]",
+        help="inject a fault at video time START, seconds (repeatable): camera-stall (no frames "
+        "for END-START wall seconds, default 6), camera-eos (the recording ends), enhance-fail "
+        "(the first enhancement backend raises until END, default the end), broker-loss (the "
+        "broker is unreachable until END, default START+10; needs --broker)",
+    )
+    sim.add_argument(
         "--inject",
         metavar="SPEC",
         help="put soiling on the simulated lens: KIND@START[-END][:COVER%%] items, comma "
@@ -219,7 +229,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             lens = parse_inject(args.inject, seed=args.seed or 0)
         except InjectSpecError as exc:
             raise CliError(f"--inject: {exc}", EXIT_USAGE) from exc
-    hardware = BenchHardware(args.ambient, args.thermal_speed, faults, lens)
+    from vehicle_agent.sim.faults import FaultSpecError, parse_fault  # noqa: PLC0415
+
+    try:
+        injected = tuple(parse_fault(spec) for spec in args.fault)
+    except FaultSpecError as exc:
+        raise CliError(f"--fault: {exc}", EXIT_USAGE) from exc
+    if args.broker is None and any(f.kind == "broker-loss" for f in injected):
+        raise CliError("--fault broker-loss needs --broker URL", EXIT_USAGE)
+    hardware = BenchHardware(args.ambient, args.thermal_speed, faults, lens, injected)
     summary = asyncio.run(
         simulate(
             config,

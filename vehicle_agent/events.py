@@ -223,6 +223,17 @@ EVENT_TYPES: Mapping[str, EventSpec] = {
             "previous": "the condition before",
         },
     ),
+    "fault_injected": EventSpec(
+        "Bench simulator only: a fault given with `simulate --fault` took effect (its effects "
+        "follow as the stages' own events).",
+        {
+            "kind": "'camera-stall', 'camera-eos', 'enhance-fail' or 'broker-loss'",
+            "spec": "the fault as given, e.g. 'camera-stall@10s-16s'",
+            "end_s": "video time it ends, seconds, or null for the end of the run "
+            "(camera-stall: start + how long the camera gives no frames, in wall seconds)",
+        },
+        logging.WARNING,
+    ),
     # Lens cleaning and thermal protection, defined beside the control code that emits them.
     **{name: EventSpec(*spec) for name, spec in CONTROL_EVENTS.items()},
     # Model updates, defined beside the update code.

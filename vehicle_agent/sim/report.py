@@ -55,6 +55,7 @@ CLEANING_MARKS = {
     "cleaning_retry": ("tab:orange", ":"),
 }
 THERMAL_PREFIXES = ("thermal_", "sensor_", "mcu_", "actuator_")
+FAULT_COLORS = ("tab:red", "tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive")
 
 
 class ReportError(Exception):
@@ -308,8 +309,39 @@ def plot_timeline(run: BenchRun, path: Path) -> Path:
     ax.invert_yaxis()
     ax.set_xlim(-0.2, max(run.end_s, 0.0) + 0.2)
     ax.grid(alpha=0.3, axis="x")
-    ax.set_title("Events")
+    if _fault_marks(ax, run):
+        ax.set_title("Events (shaded or dashed: injected faults)")
+        ax.legend(loc="best", fontsize="small")
+    else:
+        ax.set_title("Events")
     return _save(figure, path)
+
+
+def _fault_marks(ax: Axes, run: BenchRun) -> bool:
+    """Shade each injected fault's window (`summary.json` "faults"), or draw a dashed line where
+    it took no video time (a camera stall, the end of the stream); True when any was drawn."""
+    faults = run.summary.get("faults")
+    drawn = False
+    for i, item in enumerate(faults if isinstance(faults, list) else []):
+        if not isinstance(item, dict):
+            continue
+        color = FAULT_COLORS[i % len(FAULT_COLORS)]
+        label = str(item.get("spec") or item.get("kind", "fault"))
+        fired, until, start = item.get("fired_at_s"), item.get("until_s"), item.get("start_s")
+        if not isinstance(fired, int | float):
+            if isinstance(start, int | float):
+                ax.axvline(
+                    float(start), color="grey", linestyle=":", label=f"{label} (not reached)"
+                )
+                drawn = True
+            continue
+        end = float(until) if isinstance(until, int | float) else run.end_s
+        if end > fired:
+            ax.axvspan(float(fired), end, color=color, alpha=0.15, label=label)
+        else:
+            ax.axvline(float(fired), color=color, linestyle="--", linewidth=1.5, label=label)
+        drawn = True
+    return drawn
 
 
 PLOTTERS = {
@@ -478,6 +510,17 @@ def render_html(run: BenchRun, plots: Mapping[str, Path], videos: Mapping[str, P
         keys = list(dict.fromkeys(k for item in injected if isinstance(item, dict) for k in item))
         truth = [tuple(item.get(k) for k in keys) for item in injected if isinstance(item, dict)]
         parts += ["<h3>Injected soiling (ground truth)</h3>\n", _table(truth, keys)]
+    faults = s.get("faults")
+    if isinstance(faults, list) and faults:
+        keys = list(dict.fromkeys(k for item in faults if isinstance(item, dict) for k in item))
+        rows = [tuple(item.get(k) for k in keys) for item in faults if isinstance(item, dict)]
+        note = (
+            "<p class='note'>Times are video time, seconds; <code>fired_at_s</code>: the frame "
+            "at which the fault took effect (empty: the run ended before it); a camera stall "
+            "gives no frames for <code>end_s - start_s</code> wall seconds while video time "
+            "stands still. Their effects are in the events below.</p>\n"
+        )
+        parts += ["<h3>Injected faults</h3>\n", note, _table(rows, keys)]
     parts.append("<h2>Video</h2>\n")
     if not (run.directory / SIDE_BY_SIDE).is_file():
         parts.append("<p class='note'>No frames were written: there is no video.</p>\n")

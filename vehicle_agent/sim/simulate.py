@@ -9,6 +9,7 @@ plots and `report.html` (`sim/report.py`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import signal
@@ -33,6 +34,7 @@ from vehicle_agent.output.sinks import CsvFrameLog, VideoFileSink
 from vehicle_agent.records import Event, FrameRecord
 from vehicle_agent.service.metrics import DaemonState, serve_metrics
 from vehicle_agent.sim import report as report_files
+from vehicle_agent.sim.faults import FaultPlan, FaultSpec, FaultSpecError
 from vehicle_agent.sim.lens import Injection, LensFan, SimulatedLens, through_lens
 from vehicle_agent.sim.lockstep import Lockstep
 from vehicle_agent.sim.overlay import ControlProbe, SideBySideSink
@@ -148,6 +150,8 @@ class BenchHardware:
     """(fault name, video time in seconds when it starts)."""
     lens: tuple[Injection, ...] = ()
     """Soiling put on the simulated lens (`--inject`); it stays until the fan clears it."""
+    faults: tuple[FaultSpec, ...] = ()
+    """Camera, enhancement and broker faults (`--fault`, `sim/faults.py`)."""
 
 
 MCU_FAULTS = {
@@ -281,15 +285,24 @@ async def simulate(
     (`WALL_CLOCK_FIELDS`). The module's thermal model still runs on
     the host's clock, so thermal events (a hot `--ambient`, faults) may differ by a frame."""
     hardware = hardware or BenchHardware()
+    plan = FaultPlan(hardware.faults) if hardware.faults else None
+    if plan is not None and plan.of("broker-loss") and broker is None:
+        raise FaultSpecError("broker-loss needs a broker (--broker URL)")
     report = await asyncio.to_thread(prepare_report, report_dir)
     config = bench_config(config, video, speed)
     firmware = FirmwareConfig(fan_safe_duty=config.control.safe_duty)
-    with FirmwareSimulator(
-        ambient_c=hardware.ambient_c,
-        time_scale=hardware.thermal_speed,
-        config=firmware,
-        seed=seed,
-    ) as mcu:
+    async with contextlib.AsyncExitStack() as stack:
+        if plan is not None and plan.of("broker-loss") and broker is not None:
+            # The uplink talks to the broker through a proxy that the fault cuts.
+            broker = (await stack.enter_async_context(plan.broker(broker))).url
+        mcu = stack.enter_context(
+            FirmwareSimulator(
+                ambient_c=hardware.ambient_c,
+                time_scale=hardware.thermal_speed,
+                config=firmware,
+                seed=seed,
+            )
+        )
         config = bench_control(config)
         return await _run_bench(
             config,
@@ -301,6 +314,7 @@ async def simulate(
             hardware=hardware,
             progress=progress,
             seed=seed,
+            plan=plan,
         )
 
 
@@ -315,6 +329,7 @@ async def _run_bench(
     hardware: BenchHardware,
     progress: bool,
     seed: int | None,
+    plan: FaultPlan | None = None,
 ) -> dict[str, object]:
     events = EventBus()
     event_log = JsonlEventLog(report.events)
@@ -338,10 +353,15 @@ async def _run_bench(
         return 0.0 if pipeline.control is None else pipeline.control.video_t
 
     open_camera = camera if lens is None else through_lens(camera, lens)
+    if plan is not None:
+        open_camera = plan.source(open_camera)  # the frames as the capture stage gets them
     lockstep = Lockstep() if lens is not None and seed is not None else None
+    enhancer = build_enhancer(config.enhance, config.agent.state_dir)
+    if plan is not None:
+        enhancer.factory = plan.enhancer_factory(enhancer.factory, enhancer.specs[0].config)
     parts = Parts(
         open_source=open_camera if lockstep is None else lockstep.source(open_camera),
-        enhancer=build_enhancer(config.enhance, config.agent.state_dir),
+        enhancer=enhancer,
         fan=None,
         mcu_port=mcu.port,
         uplink=bench_uplink(config, broker, events, report.directory),
@@ -359,6 +379,10 @@ async def _run_bench(
         parts.actuation_observers.append(LensFan(lens))
     if lockstep is not None:
         parts.actuation_observers.append(lockstep)  # after the lens was blown
+    if plan is not None:
+        parts.actuation_observers.append(plan)
+        parts.closers.append(plan.close)
+        plan.report_to(events, asyncio.get_running_loop())
     if progress:
         total = await asyncio.to_thread(frame_count, video)
         parts.sinks.append(ProgressSink(total, video.name))
@@ -382,6 +406,8 @@ async def _run_bench(
     summary["seed"] = seed
     if lens is not None:
         summary["injected"] = lens.ground_truth()
+    if plan is not None:
+        summary["faults"] = plan.summary()
     text = json.dumps(summary, indent=2) + "\n"
     await asyncio.to_thread(report.summary.write_text, text, encoding="utf-8")
     try:
