@@ -397,7 +397,10 @@ class _Link:
         if threading.get_ident() == self._loop_thread:
             fn(*args)
         else:
-            self.loop.call_soon_threadsafe(fn, *args)
+            # RuntimeError: paho closing the socket of a garbage-collected client after the
+            # loop ended; the loop's readers went with it, so there is nothing to unwatch.
+            with contextlib.suppress(RuntimeError):
+                self.loop.call_soon_threadsafe(fn, *args)
 
     def _on_socket_open(self, _client: mqtt.Client, _userdata: Any, sock: Any) -> None:
         self._call(self._watch, sock.fileno())
