@@ -76,23 +76,6 @@ def test_bad_fault_specs_say_what_is_wrong(text: str, words: str) -> None:
         parse_fault(text)
 
 
-@pytest.mark.parametrize(
-    ("args", "words"),
-    [
-        (["--fault", "lens-crack@3s"], "--fault: unknown fault 'lens-crack'"),
-        (["--fault", "camera-stall@x"], "--fault: bad fault 'camera-stall@x'"),
-        (["--fault", "broker-loss@3s"], "--fault broker-loss needs --broker URL"),
-    ],
-)
-def test_bad_fault_options_are_one_clear_error(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], words: str
-) -> None:
-    assert main(["simulate", "--report", str(tmp_path), *args]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1
-    assert words in err[0]
-
-
 # -- the shared camera ---------------------------------------------------------------------
 
 

@@ -64,6 +64,9 @@ def test_a_stuck_sensor_drives_the_fan_to_full_and_raises_an_alarm(tmp_path: Pat
         (["--mcu-fault", "meltdown"], "unknown microcontroller fault 'meltdown'"),
         (["--mcu-fault", "overtemp@soon"], "bad start time 'soon'"),
         (["--ambient", "400"], "--ambient 400: expected -40 to 85"),
+        (["--fault", "lens-crack@3s"], "--fault: unknown fault 'lens-crack'"),
+        (["--fault", "camera-stall@x"], "--fault: bad fault 'camera-stall@x'"),
+        (["--fault", "broker-loss@3s"], "--fault broker-loss needs --broker URL"),
     ],
 )
 def test_bad_bench_hardware_options_are_one_clear_error(

@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("torch", reason="training needs the train extra (torch)")
 pytest.importorskip("skimage", reason="the photos come from the train extra (scikit-image)")
 
-from tests.train.test_methods import held_out
+from tests.train.test_methods import held_out, tiny_unpaired
 from tests.uplink.helpers import record
 from tools.dataset import DatasetWriter, load_images, read_dataset
 from tools.gan import unpaired
@@ -83,18 +83,7 @@ def test_unpaired_training_takes_the_real_poor_frames_as_they_are(tmp_path: Path
     collect(dataset, "veh-8", 3, dark=True)
     good = [e for e in read_dataset(dataset) if e.label == "good"]
     poor = [e for e in read_dataset(dataset) if e.label == "poor"]
-    config = unpaired.UnpairedConfig(
-        width=4,
-        d_width=4,
-        height=32,
-        frame_width=32,
-        batch_size=2,
-        steps=2,
-        steps_per_epoch=2,
-        local_patches=2,
-        local_size=16,
-        paired_baseline=False,
-    )
+    config = tiny_unpaired(paired_baseline=False)
     runtime = Runtime.start(threads=1, progress=False)
     result = unpaired.run(
         config,

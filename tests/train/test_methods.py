@@ -37,6 +37,22 @@ def held_out() -> list[Sample]:
     ]
 
 
+def tiny_unpaired(**changes: object) -> unpaired.UnpairedConfig:
+    """Two steps of EnlightenGAN on 32-pixel views: seconds on a CPU."""
+    values: dict[str, object] = {
+        "width": 4,
+        "d_width": 4,
+        "height": 32,
+        "frame_width": 32,
+        "batch_size": 2,
+        "steps": 2,
+        "steps_per_epoch": 2,
+        "local_patches": 2,
+        "local_size": 16,
+    }
+    return unpaired.UnpairedConfig.model_validate(values | changes)
+
+
 @pytest.fixture
 def runtime() -> Runtime:
     return Runtime.start(threads=1, progress=False)
@@ -139,17 +155,7 @@ def test_unpaired_training_never_pairs_and_is_compared_with_paired(
     images = crops(4)
     (poor, _), (good, _) = unpaired.split(images, None)
     assert not {id(a) for a in poor} & {id(b) for b in good}
-    config = unpaired.UnpairedConfig(
-        width=4,
-        d_width=4,
-        height=32,
-        frame_width=32,
-        batch_size=2,
-        steps=2,
-        steps_per_epoch=2,
-        local_patches=2,
-        local_size=16,
-    )
+    config = tiny_unpaired()
     result = unpaired.run(config, tmp_path, runtime, images=images, held_out=held_out())
     assert result is not None
     assert result.report.methods == (

@@ -14,7 +14,7 @@ from typing import Any, Self
 import aiomqtt
 import numpy as np
 
-from tests.uplink.broker import Broker, Certs
+from tests.uplink.broker import OPERATOR, Broker, Certs
 from tools.fleet import BrokerAccess, FleetClient, Received
 from vehicle_agent.config import Config, MqttUplinkConfig, parse_config
 from vehicle_agent.events import EventBus
@@ -62,6 +62,25 @@ def mqtt_config(
             "uplink": uplink,
         }
     )
+
+
+OPERATOR_CREDENTIAL = "fleet-password"
+"""The credential name the operator's command lines give; tests set its environment variable."""
+
+
+def operator_cli(broker: Broker, certs: Certs) -> list[str]:
+    """The cloud tools' broker options (tools.fleet, tools.model_update) for the operator over
+    TLS, the password read from `OPERATOR_CREDENTIAL`."""
+    return [
+        "--broker",
+        broker.url("tls"),
+        "--ca-file",
+        str(certs.ca),
+        "--username",
+        OPERATOR,
+        "--password-credential",
+        OPERATOR_CREDENTIAL,
+    ]
 
 
 class Recorder:

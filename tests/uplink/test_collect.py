@@ -13,7 +13,7 @@ import pytest
 
 from tests.uplink.broker import OPERATOR, Broker, Certs
 from tests.uplink.conftest import PASSWORDS
-from tests.uplink.helpers import record
+from tests.uplink.helpers import OPERATOR_CREDENTIAL, operator_cli, record
 from tools.dataset import DatasetError, DatasetWriter, describe, read_dataset
 from tools.fleet import FleetClient, build_parser, cmd_collect
 from vehicle_agent.config import UploadConfig
@@ -46,25 +46,12 @@ async def publish(fleet: FleetClient, messages: list[OutMessage]) -> None:
 
 
 def collect_args(broker: Broker, certs: Certs, out: Path, *extra: str) -> list[str]:
-    return [
-        "--broker",
-        broker.url("tls"),
-        "--ca-file",
-        str(certs.ca),
-        "--username",
-        OPERATOR,
-        "--password-credential",
-        "fleet-password",
-        "collect",
-        "--out",
-        str(out),
-        *extra,
-    ]
+    return [*operator_cli(broker, certs), "collect", "--out", str(out), *extra]
 
 
 @pytest.fixture
 def operator_password(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(env_name("fleet-password"), PASSWORDS[OPERATOR])
+    monkeypatch.setenv(env_name(OPERATOR_CREDENTIAL), PASSWORDS[OPERATOR])
 
 
 @pytest.mark.usefixtures("operator_password")

@@ -25,10 +25,12 @@ from tests.uplink.broker import OPERATOR, Broker, Certs
 from tests.uplink.conftest import PASSWORDS, operator_access
 from tests.uplink.helpers import (
     CREDENTIAL,
+    OPERATOR_CREDENTIAL,
     Recorder,
     Watcher,
     make_uplink,
     mqtt_config,
+    operator_cli,
     wait_for,
 )
 from tools import model_update
@@ -380,17 +382,8 @@ async def test_tools_publish_the_shipped_model_and_the_daemon_swaps_to_it(
         "NOTIFY_SOCKET": "",
     }
     daemon = _start_daemon(config, env)
-    monkeypatch.setenv(env_name("fleet-password"), PASSWORDS[OPERATOR])
-    broker_args = [
-        "--broker",
-        broker.url("tls"),
-        "--ca-file",
-        str(certs.ca),
-        "--username",
-        OPERATOR,
-        "--password-credential",
-        "fleet-password",
-    ]
+    monkeypatch.setenv(env_name(OPERATOR_CREDENTIAL), PASSWORDS[OPERATOR])
+    broker_args = operator_cli(broker, certs)
     try:
         start = time.monotonic()
         code = await asyncio.to_thread(
