@@ -178,6 +178,15 @@ def load_images(root: Path, entries: Sequence[Entry]) -> list[npt.NDArray[np.uin
     return images
 
 
+def paired_data_line(name: str, provenance: dict[str, Any]) -> str:
+    """The manifest's `training.data` for a model trained on a data set's good frames."""
+    vehicles = ", ".join(provenance["vehicles"])
+    return (
+        f"fleet data set {name}: {provenance['good']} good frames (paired by degradation) "
+        f"from {vehicles}"
+    )
+
+
 def describe(entries: Sequence[Entry]) -> dict[str, Any]:
     """Provenance for a training manifest: vehicles, time range, counts, models seen."""
     return {

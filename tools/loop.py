@@ -44,7 +44,7 @@ from typing import Any
 import cv2
 
 from tools import model_update
-from tools.dataset import describe, load_images, read_dataset
+from tools.dataset import describe, load_images, paired_data_line, read_dataset
 from tools.fleet import BrokerAccess, FleetClient, collect
 from vehicle_agent.enhance.manifest import read_manifest
 from vehicle_agent.secrets import env_name
@@ -228,7 +228,8 @@ def train_model(
     from tools.gan.ship import FAST, calibrate  # noqa: PLC0415
     from tools.gan.train import train  # noqa: PLC0415
 
-    good = read_dataset(dataset, "good")
+    entries = read_dataset(dataset)
+    good = [e for e in entries if e.label == "good"]
     if len(good) < 2:
         raise LoopError(f"{dataset}: {len(good)} good frames; the loop needs at least 2")
     images = load_images(dataset, good)
@@ -253,11 +254,10 @@ def train_model(
     export_onnx(result.generator, model_dir / MODEL_FILE)
     diff = check_onnx(result.generator, model_dir / MODEL_FILE, images=[images[0]])
     seconds = time.perf_counter() - started
-    provenance = describe(read_dataset(dataset))
+    provenance = describe(entries)
     training = {
         "architecture": config.arch,
-        "data": f"fleet data set {dataset.name}: {provenance['good']} good frames (paired by "
-        f"degradation) from vehicles {', '.join(provenance['vehicles'])}",
+        "data": paired_data_line(dataset.name, provenance),
         "dataset": provenance,
         "seed": seed,
         "command": "python -m tools.loop",

@@ -77,6 +77,7 @@ def _dataset_images(root: Path, label: Any, out: Path) -> list[Any]:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from tools.dataset import paired_data_line  # noqa: PLC0415
     from tools.gan.export import (  # noqa: PLC0415
         MODEL_FILE,
         OPSET,
@@ -104,10 +105,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         if provenance.is_file():
             dataset = json.loads(provenance.read_text())
             training["dataset"] = dataset
-            training["data"] = (
-                f"fleet data set {dataset['path']}: {dataset['good']} good frames (paired by "
-                f"degradation) from {', '.join(dataset['vehicles'])}"
-            )
+            training["data"] = paired_data_line(dataset["path"], dataset)
         info = ManifestInfo(
             name=config.name,
             version=args.version,
