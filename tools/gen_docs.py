@@ -18,6 +18,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from firmware_bridge import gen_docs as mcu_docs
+from tools.footage import docs as footage_docs
 from vehicle_agent.config import Config
 from vehicle_agent.events import EVENT_TYPES
 from vehicle_agent.uplink.docs import mqtt_markdown
@@ -169,6 +170,7 @@ def main() -> int:
         (EVENTS_DOC, events_markdown()),
         (mcu_docs.DOC, mcu_docs.render(mcu_docs.DOC.read_text(encoding="utf-8"))),
         (ROOT / "docs" / "mqtt.md", mqtt_markdown()),
+        (footage_docs.DOC, footage_docs.render(footage_docs.DOC.read_text(encoding="utf-8"))),
     ]
     for path, text in generated:
         current = path.read_text(encoding="utf-8") if path.exists() else ""

@@ -468,6 +468,29 @@ class AdhesionConfig(ConfigModel):
         default=True,
         description="Estimate what sits on the lens (drops, mist, dust, mud).",
     )
+    detector: Literal["learned", "classical"] = Field(
+        "learned",
+        description="'learned': the soiling tile network (`model`), which works with the camera "
+        "moving or still; 'classical': the hand-built tile heuristic (fixed cameras only). A "
+        "learned model that cannot load falls back to the classical one with a warning.",
+    )
+    model: str = Field(
+        "soilnet",
+        pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$",
+        description="Name of the learned detector's model folder (shipped `models/` or "
+        "`<state_dir>/models/`).",
+    )
+    runtime: Literal["onnxruntime", "tensorrt"] = Field(
+        "onnxruntime",
+        description="Runtime of the learned detector's network (TensorRT on the vehicle's GPU).",
+    )
+    every_n_frames: int = Field(
+        2,
+        ge=1,
+        le=10,
+        description="The learned network runs on every n-th frame (its features and decision "
+        "on every frame).",
+    )
     grid_cols: int = Field(
         40,
         ge=4,

@@ -7,10 +7,10 @@ Sources (nothing is downloaded from the web, nothing but the already bundled cli
   extracted with `apt-get download opencv-doc` into a cache folder;
 - the bundled clip `vehicle_agent/sim/samples/street_vtest.mp4` (= vtest frames 0–299).
 
-The split never lets an evaluation frame into training: training uses vtest frames 300–794 and
-the `TRAIN_PHOTOS`; evaluation uses the bundled clip (frames 0–299) and the `HELD_OUT_PHOTOS`.
-The footage is one fixed street camera, so held-out clip frames share the scene (not the
-moments) with training frames; the held-out photos are unseen scenes.
+The split is the footage bank's (`tools/footage/splits.py`): training uses vtest frames 300–794
+and the `TRAIN_PHOTOS`, read inside `splits.training`; evaluation uses the bank's held-out scenes
+(other streets, a handheld clip, photos no training run sees). The bundled clip is vtest's first
+300 frames, the same street as training, so it is no longer an evaluation set.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from tools.footage import catalog, splits
+from tools.footage.sets import BuildOptions, enhance_sources
 from tools.gan.degrade import KINDS, RGB, Kind, Pair, make_pair
 
 TRAIN_PHOTOS: tuple[str, ...] = (
@@ -43,12 +45,8 @@ TRAIN_PHOTOS: tuple[str, ...] = (
     "clock",
 )
 """skimage.data photos used for training (grey ones are stacked to 3 channels)."""
-HELD_OUT_PHOTOS: tuple[str, ...] = ("chelsea", "motorcycle_left", "motorcycle_right")
-"""skimage.data photos used only for evaluation (both stereo views: they show the same scene)."""
 TRAIN_VTEST = range(300, 795, 3)
 """vtest.avi frames used for training: after the 300 the bundled clip holds, every third."""
-HELD_OUT_CLIP = range(0, 300, 20)
-"""Bundled-clip frames used for evaluation."""
 
 VTEST_IN_DEB = "usr/share/doc/opencv-doc/examples/data/vtest.avi"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vehicle-agent"
@@ -141,26 +139,34 @@ class Sample:
 
 
 def training_images(vtest: Path | None = None, limit: int | None = None) -> list[Sample]:
-    path = find_vtest() if vtest is None else vtest
-    frames = read_frames(path, list(TRAIN_VTEST))
-    samples = [Sample(f"vtest#{i}", f) for i, f in zip(TRAIN_VTEST, frames, strict=True)]
-    samples += [Sample(f"skimage.{name}", photo(name)) for name in TRAIN_PHOTOS]
+    """The train split's frames (footage bank, `tools.footage.splits`): vtest.avi frames
+    `TRAIN_VTEST` and the `TRAIN_PHOTOS`; read inside `splits.training`, so a held-out item
+    would be refused."""
+    with splits.training("tools.gan training images"):
+        if vtest is None:
+            frames = catalog.load(
+                "vtest", TRAIN_VTEST.start, TRAIN_VTEST.stop, TRAIN_VTEST.step, purpose="gan"
+            )
+        else:
+            frames = read_frames(vtest, list(TRAIN_VTEST))
+        samples = [Sample(f"vtest#{i}", f) for i, f in zip(TRAIN_VTEST, frames, strict=True)]
+        for name in TRAIN_PHOTOS[: None if limit is None else max(0, limit - len(samples))]:
+            samples.append(Sample(f"skimage.{name}", catalog.load(name, purpose="gan")[0]))
     return samples[:limit] if limit else samples
 
 
 def held_out_images() -> list[Sample]:
-    frames = read_frames(BUNDLED_CLIP, list(HELD_OUT_CLIP))
-    samples = [Sample(f"street_vtest#{i}", f) for i, f in zip(HELD_OUT_CLIP, frames, strict=True)]
-    samples += [Sample(f"skimage.{name}", photo(name)) for name in HELD_OUT_PHOTOS]
-    return samples
+    """The footage bank's held-out scenes (one view per place, four frames of each clip)."""
+    options = BuildOptions(split="held_out")
+    return [Sample(name, image) for name, image in enhance_sources(options)]
 
 
 def split_description() -> str:
+    held = ", ".join(splits.scenes("held_out"))
     return (
         f"train: opencv-doc vtest.avi frames {TRAIN_VTEST.start}–{TRAIN_VTEST.stop - 1} "
         f"(every {TRAIN_VTEST.step}rd) + skimage.data {', '.join(TRAIN_PHOTOS)}; "
-        f"held out: bundled street_vtest.mp4 frames {HELD_OUT_CLIP.start}–{HELD_OUT_CLIP.stop - 1} "
-        f"(every {HELD_OUT_CLIP.step}th) + skimage.data {', '.join(HELD_OUT_PHOTOS)}"
+        f"held out (footage bank, tools/footage/splits.py): {held}"
     )
 
 

@@ -9,6 +9,7 @@ them); the picture the vehicle shows (the enhanced frame) gets its own metrics a
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,12 +25,14 @@ from vehicle_agent.quality.condition import (
     ConditionTracker,
 )
 from vehicle_agent.quality.metrics import Grey, compute_quality, downscale_grey, measure, prepare
+from vehicle_agent.quality.soilnet import DecisionParams, LearnedAdhesionDetector
 from vehicle_agent.records import AdhesionEstimate, Image, QualityMetrics
 
 if TYPE_CHECKING:
     from vehicle_agent.config import AdhesionConfig, QualityConfig
 
 OutputMetrics = Callable[[Image, int], QualityMetrics]
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +49,13 @@ class MonitorSettings:
     low_light_hold_s: float = 0.2
     thresholds: ConditionThresholds = DEFAULT_THRESHOLDS
     adhesion_params: AdhesionParams = field(default_factory=AdhesionParams)
+    detector: str = "learned"
+    """'learned' (the soiling tile network) or 'classical' (the tile heuristic)."""
+    detector_model: str = "soilnet"
+    detector_runtime: str = "onnxruntime"
+    detector_every: int = 2
+    model_dirs: tuple[Path, ...] = ()
+    """Where the learned detector's model is looked for; empty: the shipped `models/`."""
 
 
 def settings_from_config(quality: QualityConfig, adhesion: AdhesionConfig) -> MonitorSettings:
@@ -65,6 +75,10 @@ def settings_from_config(quality: QualityConfig, adhesion: AdhesionConfig) -> Mo
             low_light_exit=quality.low_light_exit,
         ),
         adhesion_params=adhesion_params(adhesion),
+        detector=adhesion.detector,
+        detector_model=adhesion.model,
+        detector_runtime=adhesion.runtime,
+        detector_every=adhesion.every_n_frames,
     )
 
 
@@ -88,7 +102,16 @@ class QualityMonitor:
 
     def __init__(self, settings: MonitorSettings | None = None) -> None:
         self.settings = s = settings or MonitorSettings()
+        self.detector_label = "none"
+        """What finds soiling: 'soilnet@1.0.0 (onnxruntime)', 'classical' or 'none'."""
+        self.detector_fallback: str | None = None
+        """Why the learned detector could not be used, when it could not."""
+        self.learned: LearnedAdhesionDetector | None = None
         self.detector = AdhesionDetector(s.adhesion_params) if s.adhesion else None
+        if s.adhesion:
+            self.detector_label = "classical"
+            if s.detector == "learned":
+                self._open_learned()
         self.conditions = ConditionTracker(s.thresholds, s.condition_hold_s, s.low_light_hold_s)
         self.brisque = (
             BrisqueScorer(s.brisque_model_dir, s.brisque_interval_s) if s.brisque else None
@@ -99,6 +122,35 @@ class QualityMonitor:
         if self.brisque is not None:
             self.brisque.load()
         self._brisque_latest: float | None = None
+
+    def _open_learned(self) -> None:
+        """The learned detector from its model folder; on failure the classical one stays, with
+        the reason logged and kept (`detector_fallback`)."""
+        # The runtime module is imported here: it reaches onnxruntime (lazily) through enhance/.
+        from vehicle_agent.enhance.store import shipped_models_dir  # noqa: PLC0415
+        from vehicle_agent.quality import soilnet_runtime as rt  # noqa: PLC0415
+
+        s = self.settings
+        dirs = list(s.model_dirs) or [shipped_models_dir()]
+        try:
+            model = rt.find_detector(s.detector_model, dirs)
+            net = rt.open_tile_net(model, s.detector_runtime)  # type: ignore[arg-type]
+        except rt.DetectorError as exc:
+            self.detector_fallback = str(exc)
+            logger.warning("learned soiling detector unavailable, using the classical one: %s", exc)
+            return
+        p = s.adhesion_params
+        decision = DecisionParams(
+            on=model.manifest.decision.on,
+            off=model.manifest.decision.off,
+            alarm_fraction=p.alarm_fraction,
+            clear_fraction=p.clear_fraction,
+        )
+        self.learned = LearnedAdhesionDetector(
+            net, decision, net_width=model.manifest.net_width, every=s.detector_every
+        )
+        self.detector = None
+        self.detector_label = f"{model.manifest.label} ({s.detector_runtime})"
 
     def _warm_up(self) -> None:
         rng = np.random.default_rng(0)
@@ -118,10 +170,14 @@ class QualityMonitor:
         """Metrics of `shown` (the enhanced picture; None: the raw frame is shown) and the
         adhesion estimate of `raw`, for the frame at video time `t`."""
         s = self.settings
-        if not s.quality and self.detector is None:
+        if not s.quality and self.detector is None and self.learned is None:
             return None, None
         small = prepare(raw, s.analysis_width)
-        adhesion = None if self.detector is None else self.detector.update(small.grey, t)
+        adhesion = None
+        if self.learned is not None:
+            adhesion = self.learned.update(small.colour, t)
+        elif self.detector is not None:
+            adhesion = self.detector.update(small.grey, t)
         if not s.quality:
             return None, adhesion
         scene = measure(small)

@@ -1,0 +1,192 @@
+"""Soiling detector command line: build the training set, train, calibrate, export, ship.
+
+    python -m tools.soilnet ship                       # models/soilnet/ as shipped (≈ 1 h on 2 cores)
+    python -m tools.soilnet train --drives 8 --seconds 10 --epochs 2 --out build/soilnet-try
+
+`ship` = `train` with the shipped budget into `models/soilnet/`, then the held-out evaluation
+(`tools.eval_adhesion`) whose figures go into the model card. Exit status 0, or 2 with one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tools.footage import splits
+from tools.soilnet import card
+from tools.soilnet.data import Samples, build_training_set, default_workers
+from tools.soilnet.train import (
+    TileNet,
+    TrainConfig,
+    calibrate,
+    export_onnx,
+    macs,
+    parameters,
+    predict,
+    save_checkpoint,
+    tile_scores,
+    train,
+)
+from vehicle_agent.enhance.manifest import MANIFEST_FILE, sha256_file
+from vehicle_agent.quality.soilnet import CHANNELS, CLASSES, FEATURE_VERSION, TILE
+from vehicle_agent.quality.soilnet_runtime import SoilNetManifest
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = ROOT / "models" / "soilnet"
+VERSION = "1.0.0"
+
+
+def log(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+def _progress(what: str, total: int) -> Any:
+    done = [0]
+
+    def advance(n: int) -> None:
+        done[0] += n
+        if done[0] == total or done[0] % max(1, total // 10) == 0:
+            log(f"{what}: {done[0]}/{total} drives")
+
+    return advance
+
+
+def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    started = time.monotonic()
+    workers = args.workers or default_workers()
+    log(f"training drives: {args.drives} × {args.seconds} s (train scenes and renderers)")
+    with splits.training("soilnet training") as usage:
+        data = build_training_set(
+            args.drives,
+            args.seed,
+            args.seconds,
+            args.net_width,
+            args.sample_every,
+            workers,
+            _progress("train set", args.drives),
+        )
+        val = build_training_set(
+            args.val_drives,
+            args.seed + 1,
+            args.seconds,
+            args.net_width,
+            args.sample_every,
+            workers,
+            _progress("validation set", args.val_drives),
+        )
+    assert not usage.held_out()  # noqa: S101 - note_use raised already if it were not so
+    soiled = float((data.y > 0).mean())
+    log(f"samples: train {len(data.x)} ({soiled:.1%} soiled tiles), validation {len(val.x)}")
+    config = TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, width=args.width,
+        seed=args.seed, threads=args.threads,
+    )  # fmt: skip
+    result = train(data, config, log)
+    probs = predict(result.net, val.x)
+    on, off = calibrate(probs, val.y)
+    scores = tile_scores(probs, val.y, on)
+    log(f"calibrated: on {on}, off {off}; validation tiles precision {scores.precision:.3f} "
+        f"recall {scores.recall:.3f} {scores.per_class_recall}")  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(result.net, out / "checkpoint.pt", config, {"on": on, "off": off})
+    diff = export_onnx(result.net, out / "model.onnx", height=112, width=args.net_width)
+    log(f"exported ONNX, max |onnxruntime − torch| = {diff:.2e}")
+    command = "python -m tools.soilnet " + shlex.join(sys.argv[1:])
+    manifest = SoilNetManifest(
+        name="soilnet",
+        version=VERSION,
+        sha256=sha256_file(out / "model.onnx"),
+        feature_version=FEATURE_VERSION,
+        channels=CHANNELS,
+        net_width=args.net_width,
+        tile=TILE,
+        classes=CLASSES,
+        decision={"on": on, "off": off},  # type: ignore[arg-type]
+        opset=17,
+        training={
+            "command": command,
+            "data": (
+                f"{args.drives} synthesised drives of {args.seconds} s over the footage bank's "
+                f"train scenes ({', '.join(splits.scenes('train'))}) with soiling from the train "
+                f"renderer families ({', '.join(splits.names('soiling', 'train'))}); "
+                f"{args.val_drives} more for validation and calibration"
+            ),
+            "config": asdict(config),
+            "samples": len(data.x),
+            "soiled_tile_share": round(soiled, 4),
+            "losses": [round(v, 4) for v in result.losses],
+            "seconds": round(time.monotonic() - started, 1),
+            "framework": f"torch {torch.__version__}",
+        },
+        metrics={
+            "parameters": float(parameters(result.net)),
+            "macs_192x112": float(macs(result.net, 112, args.net_width)),
+            "onnx_max_abs_diff": diff,
+            "val_tile_precision": round(scores.precision, 4),
+            "val_tile_recall": round(scores.recall, 4),
+        },
+        created=datetime.now(UTC).replace(microsecond=0),
+    )
+    (out / MANIFEST_FILE).write_text(
+        json.dumps(json.loads(manifest.model_dump_json()), indent=2, sort_keys=True) + "\n"
+    )
+    log(f"wrote {out} in {time.monotonic() - started:.0f} s")
+    return {"manifest": manifest, "validation": scores}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.soilnet", description=__doc__.split("\n")[0]
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("train", "ship"):
+        p = sub.add_parser(name)
+        ship = name == "ship"
+        p.add_argument("--out", type=Path, default=SHIPPED if ship else None, required=not ship)
+        p.add_argument("--drives", type=int, default=160 if ship else 8)
+        p.add_argument("--val-drives", type=int, default=24 if ship else 2)
+        p.add_argument("--seconds", type=float, default=20.0 if ship else 8.0)
+        p.add_argument("--epochs", type=int, default=14 if ship else 2)
+        p.add_argument("--batch-size", type=int, default=32)
+        p.add_argument("--lr", type=float, default=3e-3)
+        p.add_argument("--width", type=int, default=24, help="channels of the middle layers")
+        p.add_argument("--net-width", type=int, default=192, help="input width (pixels)")
+        p.add_argument(
+            "--sample-every", type=int, default=3, help="keep every n-th frame (at 15 fps)"
+        )
+        p.add_argument("--seed", type=int, default=2026)
+        p.add_argument("--workers", type=int, default=0, help="data processes (0: cores)")
+        p.add_argument("--threads", type=int, default=2, help="torch threads")
+        p.add_argument("--eval-json", type=Path, help="held-out evaluation JSON for the card")
+    card_p = sub.add_parser(
+        "card", help="rewrite MODEL_CARD.md from the manifest and an evaluation"
+    )
+    card_p.add_argument("--model", type=Path, default=SHIPPED)
+    card_p.add_argument("--eval-json", type=Path, required=True)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "card":
+            card.write(args.model, json.loads(args.eval_json.read_text()))
+            return 0
+        np.seterr(all="ignore")
+        run(args, args.out)
+        if args.eval_json is not None:
+            card.write(args.out, json.loads(args.eval_json.read_text()))
+    except (ValueError, OSError, splits.HeldOutError) as exc:
+        print(f"soilnet: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""Soiling detector training data: drives over the footage bank's train scenes with soiling from
+its train renderers, turned into the detector's own input features and per-tile labels.
+
+Each drive (`DriveRecipe`) is a clip from `tools.footage.drive` (moving or parked, day, dusk,
+tunnel or night, with stand-stills and passing vehicles) with zero to three soiling events
+(kind, renderer family, coverage 0.5–30 %, onset, and for some an end: blown off) put on the lens
+with `tools.footage.soiling`. Every frame goes through exactly what the daemon does: the
+320-pixel analysis copy (`prepare`), then `SoilFeatures`; every `sample_every`-th frame after
+the warm-up is kept with its per-tile labels (`tile_truth` of the true masks). Everything is
+built inside `splits.training`, so a held-out scene or renderer is refused.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from tools.footage import catalog, splits
+from tools.footage.drive import DriveSpec, synthesise
+from tools.footage.soiling import CLASS_OF, SOILING_KINDS, SoilingKind, render_soiling
+from vehicle_agent.quality.metrics import prepare
+from vehicle_agent.quality.soilnet import CLASSES, SoilFeatures, tile_truth
+
+Light = Literal["day", "dusk", "tunnel", "night", "mixed"]
+LIGHTS: tuple[Light, ...] = ("day", "day", "mixed", "dusk", "night", "tunnel")
+CLASS_INDEX = {name: i for i, name in enumerate(CLASSES)}
+WARMUP_S = 1.5
+"""Frames before this are not sampled (the temporal features are still filling)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    kind: SoilingKind
+    family: str
+    coverage: float
+    onset_s: float
+    end_s: float | None
+    seed: int
+
+
+@dataclass(frozen=True, slots=True)
+class DriveRecipe:
+    scene: str
+    seconds: float
+    fps: float
+    light: Light
+    motion: Literal["drive", "still"]
+    size: tuple[int, int]
+    """(width, height) of the camera frames."""
+    events: tuple[Event, ...]
+    seed: int
+
+
+@dataclass
+class Samples:
+    """Features (N×C×H×W float16) and per-tile labels (N×rows×cols int8, −1 ignored)."""
+
+    x: npt.NDArray[np.float16]
+    y: npt.NDArray[np.int8]
+
+    @staticmethod
+    def join(parts: Sequence[Samples]) -> Samples:
+        return Samples(np.concatenate([p.x for p in parts]), np.concatenate([p.y for p in parts]))
+
+
+def recipes(count: int, seed: int, seconds: float = 24.0) -> list[DriveRecipe]:
+    """`count` drives over the train scenes (cycled) with random soiling from train families."""
+    scenes = splits.scenes("train")
+    families = splits.names("soiling", "train")
+    rng = np.random.default_rng([seed, 7])
+    out = []
+    for i in range(count):
+        fps = float(rng.choice([10.0, 15.0, 15.0, 30.0]))
+        events: list[Event] = []
+        n_events = int(rng.choice([0, 1, 1, 2, 2, 3]))
+        for e in range(n_events):
+            kind: SoilingKind = SOILING_KINDS[int(rng.integers(len(SOILING_KINDS)))]
+            coverage = float(math.exp(rng.uniform(math.log(0.005), math.log(0.3))))
+            if kind == "mist":
+                coverage = float(rng.uniform(0.1, 0.6))
+            onset = float(rng.uniform(0.0, seconds * 0.7))
+            end = onset + float(rng.uniform(3.0, seconds)) if rng.random() < 0.4 else None
+            family = families[int(rng.integers(len(families)))]
+            events.append(Event(kind, family, coverage, onset, end, seed * 1000 + i * 10 + e))
+        size = (640, 360) if rng.random() < 0.75 else (480, 360)
+        out.append(
+            DriveRecipe(
+                scene=scenes[(i + seed) % len(scenes)],
+                seconds=seconds,
+                fps=fps,
+                light=LIGHTS[int(rng.integers(len(LIGHTS)))],
+                motion="drive" if rng.random() < 0.8 else "still",
+                size=size,
+                events=tuple(events),
+                seed=seed * 1000 + i,
+            )
+        )
+    return out
+
+
+def _class_map(
+    masks: Sequence[tuple[int, npt.NDArray[np.bool_]]], size: tuple[int, int]
+) -> npt.NDArray[np.int8]:
+    """Per-pixel class at the network's size (later events paint over earlier ones)."""
+    height, width = size
+    out = np.zeros((height, width), np.int8)
+    for index, mask in masks:
+        small = cv2.resize(mask.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA)
+        out[small >= 0.5] = index
+    return out
+
+
+def render_drive(
+    recipe: DriveRecipe,
+    net_width: int,
+    sample_every: int,
+    frames: Callable[[str], list[catalog.RGB]],
+) -> Samples:
+    """The samples of one drive."""
+    width, height = recipe.size
+    spec = DriveSpec(
+        seconds=recipe.seconds,
+        fps=recipe.fps,
+        width=width,
+        height=height,
+        light=recipe.light,
+        motion=recipe.motion,
+    )
+    drive = synthesise(frames(recipe.scene), spec, recipe.seed)
+    layers = [
+        (e, render_soiling(e.kind, e.family, height, width, e.coverage, e.seed))  # type: ignore[arg-type]
+        for e in recipe.events
+    ]
+    features = SoilFeatures(net_width)
+    xs: list[npt.NDArray[np.float16]] = []
+    ys: list[npt.NDArray[np.int8]] = []
+    step = max(1, round(sample_every * recipe.fps / 15.0))
+    for i in range(drive.frames):
+        t = i / recipe.fps
+        frame = drive.frame(i)
+        active = []
+        for event, layer in layers:
+            if event.onset_s <= t and (event.end_s is None or t < event.end_s):
+                frame = layer.apply(frame)
+                active.append((CLASS_INDEX[CLASS_OF[event.kind]], layer.mask))
+        bgr = np.ascontiguousarray(frame[..., ::-1])
+        x = features.update(prepare(bgr, 320).colour, t)
+        if t < WARMUP_S or i % step:
+            continue
+        size = (x.shape[1], x.shape[2])
+        xs.append(x.astype(np.float16))
+        ys.append(tile_truth(_class_map(active, size)).astype(np.int8))
+    return Samples(np.stack(xs), np.stack(ys))
+
+
+def _load_train_scene(name: str) -> list[catalog.RGB]:
+    entry = catalog.item(name)
+    step = 1 if entry.kind == "photo" else max(1, round((entry.fps or 15.0) / 15.0))
+    return catalog.load(name, step=step, purpose="soilnet training")
+
+
+def _worker(args: tuple[DriveRecipe, int, int]) -> Samples:
+    recipe, net_width, sample_every = args
+    with splits.training("soilnet training"):
+        return render_drive(recipe, net_width, sample_every, _load_train_scene)
+
+
+def build_training_set(
+    drives: int = 2,
+    seed: int = 0,
+    seconds: float = 4.0,
+    net_width: int = 192,
+    sample_every: int = 4,
+    workers: int = 1,
+    progress: Callable[[int], None] | None = None,
+) -> Samples:
+    """Samples from `drives` train drives (in `workers` processes); the CI split test runs it
+    tiny."""
+    with splits.training("soilnet training"):
+        plan = recipes(drives, seed, seconds)
+    jobs = [(r, net_width, sample_every) for r in plan]
+    parts: list[Samples] = []
+    if workers <= 1:
+        for job in jobs:
+            parts.append(_worker(job))
+            if progress:
+                progress(1)
+    else:
+        with ProcessPoolExecutor(workers) as pool:
+            for part in pool.map(_worker, jobs):
+                parts.append(part)
+                if progress:
+                    progress(1)
+    return group_by_size(parts)
+
+
+def group_by_size(parts: Sequence[Samples]) -> Samples:
+    """All samples cut to the shortest feature height (a 4:3 frame's features are taller than a
+    16:9 one's): a band of whole tile rows, at an offset that varies from sample to sample, so
+    the network sees every part of the frame. The network is fully convolutional; the daemon
+    runs it on the whole frame."""
+    height = min(p.x.shape[2] for p in parts)
+    rows = height // 8
+    xs, ys = [], []
+    rng = np.random.default_rng(0)
+    for part in parts:
+        spare = part.y.shape[1] - rows
+        for x, y in zip(part.x, part.y, strict=True):
+            r = int(rng.integers(spare + 1)) if spare else 0
+            xs.append(x[:, r * 8 : r * 8 + height])
+            ys.append(y[r : r + rows])
+    return Samples(np.stack(xs), np.stack(ys))
+
+
+def default_workers() -> int:
+    return max(1, min(len(os.sched_getaffinity(0)), 4))

@@ -1,0 +1,242 @@
+"""Soiling detector training: the tile network, its training loop, the calibration of the
+decision thresholds on validation drives, and the ONNX export with its manifest.
+
+The network (`TileNet`, ~30 k parameters, ~28 M multiply-adds on a 192×112 input) takes the
+`SoilFeatures` channels and gives, per 8×8 tile, the probabilities of clean, transparent,
+semi-transparent and opaque soiling: three stride-2 convolutions to the tile grid, then dilated
+convolutions for context (a drop is told from a smooth wall by what surrounds it), a 1×1
+classifier and a softmax inside the graph. Cross-entropy per tile, tiles that are only partly
+covered are ignored (label −1), soiling classes weighted up (most tiles are clean).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import Tensor, nn
+
+from tools.soilnet.data import Samples
+from vehicle_agent.quality.soilnet import CHANNELS, CLASSES, TILE
+
+OPSET = 17
+
+
+class TileNet(nn.Module):
+    """Features (N×C×H×W, H and W multiples of 8) → class probabilities (N×4×H/8×W/8)."""
+
+    def __init__(self, width: int = 24) -> None:
+        super().__init__()
+        w1, w2, w3 = width * 2 // 3, width, width * 4 // 3
+        self.body = nn.Sequential(
+            nn.Conv2d(CHANNELS, w1, 3, stride=2, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(w1, w2, 3, stride=2, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(w2, w2, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(w2, w3, 3, stride=2, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(w3, w3, 3, padding=2, dilation=2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(w3, w3, 3, padding=4, dilation=4),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(w3, len(CLASSES), 1),
+        )
+
+    def logits(self, x: Tensor) -> Tensor:
+        out: Tensor = self.body(x)
+        return out
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.softmax(self.logits(x), dim=1)
+
+
+def parameters(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def macs(net: TileNet, height: int, width: int) -> int:
+    """Multiply-adds of one forward pass at this input size (convolutions only)."""
+    total = 0
+    h, w = height, width
+    for layer in net.body:
+        if isinstance(layer, nn.Conv2d):
+            stride = layer.stride[0]
+            h, w = math.ceil(h / stride), math.ceil(w / stride)
+            k = layer.kernel_size[0] * layer.kernel_size[1]
+            total += h * w * layer.in_channels * layer.out_channels * k
+    return total
+
+
+@dataclass(frozen=True, slots=True)
+class TrainConfig:
+    epochs: int = 12
+    batch_size: int = 32
+    lr: float = 2e-3
+    width: int = 24
+    seed: int = 0
+    class_weights: tuple[float, ...] = (1.0, 3.0, 3.0, 3.0)
+    threads: int = 2
+
+
+@dataclass
+class TrainResult:
+    net: TileNet
+    losses: list[float]
+    """Mean training loss per epoch."""
+    seconds: float
+
+
+def train(
+    data: Samples,
+    config: TrainConfig,
+    log: Callable[[str], None] = print,
+    init: TileNet | None = None,
+) -> TrainResult:
+    torch.manual_seed(config.seed)
+    torch.set_num_threads(config.threads)
+    rng = np.random.default_rng(config.seed)
+    net = init or TileNet(config.width)
+    net.train()
+    opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
+    steps = max(1, math.ceil(len(data.x) / config.batch_size)) * config.epochs
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=steps)
+    weight = torch.tensor(config.class_weights, dtype=torch.float32)
+    loss_fn = nn.CrossEntropyLoss(weight=weight, ignore_index=-1)
+    losses: list[float] = []
+    started = time.monotonic()
+    for epoch in range(config.epochs):
+        order = rng.permutation(len(data.x))
+        total, count = 0.0, 0
+        for start in range(0, len(order), config.batch_size):
+            idx = np.sort(order[start : start + config.batch_size])
+            x = torch.from_numpy(data.x[idx].astype(np.float32))
+            y = torch.from_numpy(data.y[idx].astype(np.int64))
+            if rng.random() < 0.5:  # the lens has no left or right
+                x, y = torch.flip(x, dims=[3]), torch.flip(y, dims=[2])
+            loss = loss_fn(net.logits(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss) * len(idx)
+            count += len(idx)
+        losses.append(total / max(count, 1))
+        log(
+            f"epoch {epoch + 1}/{config.epochs}: loss {losses[-1]:.4f} ({time.monotonic() - started:.0f} s)"
+        )
+    net.eval()
+    return TrainResult(net, losses, time.monotonic() - started)
+
+
+def predict(net: TileNet, x: npt.NDArray[np.float16], batch: int = 64) -> npt.NDArray[np.float32]:
+    """Class probabilities for every sample (N×4×rows×cols)."""
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(x), batch):
+            out.append(net(torch.from_numpy(x[start : start + batch].astype(np.float32))).numpy())
+    return np.concatenate(out).astype(np.float32)
+
+
+@dataclass(frozen=True, slots=True)
+class TileScores:
+    precision: float
+    recall: float
+    per_class_recall: dict[str, float]
+
+
+def tile_scores(
+    probs: npt.NDArray[np.float32], labels: npt.NDArray[np.int8], on: float
+) -> TileScores:
+    """Per-tile precision and recall of "soiled" (any class) at threshold `on` of 1 − P(clean);
+    per-class recall counts a soiled tile found whatever class was guessed."""
+    soil = 1.0 - probs[:, 0]
+    judged = labels >= 0
+    truth = labels > 0
+    flagged = soil >= on
+    tp = int((flagged & truth & judged).sum())
+    fp = int((flagged & ~truth & judged).sum())
+    fn = int((~flagged & truth & judged).sum())
+    per_class = {}
+    for index, name in enumerate(CLASSES[1:], start=1):
+        members = labels == index
+        if members.any():
+            per_class[name] = float((flagged & members).sum() / members.sum())
+    return TileScores(
+        precision=tp / (tp + fp) if tp + fp else 1.0,
+        recall=tp / (tp + fn) if tp + fn else 1.0,
+        per_class_recall=per_class,
+    )
+
+
+def calibrate(
+    probs: npt.NDArray[np.float32], labels: npt.NDArray[np.int8], precision: float = 0.95
+) -> tuple[float, float]:
+    """(on, off) thresholds: `on` the lowest that keeps per-tile precision ≥ `precision` on the
+    validation drives, `off` a hysteresis band below it."""
+    on = 0.95
+    for candidate in np.arange(0.30, 0.951, 0.025):
+        if tile_scores(probs, labels, float(candidate)).precision >= precision:
+            on = float(candidate)
+            break
+    return round(on, 3), round(max(0.15, on - 0.25), 3)
+
+
+def export_onnx(net: TileNet, path: Path, height: int = 112, width: int = 192) -> float:
+    """Write the network as ONNX (dynamic batch, height, width); returns the max abs difference
+    between onnxruntime and torch on a random input."""
+    import onnxruntime as ort  # noqa: PLC0415 - only the export step needs it
+
+    net.eval()
+    example = torch.rand(1, CHANNELS, height, width)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dims = {0: "batch", 2: "height", 3: "width"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            net,
+            (example,),
+            str(path),
+            opset_version=OPSET,
+            input_names=["features"],
+            output_names=["probabilities"],
+            dynamic_axes={"features": dims, "probabilities": dims},
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    check = torch.rand(1, CHANNELS, 144, 192)
+    with torch.no_grad():
+        want = net(check).numpy()
+    got = session.run(None, {"features": check.numpy()})[0]
+    return float(np.abs(got - want).max())
+
+
+def save_checkpoint(net: TileNet, path: Path, config: TrainConfig, extra: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state": net.state_dict(), "config": asdict(config), "extra": extra}, path)
+
+
+def load_checkpoint(path: Path) -> TileNet:
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    net = TileNet(int(blob["config"]["width"]))
+    net.load_state_dict(blob["state"])
+    net.eval()
+    return net
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+assert TILE == 8  # noqa: S101 - three stride-2 convolutions

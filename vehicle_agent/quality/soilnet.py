@@ -1,0 +1,284 @@
+"""Analyze stage: `LearnedAdhesionDetector`, lens soiling found per tile by a small learned CNN.
+
+In the spirit of Valeo's TiledSoilingNet (WoodScape): the analysis copy of the raw frame is
+shrunk to the network's width and each 8×8-pixel tile is classified as clean, transparent
+soiling (water drops, mist), semi-transparent (dust) or opaque (mud). A single frame cannot tell
+a smooth wall from a drop, so the network is fed **temporal evidence** beside the picture
+(`SoilFeatures`): a running mean of recent frames, the difference of the frame from it, how much
+each pixel changed lately (over half a second and over seconds) and the global motion. What
+stays put while the world moves is soiling; when the whole picture stands still (the vehicle
+waits at lights) the motion channels say so and the network was trained not to alarm on it.
+
+The per-tile soiling probabilities are smoothed over time and thresholded with hysteresis
+(`TileDecision`); the thresholds come from the model's manifest, where training calibrated them
+on its own validation drives (none is set by hand on a clip). `adhesion_detected` and
+`adhesion_cleared` still come from the cleaning policy, from `AdhesionEstimate.detected`.
+
+The network itself is a callable (`TileNet`: features in, per-tile class probabilities out), so
+this module stays pure; `vehicle_agent.quality.soilnet_runtime` runs it with onnxruntime or
+TensorRT. Training: `python -m tools.soilnet` (docs/training.md).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from vehicle_agent.records import AdhesionEstimate, Image
+
+FEATURE_VERSION = 1
+"""Bumped whenever `SoilFeatures` computes something else: a model records the version it was
+trained with and is refused by a detector that computes another."""
+CHANNELS = 10
+TILE = 8
+"""Pixels per tile side at the network's input (its output stride)."""
+CLASSES: tuple[str, ...] = ("clean", "transparent", "semi_transparent", "opaque")
+
+FeatureMap = npt.NDArray[np.float32]
+"""C×H×W float32."""
+TileNet = Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]
+"""1×C×H×W features → 1×len(CLASSES)×(H/TILE)×(W/TILE) class probabilities."""
+
+# Time constants of the temporal features, seconds. They define the features (a model is trained
+# on them), not decisions: changing one means a new FEATURE_VERSION and a retrained model.
+_FAST_MEAN_S = 0.25
+_SLOW_MEAN_S = 3.0
+_FAST_ACTIVITY_S = 0.5
+_SLOW_ACTIVITY_S = 4.0
+_ACTIVITY_GAIN = 8.0  # |change| of 1/8 of full scale reads 1.0
+_LAPLACIAN_GAIN = 4.0
+
+
+def _alpha(dt: float, tau: float) -> float:
+    return 1.0 - math.exp(-max(dt, 0.0) / tau)
+
+
+def net_size(height: int, width: int, net_width: int) -> tuple[int, int]:
+    """(height, width) of the network's input for a frame of this size: `net_width` wide, the
+    height following the aspect ratio, both multiples of `TILE`."""
+    if height <= 0 or width <= 0:
+        raise ValueError(f"frame size {width}×{height} is empty")
+    if net_width % TILE or net_width < 4 * TILE:
+        raise ValueError(f"network width {net_width} is not a multiple of {TILE} ≥ {4 * TILE}")
+    rows = max(4, round(net_width * height / width / TILE))
+    return rows * TILE, net_width
+
+
+class SoilFeatures:
+    """The network's input, frame after frame: the picture plus what changed in it lately.
+
+    Channels (all ~0–1): blue, green, red; the slow running mean of the grey frame; the grey
+    frame's distance from it; recent change over half a second and over seconds; local
+    Laplacian magnitude; and the frame-wide means of the two change channels (global motion).
+    """
+
+    def __init__(self, net_width: int = 192) -> None:
+        self.net_width = net_width
+        self.reset()
+
+    def reset(self) -> None:
+        self._size: tuple[int, int] | None = None
+        self._t: float | None = None
+        self._fast = np.zeros((0, 0), np.float32)
+        self._slow = np.zeros((0, 0), np.float32)
+        self._act_fast = np.zeros((0, 0), np.float32)
+        self._act_slow = np.zeros((0, 0), np.float32)
+
+    @property
+    def size(self) -> tuple[int, int] | None:
+        """(height, width) of the features, once a frame was seen."""
+        return self._size
+
+    def update(self, colour: Image, t: float) -> FeatureMap:
+        """Features after the frame `colour` (H×W×3 uint8 BGR, any size) at video time `t`."""
+        height, width = net_size(colour.shape[0], colour.shape[1], self.net_width)
+        small = cv2.resize(colour, (width, height), interpolation=cv2.INTER_AREA)
+        bgr = np.asarray(small, np.float32) * np.float32(1 / 255)
+        grey = np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY), np.float32)
+        first = self._size != (height, width) or self._t is None or t < self._t
+        if first:
+            self._size = (height, width)
+            self._fast = grey.copy()
+            self._slow = grey.copy()
+            self._act_fast = np.zeros_like(grey)
+            self._act_slow = np.zeros_like(grey)
+            dt = 0.0
+        else:
+            dt = t - (self._t or t)
+        self._t = t
+        if dt > 0:
+            self._fast += np.float32(_alpha(dt, _FAST_MEAN_S)) * (grey - self._fast)
+            self._slow += np.float32(_alpha(dt, _SLOW_MEAN_S)) * (grey - self._slow)
+            change_fast = np.abs(grey - self._fast)
+            change_slow = np.abs(grey - self._slow)
+            self._act_fast += np.float32(_alpha(dt, _FAST_ACTIVITY_S)) * (
+                change_fast - self._act_fast
+            )
+            self._act_slow += np.float32(_alpha(dt, _SLOW_ACTIVITY_S)) * (
+                change_slow - self._act_slow
+            )
+        laplacian = np.abs(cv2.Laplacian(grey, cv2.CV_32F, ksize=1))
+        laplacian = cv2.blur(laplacian, (3, 3))
+        out = np.empty((CHANNELS, height, width), np.float32)
+        out[0:3] = bgr.transpose(2, 0, 1)
+        out[3] = self._slow
+        out[4] = np.abs(grey - self._slow) * np.float32(_ACTIVITY_GAIN / 2)
+        out[5] = self._act_fast * np.float32(_ACTIVITY_GAIN)
+        out[6] = self._act_slow * np.float32(_ACTIVITY_GAIN)
+        out[7] = laplacian * np.float32(_LAPLACIAN_GAIN)
+        out[8] = float(out[5].mean())
+        out[9] = float(out[6].mean())
+        np.clip(out, 0.0, 4.0, out=out)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionParams:
+    """How per-tile probabilities become soiled tiles and the alarm. The probability thresholds
+    come from the model's manifest (calibrated in training); the alarm fractions from
+    `[adhesion]`."""
+
+    on: float = 0.6
+    """A tile becomes soiled when its smoothed soiling probability reaches this..."""
+    off: float = 0.35
+    """...and clean again when it falls below this."""
+    smooth_s: float = 0.3
+    """Time constant of the per-tile probability smoothing, seconds."""
+    warmup_s: float = 1.5
+    """Nothing is flagged before the temporal features have this much history."""
+    alarm_fraction: float = 0.005
+    """`detected` rises when this share of the frame is on soiled tiles..."""
+    clear_fraction: float = 0.0025
+    """...and falls below this."""
+
+
+@dataclass
+class TileDecision:
+    """Per-tile probabilities → soiled tiles (hysteresis) → covered fraction and alarm."""
+
+    params: DecisionParams = field(default_factory=DecisionParams)
+    _prob: npt.NDArray[np.float32] | None = None
+    _soiled: npt.NDArray[np.bool_] | None = None
+    _classes: npt.NDArray[np.int8] | None = None
+    _t: float | None = None
+    _start: float | None = None
+    _detected: bool = False
+
+    def reset(self) -> None:
+        self._prob = self._soiled = self._classes = None
+        self._t = self._start = None
+        self._detected = False
+
+    def update(self, probabilities: npt.NDArray[np.float32], t: float) -> AdhesionEstimate:
+        """`probabilities`: len(CLASSES)×rows×cols for the frame at `t`."""
+        p = self.params
+        soil = 1.0 - probabilities[0]
+        if self._prob is None or self._prob.shape != soil.shape or self._t is None or t < self._t:
+            self._prob = np.asarray(soil, np.float32).copy()
+            self._soiled = np.zeros(soil.shape, np.bool_)
+            self._start = t
+        else:
+            self._prob += np.float32(_alpha(t - self._t, p.smooth_s)) * (soil - self._prob)
+        self._t = t
+        assert self._soiled is not None  # set with _prob
+        self._classes = np.asarray(np.argmax(probabilities[1:], axis=0) + 1, np.int8)
+        if t - (self._start or t) < p.warmup_s:
+            self._soiled[:] = False
+        else:
+            self._soiled |= self._prob >= p.on
+            self._soiled &= self._prob >= p.off
+        return self.estimate()
+
+    def estimate(self) -> AdhesionEstimate:
+        p = self.params
+        if self._soiled is None:
+            return AdhesionEstimate(score=0.0, covered_fraction=0.0)
+        covered = float(self._soiled.mean())
+        if not self._detected and covered >= p.alarm_fraction:
+            self._detected = True
+        elif self._detected and covered < p.clear_fraction:
+            self._detected = False
+        mask = self._soiled.copy()
+        mask.flags.writeable = False
+        return AdhesionEstimate(
+            score=covered / (covered + p.alarm_fraction),
+            covered_fraction=covered,
+            detected=self._detected,
+            tile_mask=mask,
+        )
+
+    @property
+    def tile_classes(self) -> npt.NDArray[np.int8] | None:
+        """Per tile: the most likely soiling class index (1–3) where soiled, 0 where clean."""
+        if self._classes is None or self._soiled is None:
+            return None
+        return np.where(self._soiled, self._classes, 0).astype(np.int8)
+
+
+class LearnedAdhesionDetector:
+    """Features every frame, the network every `every`-th frame, the decision every frame.
+
+    `update(colour, t)` takes the analysis copy (BGR) of the raw frame, as the monitor has it.
+    """
+
+    def __init__(
+        self,
+        net: TileNet,
+        decision: DecisionParams | None = None,
+        net_width: int = 192,
+        every: int = 2,
+    ) -> None:
+        if every < 1:
+            raise ValueError(f"every must be ≥ 1, got {every}")
+        self.net = net
+        self.features = SoilFeatures(net_width)
+        self.decision = TileDecision(decision or DecisionParams())
+        self.every = every
+        self._count = 0
+        self._latest: npt.NDArray[np.float32] | None = None
+
+    def reset(self) -> None:
+        self.features.reset()
+        self.decision.reset()
+        self._count = 0
+        self._latest = None
+
+    def probabilities(self, features: FeatureMap) -> npt.NDArray[np.float32]:
+        """The network's per-tile class probabilities for one feature map."""
+        out = np.asarray(self.net(features[None]), np.float32)
+        rows, cols = features.shape[1] // TILE, features.shape[2] // TILE
+        if out.shape != (1, len(CLASSES), rows, cols):
+            raise ValueError(
+                f"soiling network returned {out.shape}, expected (1, {len(CLASSES)}, {rows}, {cols})"
+            )
+        return out[0]
+
+    def update(self, colour: Image, t: float) -> AdhesionEstimate:
+        features = self.features.update(colour, t)
+        if self._latest is None or self._count % self.every == 0:
+            self._latest = self.probabilities(features)
+        self._count += 1
+        return self.decision.update(self._latest, t)
+
+
+def tile_truth(
+    class_map: npt.NDArray[np.int8], tile: int = TILE, min_cover: float = 0.3
+) -> npt.NDArray[np.int64]:
+    """Per-tile training labels from a per-pixel class map (0 clean, 1–3 soiling classes) at the
+    network's input size: the most common soiling class of a tile where soiling covers at least
+    `min_cover` of it, clean where it covers under a tenth of that, −1 (ignored) in between."""
+    height, width = class_map.shape
+    rows, cols = height // tile, width // tile
+    blocks = class_map[: rows * tile, : cols * tile].reshape(rows, tile, cols, tile)
+    counts = np.stack([(blocks == c).mean(axis=(1, 3)) for c in range(len(CLASSES))])
+    soiled = 1.0 - counts[0]
+    label = np.argmax(counts[1:], axis=0) + 1
+    out = np.full((rows, cols), -1, np.int64)
+    out[soiled >= min_cover] = label[soiled >= min_cover]
+    out[soiled < min_cover / 10] = 0
+    return out
