@@ -1,390 +1,407 @@
-"""Developer tool: evaluate the lens adhesion detector on real footage, soiled and clean.
+"""Developer tool: evaluate the lens soiling detectors on the footage bank, soiled and clean.
 
-    python -m tools.eval_adhesion                                   # the bundled street clip
-    python -m tools.eval_adhesion --video vtest.avi --video tree.avi --clean-minutes 10 \\
-        --json adhesion-eval.json
+    python -m tools.eval_adhesion                           # held-out scenes × held-out renderer
+    python -m tools.eval_adhesion --split train             # the same on the train split
+    python -m tools.eval_adhesion --quick --json build/eval-adhesion.json
 
-Soiled runs: each clip is replayed (looped when needed) with soiling rendered by the simulated
-lens (`vehicle_agent.sim.lens`) from an onset time on; the detector (default `[adhesion]`
-settings, 320-pixel analysis copy, as in the daemon) reports
+Both detectors run side by side on the same frames: the learned one the daemon uses by default
+(`models/soilnet`, `vehicle_agent.quality.soilnet`) and the classical tile heuristic it replaces
+(`vehicle_agent.quality.adhesion`), each fed exactly as the monitor feeds it (the 320-pixel
+analysis copy of the raw frame).
 
-- detection latency: video seconds from the onset to the first `detected`;
-- precision and recall per tile, over the 2–6 s after the onset: a tile is truly soiled when
-  soiling covers at least half of it; a flagged tile counts as right when soiling covers at
-  least a tenth of it (a drop's edge);
-- false alarms before the onset.
-
-Clean runs: each clip looped for `--clean-minutes`, plus a still scene (one frame repeated: a
-standing vehicle with nothing moving), night (the clip at 12 % of its light with sensor noise),
-a passing truck (a big dark rectangle crossing the frame) and a moving camera (a window
-drifting and zooming over the clip); false alarms are rising edges of `detected`, per hour of
-footage. The last lines check the issue's two criteria: drops covering ≥ 2 % detected within
-1 s, and no alarm on clean footage.
+Soiled runs: a drive (`tools.footage.drive`) over each scene of the split, with the camera
+moving and parked, gets one kind of soiling from the split's renderer families at
+`--onset` seconds. Reported per detector, kind and motion:
+- detection latency: video seconds from the onset to the first `detected` (≤ 1 s is the target);
+- per-tile precision and recall over the 1–5 s after the onset: a tile is truly soiled when the
+  soiling covers at least half of it, a flagged tile counts as right when soiling covers at least
+  a tenth of it; for the learned detector also whether it named the right class;
+- alarms before the onset.
+Clean runs: the `adhesion-clean` plan (driving with 10 s stand-stills, mixed light, night, dusk,
+a parked camera, traffic) for `--clean-minutes`; false alarms are rising edges of `detected`,
+per hour.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
+import shlex
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
+from tools.footage import catalog, splits
+from tools.footage.drive import DriveSpec, synthesise
+from tools.footage.sets import CLEAN_RUNS, BuildOptions, clean_plan
+from tools.footage.soiling import CLASS_OF, SOILING_KINDS, render_soiling
 from vehicle_agent.config import AdhesionConfig
-from vehicle_agent.quality.adhesion import AdhesionDetector, AdhesionParams
+from vehicle_agent.quality.adhesion import AdhesionDetector
 from vehicle_agent.quality.metrics import prepare
-from vehicle_agent.quality.monitor import adhesion_params
-from vehicle_agent.records import Image
-from vehicle_agent.sim.lens import KINDS, AdhesionKind, AdhesionLayer
-from vehicle_agent.sim.simulate import sample_video
+from vehicle_agent.quality.monitor import MonitorSettings, QualityMonitor, adhesion_params
+from vehicle_agent.quality.soilnet import CLASSES
+from vehicle_agent.records import AdhesionEstimate
 
 ANALYSIS_WIDTH = 320
 TRUE_COVER = 0.5
-"""A tile is truly soiled when soiling covers this share of it."""
 ANY_COVER = 0.1
-"""A flagged tile is right when soiling covers at least this share of it."""
-SCORE_FROM_S, SCORE_TO_S = 2.0, 6.0
-"""Tiles are scored over this window after the onset."""
-
-Scene = Callable[[int], Image]
+SCORE_FROM_S, SCORE_TO_S = 1.0, 5.0
+COVERAGE: dict[str, float] = {"drops": 0.02, "mud": 0.02, "dust": 0.04, "mist": 0.3}
+"""Share of the frame each kind covers in the soiled runs (the issue's 2 % for drops and mud)."""
 
 
-def default_params() -> AdhesionParams:
-    """The daemon's detector settings (`[adhesion]` defaults)."""
-    return adhesion_params(AdhesionConfig())
+class Detector(Protocol):
+    name: str
+
+    def update(self, bgr: npt.NDArray[np.uint8], t: float) -> AdhesionEstimate: ...
+
+    def classes(self) -> npt.NDArray[np.int8] | None: ...
 
 
-class Clip:
-    """A video decoded once into its analysis-sized and full-sized frames (full size only up to
-    `keep_full` frames, kept in memory: the lens is rendered at the camera's resolution)."""
+class Learned:
+    name = "learned"
 
-    def __init__(self, path: Path, keep_full: int = 1800) -> None:
-        cap = cv2.VideoCapture(str(path))
-        if not cap.isOpened():
-            raise SystemExit(f"{path}: cannot open")
-        fps = cap.get(cv2.CAP_PROP_FPS)
-        self.fps = fps if 1.0 <= fps <= 240.0 else 10.0
-        self.path = path
-        self.full: list[Image] = []
-        while len(self.full) < keep_full:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            self.full.append(np.asarray(frame, np.uint8))
-        cap.release()
-        if not self.full:
-            raise SystemExit(f"{path}: no frames decoded")
+    def __init__(self) -> None:
+        settings = MonitorSettings(quality=False, brisque=False, detector="learned")
+        monitor = QualityMonitor(settings)
+        if monitor.learned is None:
+            raise SystemExit(f"learned detector unavailable: {monitor.detector_fallback}")
+        self.label = monitor.detector_label
+        self._detector = monitor.learned
 
-    @property
-    def frames(self) -> int:
-        return len(self.full)
+    def update(self, bgr: npt.NDArray[np.uint8], t: float) -> AdhesionEstimate:
+        return self._detector.update(prepare(bgr, ANALYSIS_WIDTH).colour, t)
 
-    @property
-    def seconds(self) -> float:
-        return self.frames / self.fps
+    def classes(self) -> npt.NDArray[np.int8] | None:
+        return self._detector.decision.tile_classes
 
-    def looped(self, i: int) -> Image:
-        return self.full[i % self.frames]
+
+class Classical:
+    name = "classical"
+    label = "classical tile heuristic"
+
+    def __init__(self) -> None:
+        self._detector = AdhesionDetector(adhesion_params(AdhesionConfig()))
+
+    def update(self, bgr: npt.NDArray[np.uint8], t: float) -> AdhesionEstimate:
+        return self._detector.update(prepare(bgr, ANALYSIS_WIDTH).grey, t)
+
+    def classes(self) -> npt.NDArray[np.int8] | None:
+        return None
+
+
+FACTORIES: dict[str, Callable[[], Detector]] = {"learned": Learned, "classical": Classical}
+
+
+def tile_cover(mask: npt.NDArray[np.bool_], rows: int, cols: int) -> npt.NDArray[np.float32]:
+    """Share of each tile of a rows × cols grid that `mask` covers."""
+    small = cv2.resize(mask.astype(np.float32), (cols, rows), interpolation=cv2.INTER_AREA)
+    return np.asarray(small, np.float32)
 
 
 @dataclass
 class SoiledResult:
-    clip: str
+    detector: str
+    scene: str
     kind: str
+    family: str
+    motion: str
     coverage: float
-    onset_s: float
-    latency_s: float | None
-    true_cover: float
-    """Share of the frame the soiling truly covers."""
+    latency_s: float | None = None
+    early_alarms: int = 0
     tp: int = 0
     fp: int = 0
     fn: int = 0
-    early_alarms: int = 0
+    class_right: int = 0
 
 
 @dataclass
 class CleanResult:
+    detector: str
+    run: str
     scene: str
     minutes: float
-    alarms: int
-    alarm_s: float
-    """Seconds of footage with `detected` raised."""
-    max_covered: float
-
-    @property
-    def per_hour(self) -> float:
-        return self.alarms / (self.minutes / 60.0)
+    alarms: int = 0
+    alarm_s: float = 0.0
+    max_covered: float = 0.0
 
 
 @dataclass
 class Report:
+    split: str
+    detectors: dict[str, str]
     soiled: list[SoiledResult] = field(default_factory=list)
     clean: list[CleanResult] = field(default_factory=list)
+    ms_per_frame: dict[str, float] = field(default_factory=dict)
     wall_s: float = 0.0
 
 
-def detect(
-    scene: Scene, frames: int, fps: float, params: AdhesionParams
-) -> Iterator[tuple[int, float, bool, np.ndarray]]:
-    detector = AdhesionDetector(params)
-    for i in range(frames):
-        t = i / fps
-        estimate = detector.update(prepare(scene(i), ANALYSIS_WIDTH).grey, t)
-        assert estimate.tile_mask is not None  # noqa: S101 - the detector always fills it
-        yield i, t, estimate.detected, estimate.tile_mask
+def _scene_frames(name: str) -> list[catalog.RGB]:
+    entry = catalog.item(name)
+    step = 1 if entry.kind == "photo" else max(1, round((entry.fps or 15.0) / 15.0))
+    return catalog.load(name, step=step, purpose="eval_adhesion")
 
 
-def soiled_run(
-    clip: Clip,
-    *,
-    kind: AdhesionKind,
-    coverage: float | None,
-    seed: int,
-    onset_s: float,
-    p: AdhesionParams,
-) -> SoiledResult:
-    h, w = clip.full[0].shape[:2]
-    layer = AdhesionLayer(kind, coverage, seed, aspect=w / h)
-    onset = math.ceil(onset_s * clip.fps)
-    _, true_mask = layer.render(clip.full[0])
-    grid = AdhesionDetector(p).grid(*prepare(clip.full[0], ANALYSIS_WIDTH).grey.shape)
-    cover = grid.coverage(true_mask)
-    truth, touched = cover >= TRUE_COVER, cover >= ANY_COVER
-    result = SoiledResult(
-        clip.path.name, kind, layer.coverage, onset / clip.fps, None, float(true_mask.mean())
-    )
-
-    def scene(i: int) -> Image:
-        frame = clip.looped(i)
-        return layer.render(frame)[0] if i >= onset else frame
-
-    end = onset + math.ceil(SCORE_TO_S * clip.fps)
-    was = False
-    for i, t, detected, mask in detect(scene, end, clip.fps, p):
-        if i < onset:
-            result.early_alarms += int(detected and not was)
-        elif detected and result.latency_s is None:
-            result.latency_s = round(t - onset / clip.fps, 3)
-        if i >= onset + SCORE_FROM_S * clip.fps:
-            result.tp += int((mask & truth).sum())
-            result.fp += int((mask & ~touched).sum())
-            result.fn += int((~mask & truth).sum())
-        was = detected
-    return result
-
-
-def clean_run(name: str, scene: Scene, frames: int, fps: float, p: AdhesionParams) -> CleanResult:
-    alarms, raised, worst, was = 0, 0, 0.0, False
-    for _, _, detected, mask in detect(scene, frames, fps, p):
-        alarms += int(detected and not was)
-        raised += int(detected)
-        worst = max(worst, float(mask.mean()))
-        was = detected
-    return CleanResult(name, round(frames / fps / 60.0, 3), alarms, raised / fps, worst)
-
-
-def still(clip: Clip) -> Scene:
-    """Standing still with nothing moving: the clip's middle frame, repeated."""
-    frame = clip.full[clip.frames // 2]
-    return lambda _: frame
-
-
-def night(clip: Clip, gain: float = 0.12, sigma: float = 2.0) -> Scene:
-    rng = np.random.default_rng(0)
-    shape = clip.full[0].shape
-    noise = [np.round(rng.normal(0.0, sigma, shape)).astype(np.int16) for _ in range(8)]
-
-    def frame(i: int) -> Image:
-        dark = np.asarray(cv2.convertScaleAbs(clip.looped(i), alpha=gain), np.int16)
-        return np.asarray(np.clip(dark + noise[i % 8], 0, 255), np.uint8)
-
-    return frame
-
-
-def truck(clip: Clip, period_s: float = 6.0, width: float = 0.45) -> Scene:
-    period = max(2, round(period_s * clip.fps))
-
-    def frame(i: int) -> Image:
-        image = clip.looped(i).copy()
-        h, w = image.shape[:2]
-        x0 = int((-width + (i % period) / period * (1 + width)) * w)
-        image[int(0.3 * h) : int(0.9 * h), max(0, x0) : max(0, min(w, x0 + int(width * w)))] = 30
-        return image
-
-    return frame
-
-
-def moving_camera(clip: Clip) -> Scene:
-    def frame(i: int) -> Image:
-        image = clip.looped(i)
-        h, w = image.shape[:2]
-        scale = 0.6 + 0.3 * ((2 * i) % 200) / 200
-        cw, ch = int(w * (1 - scale / 2)), int(h * (1 - scale / 2))
-        x0 = int((w - cw) * (0.5 + 0.5 * math.sin(i * 0.05)))
-        y0 = int((h - ch) * (0.5 + 0.4 * math.cos(i * 0.031)))
-        return np.asarray(cv2.resize(image[y0 : y0 + ch, x0 : x0 + cw], (w, h)), np.uint8)
-
-    return frame
-
-
-def evaluate(args: argparse.Namespace) -> Report:
-    params = default_params()
-    report = Report()
-    started = time.monotonic()
-    videos = args.video or [sample_video()]
-    for path in videos:
-        clip = Clip(path)
-        print(f"{path.name}: {clip.frames} frames at {clip.fps:g} fps", file=sys.stderr)
-        span = max(1.0, clip.seconds - params.warmup_s - 2.0)
-        for kind in args.kinds:
-            coverage = args.coverage if kind == "drops" else None
-            for trial in range(args.trials):
-                onset = params.warmup_s + 2.0 + (trial + 0.5) * span / args.trials
-                result = soiled_run(
-                    clip,
-                    kind=kind,
-                    coverage=coverage,
-                    seed=100 * trial + 7,
-                    onset_s=onset,
-                    p=params,
+def soiled_runs(
+    detectors: Sequence[Detector], args: argparse.Namespace, timing: dict[str, list[float]]
+) -> Iterator[SoiledResult]:
+    families = splits.names("soiling", args.split)
+    scenes = [
+        n for n in splits.scenes(args.split) if catalog.item(n).kind == "photo" or args.videos
+    ]
+    for s, scene in enumerate(scenes[: args.scenes]):
+        frames = _scene_frames(scene)
+        for k, kind in enumerate(args.kinds):
+            for motion in ("drive", "still"):
+                seed = args.seed * 1000 + s * 50 + k * 2 + (motion == "still")
+                family = families[seed % len(families)]
+                spec = DriveSpec(
+                    seconds=args.onset + SCORE_TO_S, fps=args.fps, width=640, height=360,
+                    light="day", motion=motion,
+                    stand_still=((args.onset - 2.0, args.onset + 1.0),) if seed % 3 == 0 else (),
+                )  # fmt: skip
+                drive = synthesise(frames, spec, seed)
+                layer = render_soiling(kind, family, 360, 640, COVERAGE[kind], seed)
+                yield from _one_run(
+                    detectors, drive, layer, scene, kind, family, motion, args, timing
                 )
-                report.soiled.append(result)
-        frames = round(args.clean_minutes * 60 * clip.fps)
-        short = round(min(args.clean_minutes, args.extra_minutes) * 60 * clip.fps)
-        report.clean.append(clean_run(f"{path.name} looped", clip.looped, frames, clip.fps, params))
-        report.clean.append(clean_run(f"{path.name} still", still(clip), frames, clip.fps, params))
-        report.clean.append(clean_run(f"{path.name} night", night(clip), short, clip.fps, params))
-        report.clean.append(clean_run(f"{path.name} truck", truck(clip), short, clip.fps, params))
-        report.clean.append(
-            clean_run(f"{path.name} moving camera", moving_camera(clip), short, clip.fps, params)
-        )
-    report.wall_s = round(time.monotonic() - started, 1)
-    return report
+
+
+def _one_run(  # noqa: PLR0917 - one run's context
+    detectors: Sequence[Detector],
+    drive: Any,
+    layer: Any,
+    scene: str,
+    kind: str,
+    family: str,
+    motion: str,
+    args: argparse.Namespace,
+    timing: dict[str, list[float]],
+) -> Iterator[SoiledResult]:
+    results = [
+        SoiledResult(d.name, scene, kind, family, motion, round(float(layer.mask.mean()), 4))
+        for d in detectors
+    ]
+    was = [False] * len(detectors)
+    want = CLASSES.index(CLASS_OF[kind])  # type: ignore[index]
+    grids: dict[tuple[int, int], tuple[Any, Any]] = {}
+    for i in range(drive.frames):
+        t = i / drive.spec.fps
+        frame = drive.frame(i)
+        if t >= args.onset:
+            frame = layer.apply(frame)
+        bgr = np.ascontiguousarray(frame[..., ::-1])
+        for j, detector in enumerate(detectors):
+            started = time.perf_counter()
+            estimate = detector.update(bgr, t)
+            timing[detector.name].append(time.perf_counter() - started)
+            r = results[j]
+            if t < args.onset:
+                r.early_alarms += int(estimate.detected and not was[j])
+            elif estimate.detected and r.latency_s is None:
+                r.latency_s = round(t - args.onset, 3)
+            was[j] = estimate.detected
+            mask = estimate.tile_mask
+            if mask is None or not args.onset + SCORE_FROM_S <= t < args.onset + SCORE_TO_S:
+                continue
+            if mask.shape not in grids:
+                cover = tile_cover(layer.mask, *mask.shape)
+                grids[mask.shape] = (cover >= TRUE_COVER, cover >= ANY_COVER)
+            truth, touched = grids[mask.shape]
+            r.tp += int((mask & truth).sum())
+            r.fp += int((mask & ~touched).sum())
+            r.fn += int((~mask & truth).sum())
+            classes = detector.classes()
+            if classes is not None:
+                r.class_right += int(((classes == want) & mask & truth).sum())
+    yield from results
+
+
+def clean_runs(
+    detectors: Sequence[Detector], args: argparse.Namespace, timing: dict[str, list[float]]
+) -> Iterator[CleanResult]:
+    options = BuildOptions(
+        split=args.split, seed=args.seed, minutes=args.clean_minutes, fps=args.fps
+    )
+    for i, (run, scene, seconds) in enumerate(clean_plan(options)):
+        rng = np.random.default_rng([args.seed, 23, i])
+        stills = []
+        t0 = float(rng.uniform(10.0, 25.0))
+        while t0 + 10.0 < seconds - 5.0 and run.stand_still:
+            stills.append((t0, t0 + 10.0))
+            t0 += 10.0 + float(rng.uniform(25.0, 40.0))
+        spec = DriveSpec(
+            seconds=seconds, fps=args.fps, width=640, height=360, light=run.light,
+            stand_still=tuple(stills), passing=run.passing, motion=run.motion,
+        )  # fmt: skip
+        drive = synthesise(_scene_frames(scene), spec, args.seed * 100 + i)
+        results = [CleanResult(d.name, run.name, scene, round(seconds / 60, 3)) for d in detectors]
+        was = [False] * len(detectors)
+        for f in range(drive.frames):
+            t = f / args.fps
+            bgr = np.ascontiguousarray(drive.frame(f)[..., ::-1])
+            for j, detector in enumerate(detectors):
+                started = time.perf_counter()
+                estimate = detector.update(bgr, t)
+                timing[detector.name].append(time.perf_counter() - started)
+                r = results[j]
+                r.alarms += int(estimate.detected and not was[j])
+                r.alarm_s += (1.0 / args.fps) * estimate.detected
+                r.max_covered = max(r.max_covered, estimate.covered_fraction)
+                was[j] = estimate.detected
+        yield from results
 
 
 def _ratio(a: int, b: int) -> float:
     return a / b if b else float("nan")
 
 
-def summarise(report: Report, coverage: float) -> dict[str, object]:
-    by_kind: dict[str, dict[str, object]] = {}
-    groups = sorted({(r.clip, r.kind) for r in report.soiled}) + [
-        ("all", kind) for kind in sorted({r.kind for r in report.soiled})
-    ]
-    for clip, kind in groups:
-        runs = [r for r in report.soiled if r.kind == kind and clip in {"all", r.clip}]
-        latencies = [r.latency_s for r in runs if r.latency_s is not None]
+def summarise(report: Report) -> dict[str, Any]:
+    rows = []
+    keys = sorted(
+        {(r.detector, r.kind, r.motion) for r in report.soiled}, key=lambda k: (k[1], k[2], k[0])
+    )
+    for detector, kind, motion in keys:
+        runs = [
+            r for r in report.soiled if (r.detector, r.kind, r.motion) == (detector, kind, motion)
+        ]
+        lat = [r.latency_s for r in runs if r.latency_s is not None]
         tp, fp, fn = (sum(getattr(r, k) for r in runs) for k in ("tp", "fp", "fn"))
-        by_kind[f"{clip} {kind}"] = {
-            "runs": len(runs),
-            "detected": len(latencies),
-            "within_1s": sum(1 for x in latencies if x <= 1.0),
-            "latency_median_s": round(statistics.median(latencies), 3) if latencies else None,
-            "latency_max_s": max(latencies) if latencies else None,
-            "tile_precision": round(_ratio(tp, tp + fp), 3),
-            "tile_recall": round(_ratio(tp, tp + fn), 3),
-            "true_cover_mean": round(statistics.mean(r.true_cover for r in runs), 4),
-            "false_alarms_before_onset": sum(r.early_alarms for r in runs),
-        }
-    minutes = sum(c.minutes for c in report.clean)
-    alarms = sum(c.alarms for c in report.clean)
-    drops = [r for r in report.soiled if r.kind == "drops" and r.coverage >= min(coverage, 0.02)]
-    in_time = sum(1 for r in drops if r.latency_s is not None and r.latency_s <= 1.0)
-    drops_ok = bool(drops) and in_time == len(drops)
-    looped_ok = all(
-        c.alarms == 0 and c.minutes >= 10.0
-        for c in report.clean
-        if c.scene.endswith(("looped", "still"))
-    )
-    return {
-        "soiled": by_kind,
-        "clean_minutes": round(minutes, 2),
-        "clean_false_alarms": alarms,
-        "false_alarms_per_hour": round(alarms / (minutes / 60.0), 3) if minutes else None,
-        "criteria": {
-            f"drops >= {coverage:.0%} detected within 1 s: {in_time} of {len(drops)} runs": drops_ok,
-            "no alarm over >= 10 min of clean replay (looped and still)": looped_ok,
-        },
-    }
-
-
-def print_report(report: Report, summary: dict[str, object]) -> None:
-    print("Soiled footage (tile precision/recall over 2–6 s after the onset):")
-    print(
-        f"  {'clip and kind':28s} {'runs':>4s} {'det':>4s} {'≤1s':>4s} {'lat med':>8s} {'lat max':>8s} "
-        f"{'prec':>6s} {'recall':>6s} {'cover':>6s} {'early':>5s}"
-    )
-    soiled = summary["soiled"]
-    assert isinstance(soiled, dict)  # noqa: S101
-    for kind, s in soiled.items():
-        print(
-            f"  {kind:28s} {s['runs']:>4} {s['detected']:>4} {s['within_1s']:>4} "
-            f"{_fmt(s['latency_median_s']):>8s} {_fmt(s['latency_max_s']):>8s} "
-            f"{s['tile_precision']:>6.3f} {s['tile_recall']:>6.3f} {s['true_cover_mean']:>6.1%} "
-            f"{s['false_alarms_before_onset']:>5}"
+        right = sum(r.class_right for r in runs)
+        rows.append(
+            {
+                "detector": detector,
+                "kind": kind,
+                "camera": "moving" if motion == "drive" else "parked",
+                "runs": len(runs),
+                "cover": round(statistics.mean(r.coverage for r in runs), 4),
+                "detected": len(lat),
+                "within_1s": sum(1 for x in lat if x <= 1.0),
+                "latency_median_s": round(statistics.median(lat), 2) if lat else None,
+                "latency_max_s": max(lat) if lat else None,
+                "tile_precision": round(_ratio(tp, tp + fp), 3),
+                "tile_recall": round(_ratio(tp, tp + fn), 3),
+                "class_right": round(_ratio(right, tp), 3) if detector == "learned" else None,
+                "early_alarms": sum(r.early_alarms for r in runs),
+            }
         )
-    print("Clean footage:")
-    for c in report.clean:
-        print(
-            f"  {c.scene:32s} {c.minutes:6.1f} min  {c.alarms} alarms "
-            f"({c.per_hour:.1f}/h)  max covered {c.max_covered:.2%}"
-        )
-    print(
-        f"  total {summary['clean_minutes']} min: {summary['clean_false_alarms']} false alarms, "
-        f"{summary['false_alarms_per_hour']} per hour"
-    )
-    criteria = summary["criteria"]
-    assert isinstance(criteria, dict)  # noqa: S101
-    for name, ok in criteria.items():
-        print(f"{'PASS' if ok else 'FAIL'}: {name}")
-    print(f"({report.wall_s} s)")
+    clean = []
+    for detector in report.detectors:
+        for run in [*(c.name for c in CLEAN_RUNS), "all"]:
+            items = [c for c in report.clean if c.detector == detector and run in {"all", c.run}]
+            if not items:
+                continue
+            minutes = sum(c.minutes for c in items)
+            alarms = sum(c.alarms for c in items)
+            clean.append(
+                {
+                    "detector": detector,
+                    "run": run,
+                    "minutes": round(minutes, 1),
+                    "alarms": alarms,
+                    "per_hour": round(alarms / (minutes / 60), 2) if minutes else None,
+                    "max_covered": round(max(c.max_covered for c in items), 4),
+                }
+            )
+    cost = [
+        {"detector": name, "ms_per_frame_median": round(ms, 2)}
+        for name, ms in report.ms_per_frame.items()
+    ]
+    return {"soiled": rows, "clean": clean, "cost": cost}
 
 
-def _fmt(value: object) -> str:
-    return "-" if value is None else f"{value:.2f}"
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def print_table(rows: Sequence[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    columns = list(rows[0])
+    widths = [max(len(c), *(len(_fmt(r[c])) for r in rows)) for c in columns]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for r in rows:
+        print("  ".join(_fmt(r[c]).ljust(w) for c, w in zip(columns, widths, strict=True)))
+
+
+def evaluate(args: argparse.Namespace) -> Report:
+    started = time.monotonic()
+    detectors = [FACTORIES[name]() for name in args.detectors]
+    report = Report(args.split, {d.name: getattr(d, "label", d.name) for d in detectors})
+    timing: dict[str, list[float]] = {d.name: [] for d in detectors}
+    if args.split == "train":
+        context = splits.training("eval_adhesion on the train split")
+    else:
+        import contextlib  # noqa: PLC0415
+
+        context = contextlib.nullcontext()  # type: ignore[assignment]
+    with context:
+        for result in soiled_runs(detectors, args, timing):
+            report.soiled.append(result)
+            if not args.quiet and result.detector == detectors[-1].name:
+                print(f"  soiled {result.scene} {result.kind} {result.motion}", file=sys.stderr)
+        for clean in clean_runs(detectors, args, timing):
+            report.clean.append(clean)
+    report.ms_per_frame = {k: 1000 * statistics.median(v) for k, v in timing.items() if v}
+    report.wall_s = round(time.monotonic() - started, 1)
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--split", choices=("held_out", "train"), default="held_out")
     parser.add_argument(
-        "--video",
-        type=Path,
-        action="append",
-        help="clip to use (repeatable; default: the bundled sample)",
+        "--detectors", default="classical", help="comma separated: classical, learned"
     )
-    parser.add_argument(
-        "--kinds", default="drops,mud,mist,dust", help="soiling kinds, comma separated"
-    )
-    parser.add_argument("--trials", type=int, default=6, help="soiled runs per kind and clip")
-    parser.add_argument("--coverage", type=float, default=0.02, help="drops' share of the frame")
-    parser.add_argument(
-        "--clean-minutes", type=float, default=10.0, help="looped and still replay, minutes"
-    )
-    parser.add_argument(
-        "--extra-minutes", type=float, default=2.0, help="night, truck and moving camera, minutes"
-    )
-    parser.add_argument("--json", type=Path, help="write the figures to this JSON file")
+    parser.add_argument("--kinds", default=",".join(SOILING_KINDS))
+    parser.add_argument("--scenes", type=int, default=99, help="at most this many scenes")
+    parser.add_argument("--videos", action="store_true", help="also drive over the split's clips")
+    parser.add_argument("--onset", type=float, default=6.0, help="soiling onset, seconds")
+    parser.add_argument("--fps", type=float, default=15.0)
+    parser.add_argument("--clean-minutes", type=float, default=30.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="3 scenes, 3 clean minutes")
+    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    args.detectors = [d.strip() for d in args.detectors.split(",") if d.strip()]
     args.kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
-    unknown = sorted(set(args.kinds) - set(KINDS))
-    if unknown:
-        parser.error(f"unknown kinds {unknown}; known: {', '.join(KINDS)}")
+    if bad := sorted(set(args.detectors) - set(FACTORIES)):
+        parser.error(f"unknown detectors {bad}; known: {', '.join(FACTORIES)}")
+    if bad := sorted(set(args.kinds) - set(SOILING_KINDS)):
+        parser.error(f"unknown kinds {bad}; known: {', '.join(SOILING_KINDS)}")
+    if args.quick:
+        args.scenes, args.clean_minutes = min(args.scenes, 3), min(args.clean_minutes, 3.0)
     report = evaluate(args)
-    summary = summarise(report, args.coverage)
-    print_report(report, summary)
+    summary = summarise(report)
+    print(f"Split: {args.split} scenes × {args.split} renderers; detectors: {report.detectors}")
+    print("Soiled (tiles scored 1–5 s after the onset):")
+    print_table(summary["soiled"])
+    print("Clean footage:")
+    print_table(summary["clean"])
+    print("Cost per frame (analysis copy → estimate, median):")
+    print_table(summary["cost"])
+    print(f"({report.wall_s} s)")
     if args.json is not None:
-        data = {"summary": summary, **asdict(report)}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        command = "python -m tools.eval_adhesion " + shlex.join(
+            argv if argv is not None else sys.argv[1:]
+        )
+        data = {"command": command, "summary": summary, **asdict(report)}
         args.json.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    criteria = summary["criteria"]
-    assert isinstance(criteria, dict)  # noqa: S101
-    return 0 if all(criteria.values()) else 1
+    return 0
 
 
 if __name__ == "__main__":

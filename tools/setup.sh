@@ -55,3 +55,6 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
+# The footage bank's real clips and photos from Debian's opencv-doc (extracted once into
+# ~/.cache/vehicle-agent; tests and training read them from there).
+.venv/bin/python -m tools.footage fetch >/dev/null

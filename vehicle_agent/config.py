@@ -469,10 +469,11 @@ class AdhesionConfig(ConfigModel):
         description="Estimate what sits on the lens (drops, mist, dust, mud).",
     )
     detector: Literal["learned", "classical"] = Field(
-        "learned",
-        description="'learned': the soiling tile network (`model`), which works with the camera "
-        "moving or still; 'classical': the hand-built tile heuristic (fixed cameras only). A "
-        "learned model that cannot load falls back to the classical one with a warning.",
+        "classical",
+        description="'classical': the hand-built tile heuristic (fixed cameras); 'learned': the "
+        "soiling tile network `model` (trained with `python -m tools.soilnet`; no model is "
+        "shipped yet). A learned model that cannot load falls back to the classical one with a "
+        "warning.",
     )
     model: str = Field(
         "soilnet",

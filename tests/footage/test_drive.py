@@ -3,6 +3,7 @@ that darkens and adds noise, and a truth that matches the frames."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import cv2
@@ -33,7 +34,7 @@ def test_frames_repeat_for_the_same_seed_in_any_order() -> None:
 
 
 def test_a_standing_vehicle_over_a_photo_changes_only_by_noise() -> None:
-    drive = synthesise([_photo()], DriveSpec(**{**_fields(SPEC), "passing": False}), 1)
+    drive = synthesise([_photo()], dataclasses.replace(SPEC, passing=False), 1)
     truth = drive.truth()
     standing = [i for i, s in enumerate(truth["per_frame"]["standing"]) if s]
     assert standing, "the stand-still was kept"
@@ -45,23 +46,18 @@ def test_a_standing_vehicle_over_a_photo_changes_only_by_noise() -> None:
     assert truth["per_frame"]["dx"][i + 1] == 0.0
 
 
-def _fields(spec: DriveSpec) -> dict[str, object]:
-    return {name: getattr(spec, name) for name in spec.__slots__}  # type: ignore[attr-defined]
-
-
 def test_night_is_darker_and_noisier_than_day() -> None:
     flat = [np.full((120, 160, 3), 150, np.uint8)]
-    spec = {**_fields(SPEC), "passing": False, "motion": "still"}
-    day = synthesise(flat, DriveSpec(**spec), 0).frame(5).astype(float)  # type: ignore[arg-type]
-    spec["light"] = "night"
-    night = synthesise(flat, DriveSpec(**spec), 0).frame(5).astype(float)  # type: ignore[arg-type]
+    spec = dataclasses.replace(SPEC, passing=False, motion="still")
+    day = synthesise(flat, spec, 0).frame(5).astype(float)
+    night = synthesise(flat, dataclasses.replace(spec, light="night"), 0).frame(5).astype(float)
     assert night.mean() < 0.7 * day.mean()
     assert night.std() / night.mean() > day.std() / day.mean()
 
 
 def test_a_clip_keeps_playing_while_the_vehicle_stands() -> None:
     clip = [_photo(s) for s in range(5)]
-    drive = synthesise(clip, DriveSpec(**{**_fields(SPEC), "motion": "still"}), 0)  # type: ignore[arg-type]
+    drive = synthesise(clip, dataclasses.replace(SPEC, motion="still"), 0)
     assert np.abs(drive.frame(3).astype(int) - drive.frame(4)).mean() > 10
 
 

@@ -1,6 +1,7 @@
 """Footage bank command line: list the bank and its split, build a named set on disk.
 
     python -m tools.footage list                      # every item: split, licence, size, motion
+    python -m tools.footage fetch                     # extract opencv-doc's files into the cache
     python -m tools.footage sets                      # the named sets
     python -m tools.footage build adhesion-moving --out DIR [--seed 0] [--split held_out]
     python -m tools.footage build adhesion-clean --out DIR --minutes 30
@@ -54,7 +55,7 @@ def _build(args: argparse.Namespace) -> int:
         width=args.width,
         height=args.height,
         minutes=args.minutes,
-        kinds=kinds,  # type: ignore[arg-type]
+        kinds=kinds,
         coverage=args.coverage / 100.0,
         light=args.light,
     )
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="every item with its split and licence")
     sub.add_parser("sets", help="the named sets")
+    sub.add_parser("fetch", help="make every file-backed item readable (extracts opencv-doc)")
     b = sub.add_parser("build", help="build a named set into a new folder")
     b.add_argument("name", help=f"one of {', '.join(SETS)}")
     b.add_argument("--out", type=Path, required=True, help="new or empty folder")
@@ -107,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
             return _list()
         if args.command == "sets":
             return _sets()
+        if args.command == "fetch":
+            for path in catalog.fetch():
+                print(path)
+            return 0
         return _build(args)
     except (SetError, catalog.FootageError, splits.HeldOutError, ValueError, KeyError) as exc:
         print(f"footage: {exc}", file=sys.stderr)

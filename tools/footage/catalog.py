@@ -268,7 +268,12 @@ def _extract_opencv_doc() -> None:
         | {f"./{OPENCV_DOC_ROOT / 'copyright'}"}
     )
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(["apt-get", "download", "opencv-doc"], cwd=tmp, check=True)
+        download = ["apt-get", "download", "opencv-doc"]
+        if subprocess.run(download, cwd=tmp, check=False).returncode != 0:
+            # A fresh machine may have no package lists yet.
+            sudo = [] if os.geteuid() == 0 else ["sudo"]
+            subprocess.run([*sudo, "apt-get", "update", "-q"], check=True)
+            subprocess.run(download, cwd=tmp, check=True)
         debs = sorted(Path(tmp).glob("opencv-doc_*.deb"))
         if not debs:
             raise FootageError("apt-get download opencv-doc produced no .deb")
@@ -296,6 +301,11 @@ def locate(entry: Item) -> Path:
             shutil.copyfileobj(src, dst)
         partial.replace(unpacked)
     return unpacked
+
+
+def fetch() -> list[Path]:
+    """Make every file-backed item readable now (extracting opencv-doc once if needed)."""
+    return [locate(entry) for entry in CATALOG if entry.origin != "skimage"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import cv2
 import numpy as np
@@ -30,7 +30,7 @@ from tools.footage import catalog, splits
 from tools.footage.catalog import RGB, FootageError
 from tools.footage.degradations import DEGRADATION_KINDS, degrade, has
 from tools.footage.drive import Drive, DriveSpec, synthesise
-from tools.footage.soiling import CLASS_OF, SoilingKind, render_soiling
+from tools.footage.soiling import CLASS_OF, Family, SoilingKind, render_soiling
 
 Advance = Callable[[int], None]
 """Called with the number of frames (or images) just written."""
@@ -114,7 +114,8 @@ def _stand_stills(seconds: float) -> tuple[tuple[float, float], ...]:
     standing."""
     if seconds < 30.0:
         return ((seconds * 0.4, seconds * 0.6),)
-    return ((0.25 * seconds, 0.25 * seconds + 10.0), (0.72 * seconds, 0.72 * seconds + 10.0))
+    stills = ((0.25 * seconds, 0.25 * seconds + 10.0), (0.72 * seconds, 0.72 * seconds + 10.0))
+    return tuple((round(a, 2), round(min(b, seconds), 2)) for a, b in stills)
 
 
 def _write_clip(path: Path, drive: Drive, render: Callable[[int], RGB], advance: Advance) -> str:
@@ -178,7 +179,12 @@ def build_adhesion_moving(out: Path, options: BuildOptions, advance: Advance) ->
     for i, event in enumerate(events):
         family = _family("soiling", options.split, options.seed, i)
         layer = render_soiling(
-            event.kind, family, spec.height, spec.width, event.coverage, options.seed * 100 + i
+            event.kind,
+            cast("Family", family),
+            spec.height,
+            spec.width,
+            event.coverage,
+            options.seed * 100 + i,
         )
         mask_name = f"masks/{i:02d}-{event.kind}.png"
         cv2.imwrite(str(out / mask_name), layer.mask.astype(np.uint8) * 255)
@@ -362,9 +368,8 @@ def build_enhance(out: Path, options: BuildOptions, advance: Advance) -> dict[st
                 family = _family("soiling", options.split, seed, 0)
                 height, width = image.shape[:2]
                 coverage = float(_rng(seed, 5).uniform(0.03, 0.12))
-                degraded = render_soiling("drops", family, height, width, coverage, seed).apply(
-                    image
-                )  # type: ignore[arg-type]
+                drops = render_soiling("drops", family, height, width, coverage, seed)  # type: ignore[arg-type]
+                degraded = drops.apply(image)
             else:
                 usable = [
                     f

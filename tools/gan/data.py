@@ -150,8 +150,8 @@ def training_images(vtest: Path | None = None, limit: int | None = None) -> list
         else:
             frames = read_frames(vtest, list(TRAIN_VTEST))
         samples = [Sample(f"vtest#{i}", f) for i, f in zip(TRAIN_VTEST, frames, strict=True)]
-        for name in TRAIN_PHOTOS[: None if limit is None else max(0, limit - len(samples))]:
-            samples.append(Sample(f"skimage.{name}", catalog.load(name, purpose="gan")[0]))
+        photos = TRAIN_PHOTOS[: None if limit is None else max(0, limit - len(samples))]
+        samples += [Sample(f"skimage.{n}", catalog.load(n, purpose="gan")[0]) for n in photos]
     return samples[:limit] if limit else samples
 
 

@@ -24,9 +24,8 @@ import torch
 
 from tools.footage import splits
 from tools.soilnet import card
-from tools.soilnet.data import Samples, build_training_set, default_workers
+from tools.soilnet.data import build_training_set, default_workers
 from tools.soilnet.train import (
-    TileNet,
     TrainConfig,
     calibrate,
     export_onnx,

@@ -1,3 +1,4 @@
+# ruff: noqa: ISC004 - the card is written one paragraph per list item
 """Soiling detector model card: `models/soilnet/MODEL_CARD.md` from its manifest and the
 held-out evaluation (`python -m tools.eval_adhesion --json …`)."""
 

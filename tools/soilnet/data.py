@@ -87,7 +87,7 @@ def recipes(count: int, seed: int, seconds: float = 24.0) -> list[DriveRecipe]:
             if kind == "mist":
                 coverage = float(rng.uniform(0.1, 0.6))
             onset = float(rng.uniform(0.0, seconds * 0.7))
-            end = onset + float(rng.uniform(3.0, seconds)) if rng.random() < 0.4 else None
+            end = onset + float(rng.uniform(1.0, 3.0 + seconds)) if rng.random() < 0.4 else None
             family = families[int(rng.integers(len(families)))]
             events.append(Event(kind, family, coverage, onset, end, seed * 1000 + i * 10 + e))
         size = (640, 360) if rng.random() < 0.75 else (480, 360)
@@ -173,7 +173,7 @@ def _worker(args: tuple[DriveRecipe, int, int]) -> Samples:
         return render_drive(recipe, net_width, sample_every, _load_train_scene)
 
 
-def build_training_set(
+def build_training_set(  # noqa: PLR0917 - the CLI passes its options through
     drives: int = 2,
     seed: int = 0,
     seconds: float = 4.0,

@@ -141,10 +141,11 @@ def train(
 
 def predict(net: TileNet, x: npt.NDArray[np.float16], batch: int = 64) -> npt.NDArray[np.float32]:
     """Class probabilities for every sample (N×4×rows×cols)."""
-    out = []
     with torch.no_grad():
-        for start in range(0, len(x), batch):
-            out.append(net(torch.from_numpy(x[start : start + batch].astype(np.float32))).numpy())
+        out = [
+            net(torch.from_numpy(x[start : start + batch].astype(np.float32))).numpy()
+            for start in range(0, len(x), batch)
+        ]
     return np.concatenate(out).astype(np.float32)
 
 

@@ -49,8 +49,8 @@ class MonitorSettings:
     low_light_hold_s: float = 0.2
     thresholds: ConditionThresholds = DEFAULT_THRESHOLDS
     adhesion_params: AdhesionParams = field(default_factory=AdhesionParams)
-    detector: str = "learned"
-    """'learned' (the soiling tile network) or 'classical' (the tile heuristic)."""
+    detector: str = "classical"
+    """'classical' (the tile heuristic) or 'learned' (the soiling tile network)."""
     detector_model: str = "soilnet"
     detector_runtime: str = "onnxruntime"
     detector_every: int = 2

@@ -185,13 +185,15 @@ class TileDecision:
         else:
             self._prob += np.float32(_alpha(t - self._t, p.smooth_s)) * (soil - self._prob)
         self._t = t
-        assert self._soiled is not None  # set with _prob
+        soiled = self._soiled
+        if soiled is None:  # set with _prob
+            soiled = self._soiled = np.zeros(soil.shape, np.bool_)
         self._classes = np.asarray(np.argmax(probabilities[1:], axis=0) + 1, np.int8)
         if t - (self._start or t) < p.warmup_s:
-            self._soiled[:] = False
+            soiled[:] = False
         else:
-            self._soiled |= self._prob >= p.on
-            self._soiled &= self._prob >= p.off
+            soiled |= self._prob >= p.on
+            soiled &= self._prob >= p.off
         return self.estimate()
 
     def estimate(self) -> AdhesionEstimate:
@@ -256,7 +258,7 @@ class LearnedAdhesionDetector:
             raise ValueError(
                 f"soiling network returned {out.shape}, expected (1, {len(CLASSES)}, {rows}, {cols})"
             )
-        return out[0]
+        return np.asarray(out[0], np.float32)
 
     def update(self, colour: Image, t: float) -> AdhesionEstimate:
         features = self.features.update(colour, t)
