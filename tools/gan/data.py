@@ -16,13 +16,9 @@ and the `TRAIN_PHOTOS`, read inside `splits.training`; evaluation uses the bank'
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -48,11 +44,7 @@ TRAIN_PHOTOS: tuple[str, ...] = (
 TRAIN_VTEST = range(300, 795, 3)
 """vtest.avi frames used for training: after the 300 the bundled clip holds, every third."""
 
-VTEST_IN_DEB = "usr/share/doc/opencv-doc/examples/data/vtest.avi"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vehicle-agent"
-BUNDLED_CLIP = (
-    Path(__file__).resolve().parents[2] / "vehicle_agent" / "sim" / "samples" / "street_vtest.mp4"
-)
 
 
 class DataError(Exception):
@@ -60,51 +52,9 @@ class DataError(Exception):
 
 
 def photo(name: str) -> RGB:
-    """An skimage.data photo as H×W×3 uint8 RGB ("motorcycle_left"/"_right": the stereo pair)."""
-    from skimage import data  # noqa: PLC0415 - optional heavy import, train extra only
-
-    if name in ("motorcycle_left", "motorcycle_right"):
-        stereo: Callable[[], tuple[RGB, RGB, Any]] = data.stereo_motorcycle
-        left, right, _ = stereo()
-        image = np.asarray(left if name == "motorcycle_left" else right)
-    else:
-        image = np.asarray(getattr(data, name)())
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=2)
-    return np.ascontiguousarray(image[..., :3], dtype=np.uint8)
-
-
-def find_vtest(extract: bool = True) -> Path:
-    """vtest.avi: $VEHICLE_AGENT_VTEST, the installed opencv-doc, a previous extraction, or a new
-    one (`apt-get download opencv-doc` + `dpkg-deb --fsys-tarfile`) into the cache folder."""
-    candidates = [
-        Path(os.environ["VEHICLE_AGENT_VTEST"]) if "VEHICLE_AGENT_VTEST" in os.environ else None,
-        Path("/") / VTEST_IN_DEB,
-        CACHE / "opencv-doc" / VTEST_IN_DEB,
-        Path("/tmp/ocvdoc") / VTEST_IN_DEB,  # noqa: S108 - where the field notes extracted it
-    ]
-    for path in candidates:
-        if path is not None and path.is_file():
-            return path
-    if not extract:
-        raise DataError("vtest.avi not found; set VEHICLE_AGENT_VTEST or install opencv-doc")
-    if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
-        raise DataError("vtest.avi not found and apt-get/dpkg-deb are missing to extract it")
-    dest = CACHE / "opencv-doc"
-    dest.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(["apt-get", "download", "opencv-doc"], cwd=tmp, check=True)
-        debs = sorted(Path(tmp).glob("opencv-doc_*.deb"))
-        if not debs:
-            raise DataError("apt-get download opencv-doc produced no .deb")
-        tar = subprocess.run(
-            ["dpkg-deb", "--fsys-tarfile", str(debs[0])], check=True, capture_output=True
-        ).stdout
-        subprocess.run(["tar", "-x", f"./{VTEST_IN_DEB}"], cwd=dest, input=tar, check=True)
-    path = dest / VTEST_IN_DEB
-    if not path.is_file():
-        raise DataError(f"extraction did not produce {path}")
-    return path
+    """A photo of the footage bank as H×W×3 uint8 RGB (grey ones stacked to 3 channels); read
+    through the bank, so the split sees it."""
+    return catalog.load(name, purpose="gan")[0]
 
 
 def read_frames(path: Path, indices: Sequence[int]) -> list[RGB]:
