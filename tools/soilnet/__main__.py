@@ -15,7 +15,7 @@ import shlex
 import sys
 import time
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -134,7 +134,7 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             "val_tile_precision": round(scores.precision, 4),
             "val_tile_recall": round(scores.recall, 4),
         },
-        created=datetime.now(UTC).replace(microsecond=0),
+        created=datetime.now(timezone.utc).replace(microsecond=0),  # noqa: UP017 - 3.10 has no UTC
     )
     (out / MANIFEST_FILE).write_text(
         json.dumps(json.loads(manifest.model_dump_json()), indent=2, sort_keys=True) + "\n"
