@@ -333,11 +333,11 @@ def _fit(image: RGB) -> RGB:
     return np.ascontiguousarray(image[: height - height % 2, : width - width % 2])
 
 
-def enhance_sources(options: BuildOptions) -> Iterator[tuple[str, RGB]]:
-    """(name, clean image) for every scene of the split: a photo once, a video at
-    `ENHANCE_VIDEO_FRAMES` evenly spaced frames. A group's second view is left out when the
-    first is in (a stereo pair shows the same picture twice)."""
-    purpose = f"footage set enhance ({options.split})"
+def enhance_scenes(options: BuildOptions) -> list[catalog.Item]:
+    """The split's scenes the enhancement set draws from (only `options.scene` when given); a
+    group's second photo is left out when the first is in (a stereo pair shows the same
+    picture twice)."""
+    chosen: list[catalog.Item] = []
     groups: set[str] = set()
     for name in splits.scenes(options.split):
         entry = catalog.item(name)
@@ -346,6 +346,16 @@ def enhance_sources(options: BuildOptions) -> Iterator[tuple[str, RGB]]:
         if entry.group in groups and entry.kind == "photo":
             continue
         groups.add(entry.group)
+        chosen.append(entry)
+    return chosen
+
+
+def enhance_sources(options: BuildOptions) -> Iterator[tuple[str, RGB]]:
+    """(name, clean image) for every `enhance_scenes` item: a photo once, a video at
+    `ENHANCE_VIDEO_FRAMES` evenly spaced frames."""
+    purpose = f"footage set enhance ({options.split})"
+    for entry in enhance_scenes(options):
+        name = entry.name
         if entry.kind == "photo":
             yield name, _fit(catalog.load(name, purpose=purpose)[0])
             continue
@@ -390,17 +400,7 @@ def build_enhance(out: Path, options: BuildOptions, advance: Advance) -> dict[st
 
 
 def enhance_images(options: BuildOptions) -> int:
-    count = 0
-    groups: set[str] = set()
-    for name in splits.scenes(options.split):
-        entry = catalog.item(name)
-        if options.scene is not None and name != options.scene:
-            continue
-        if entry.group in groups and entry.kind == "photo":
-            continue
-        groups.add(entry.group)
-        count += 1 if entry.kind == "photo" else ENHANCE_VIDEO_FRAMES
-    return count
+    return sum(1 if e.kind == "photo" else ENHANCE_VIDEO_FRAMES for e in enhance_scenes(options))
 
 
 @dataclass(frozen=True, slots=True)
