@@ -25,6 +25,7 @@ per hour.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shlex
 import statistics
@@ -69,8 +70,12 @@ class Detector(Protocol):
 class Learned:
     name = "learned"
 
-    def __init__(self) -> None:
+    def __init__(self, model: Path | None = None) -> None:
         settings = MonitorSettings(quality=False, brisque=False, detector="learned")
+        if model is not None:  # a model folder other than the shipped one (a training's --out)
+            settings = dataclasses.replace(
+                settings, detector_model=model.name, model_dirs=(model.parent,)
+            )
         monitor = QualityMonitor(settings)
         if monitor.learned is None:
             raise SystemExit(f"learned detector unavailable: {monitor.detector_fallback}")
@@ -88,7 +93,8 @@ class Classical:
     name = "classical"
     label = "classical tile heuristic"
 
-    def __init__(self) -> None:
+    def __init__(self, model: Path | None = None) -> None:
+        del model  # nothing learned
         self._detector = AdhesionDetector(adhesion_params(AdhesionConfig()))
 
     def update(self, bgr: npt.NDArray[np.uint8], t: float) -> AdhesionEstimate:
@@ -98,7 +104,10 @@ class Classical:
         return None
 
 
-FACTORIES: dict[str, Callable[[], Detector]] = {"learned": Learned, "classical": Classical}
+FACTORIES: dict[str, Callable[[Path | None], Detector]] = {
+    "learned": Learned,
+    "classical": Classical,
+}
 
 
 def tile_cover(mask: npt.NDArray[np.bool_], rows: int, cols: int) -> npt.NDArray[np.float32]:
@@ -338,7 +347,7 @@ def print_table(rows: Sequence[dict[str, Any]]) -> None:
 
 def evaluate(args: argparse.Namespace) -> Report:
     started = time.monotonic()
-    detectors = [FACTORIES[name]() for name in args.detectors]
+    detectors = [FACTORIES[name](args.model) for name in args.detectors]
     report = Report(args.split, {d.name: getattr(d, "label", d.name) for d in detectors})
     timing: dict[str, list[float]] = {d.name: [] for d in detectors}
     if args.split == "train":
@@ -364,6 +373,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", choices=("held_out", "train"), default="held_out")
     parser.add_argument(
         "--detectors", default="classical", help="comma separated: classical, learned"
+    )
+    parser.add_argument(
+        "--model", type=Path, help="the learned detector's model folder (default: the shipped one)"
     )
     parser.add_argument("--kinds", default=",".join(SOILING_KINDS))
     parser.add_argument("--scenes", type=int, default=99, help="at most this many scenes")

@@ -24,7 +24,7 @@ import torch
 
 from tools.footage import splits
 from tools.soilnet import card
-from tools.soilnet.data import build_training_set, default_workers
+from tools.soilnet.data import Samples, build_training_set, cached, default_workers, source_digest
 from tools.soilnet.train import (
     TrainConfig,
     calibrate,
@@ -64,26 +64,24 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     started = time.monotonic()
     workers = args.workers or default_workers()
     log(f"training drives: {args.drives} × {args.seconds} s (train scenes and renderers)")
-    with splits.training("soilnet training") as usage:
-        data = build_training_set(
-            args.drives,
-            args.seed,
-            args.seconds,
-            args.net_width,
-            args.sample_every,
-            workers,
-            _progress("train set", args.drives),
-        )
-        val = build_training_set(
-            args.val_drives,
-            args.seed + 1,
-            args.seconds,
-            args.net_width,
-            args.sample_every,
-            workers,
-            _progress("validation set", args.val_drives),
-        )
-    assert not usage.held_out()  # noqa: S101 - note_use raised already if it were not so
+
+    def samples(what: str, drives: int, seed: int) -> Samples:
+        def build() -> Samples:
+            with splits.training("soilnet training") as usage:
+                built = build_training_set(
+                    drives, seed, args.seconds, args.net_width, args.sample_every, workers,
+                    _progress(what, drives),
+                )  # fmt: skip
+            assert not usage.held_out()  # noqa: S101 - note_use raised already if it were not so
+            return built
+
+        if args.cache is None:
+            return build()
+        key = f"{drives}x{args.seconds:g}s-seed{seed}-w{args.net_width}-every{args.sample_every}"
+        return cached(args.cache / f"v{FEATURE_VERSION}-{source_digest()}-{key}", build, log)
+
+    data = samples("train set", args.drives, args.seed)
+    val = samples("validation set", args.val_drives, args.seed + 1)
     soiled = float((data.y > 0).mean())
     log(f"samples: train {len(data.x)} ({soiled:.1%} soiled tiles), validation {len(val.x)}")
     config = TrainConfig(
@@ -157,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--seconds", type=float, default=20.0 if ship else 8.0)
         p.add_argument("--epochs", type=int, default=14 if ship else 2)
         p.add_argument("--batch-size", type=int, default=32)
-        p.add_argument("--lr", type=float, default=3e-3)
+        p.add_argument("--lr", type=float, default=6e-3)
         p.add_argument("--width", type=int, default=24, help="channels of the middle layers")
         p.add_argument("--net-width", type=int, default=192, help="input width (pixels)")
         p.add_argument(
@@ -167,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--workers", type=int, default=0, help="data processes (0: cores)")
         p.add_argument("--threads", type=int, default=2, help="torch threads")
         p.add_argument("--eval-json", type=Path, help="held-out evaluation JSON for the card")
+        p.add_argument(
+            "--cache", type=Path, help="keep the built samples here and reuse them (same options)"
+        )
     card_p = sub.add_parser(
         "card", help="rewrite MODEL_CARD.md from the manifest and an evaluation"
     )

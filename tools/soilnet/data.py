@@ -12,11 +12,13 @@ built inside `splits.training`, so a held-out scene or renderer is refused.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import cv2
@@ -218,6 +220,43 @@ def group_by_size(parts: Sequence[Samples]) -> Samples:
             xs.append(x[:, r * 8 : r * 8 + height])
             ys.append(y[r : r + rows])
     return Samples(np.stack(xs), np.stack(ys))
+
+
+SOURCES = (
+    "tools/footage/catalog.py",
+    "tools/footage/drive.py",
+    "tools/footage/soiling.py",
+    "tools/soilnet/data.py",
+    "vehicle_agent/quality/soilnet.py",
+    "vehicle_agent/quality/metrics.py",
+)
+"""The code that decides what a training sample is: a cached set is reused only while it is
+unchanged."""
+
+
+def source_digest() -> str:
+    root = Path(__file__).resolve().parents[2]
+    digest = hashlib.sha256()
+    for name in SOURCES:
+        digest.update((root / name).read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def cached(stem: Path, build: Callable[[], Samples], log: Callable[[str], None]) -> Samples:
+    """`build()`'s samples, kept as `stem`.x.npy / `stem`.y.npy and read back (memory-mapped)
+    the next time."""
+    xs, ys = stem.with_name(stem.name + ".x.npy"), stem.with_name(stem.name + ".y.npy")
+    if xs.is_file() and ys.is_file():
+        log(f"samples from the cache: {stem}")
+        return Samples(np.load(xs, mmap_mode="r"), np.load(ys))
+    built = build()
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    for path, array in ((xs, built.x), (ys, built.y)):
+        part = path.with_name(path.name + ".part")
+        with part.open("wb") as fh:
+            np.save(fh, array)
+        part.replace(path)
+    return built
 
 
 def default_workers() -> int:

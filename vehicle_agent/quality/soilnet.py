@@ -109,7 +109,7 @@ class SoilFeatures:
             self._act_slow = np.zeros_like(grey)
             dt = 0.0
         else:
-            dt = t - (self._t or t)
+            dt = t - (t if self._t is None else self._t)
         self._t = t
         if dt > 0:
             self._fast += np.float32(_alpha(dt, _FAST_MEAN_S)) * (grey - self._fast)
@@ -189,7 +189,8 @@ class TileDecision:
         if soiled is None:  # set with _prob
             soiled = self._soiled = np.zeros(soil.shape, np.bool_)
         self._classes = np.asarray(np.argmax(probabilities[1:], axis=0) + 1, np.int8)
-        if t - (self._start or t) < p.warmup_s:
+        start = t if self._start is None else self._start
+        if t - start < p.warmup_s:
             soiled[:] = False
         else:
             soiled |= self._prob >= p.on

@@ -1,0 +1,140 @@
+"""Soiling detector training: a tiny network trained on a few drives learns (the loss falls) and
+finds a mud patch it has not seen on a drive it has not seen; the export runs in the daemon's
+detector and raises the alarm there."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="training needs the train extra (torch)")
+
+from tools.footage import splits  # noqa: E402
+from tools.soilnet.data import (  # noqa: E402
+    DriveRecipe,
+    Event,
+    Samples,
+    _load_train_scene,
+    group_by_size,
+    render_drive,
+)
+from tools.soilnet.train import (  # noqa: E402
+    TileNet,
+    TrainConfig,
+    calibrate,
+    export_onnx,
+    predict,
+    tile_scores,
+    train,
+)
+from vehicle_agent.enhance.manifest import MANIFEST_FILE, sha256_file  # noqa: E402
+from vehicle_agent.quality.soilnet import (  # noqa: E402
+    CHANNELS,
+    CLASSES,
+    FEATURE_VERSION,
+    TILE,
+    DecisionParams,
+    LearnedAdhesionDetector,
+)
+from vehicle_agent.quality.soilnet_runtime import open_tile_net, read_detector  # noqa: E402
+
+NET_WIDTH = 96
+SCENE = "street_vtest"
+
+
+def drive(seed: int, onset: float | None = 0.0) -> DriveRecipe:
+    """A short drive over a train scene with 12 % mud (blobs placed by `seed`) from `onset`
+    (None: clean)."""
+    events = (Event("mud", "sim", 0.12, onset, None, seed),) if onset is not None else ()
+    return DriveRecipe(
+        scene=SCENE, seconds=3.5, fps=6.0, light="day", motion="drive", size=(320, 180),
+        events=events, seed=seed,
+    )  # fmt: skip
+
+
+@functools.cache
+def scene(name: str) -> list[np.ndarray]:
+    return _load_train_scene(name)
+
+
+def samples(recipes: list[DriveRecipe]) -> Samples:
+    with splits.training("soilnet test"):
+        return group_by_size([render_drive(r, NET_WIDTH, 1, scene) for r in recipes])
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[TileNet, list[float], Samples]:
+    """Twelve drives (the patches in other places each time, some arriving mid-drive, some
+    drives clean), then two drives it has not seen."""
+    data = samples([drive(seed, (0.0, 0.0, 1.8, None)[seed % 4]) for seed in range(12)])
+    result = train(data, TrainConfig(epochs=8, batch_size=8, lr=1e-2, width=12, seed=0), log=lambda _: None)
+    return result.net, result.losses, samples([drive(101), drive(102)])
+
+
+def test_tiny_training_learns_and_finds_a_mud_patch_on_an_unseen_drive(
+    trained: tuple[TileNet, list[float], Samples],
+) -> None:
+    net, losses, unseen = trained
+    assert losses[-1] < 0.7 * losses[0], losses
+    probs = predict(net, unseen.x)
+    soil = 1.0 - probs[:, 0]
+    patch, clean = unseen.y > 0, unseen.y == 0
+    assert patch.any()
+    assert clean.any()
+    assert soil[patch].mean() > soil[clean].mean() + 0.5
+    scores = tile_scores(probs, unseen.y, 0.5)
+    assert scores.recall > 0.7, scores
+    assert scores.precision > 0.9, scores
+
+
+def test_calibration_picks_the_lowest_threshold_that_holds_the_precision() -> None:
+    labels = np.array([[[1, 1, 0, 0]]], np.int8)
+    soil = np.array([0.9, 0.7, 0.6, 0.2], np.float32)
+    probs = np.stack([1 - soil, soil, 0 * soil, 0 * soil])[None, :, None, :]
+    on, off = calibrate(probs.astype(np.float32), labels, precision=0.95)
+    assert 0.6 < on <= 0.7
+    assert off < on
+
+
+def test_the_export_runs_in_the_daemons_detector_and_raises_the_alarm(
+    trained: tuple[TileNet, list[float], Samples], tmp_path: Path
+) -> None:
+    net, _, _ = trained
+    folder = tmp_path / "soilnet"
+    diff = export_onnx(net, folder / "model.onnx", height=56, width=NET_WIDTH)
+    assert diff < 1e-4
+    manifest = {
+        "name": "soilnet", "version": "0.0.1", "kind": "soiling-detector", "file": "model.onnx",
+        "sha256": sha256_file(folder / "model.onnx"), "feature_version": FEATURE_VERSION,
+        "channels": CHANNELS, "net_width": NET_WIDTH, "tile": TILE, "classes": list(CLASSES),
+        "decision": {"on": 0.5, "off": 0.3}, "opset": 17,
+        "created": "2026-12-03T00:00:00Z",
+    }  # fmt: skip
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest))
+    model = read_detector(folder)
+    detector = LearnedAdhesionDetector(
+        open_tile_net(model, "onnxruntime"), DecisionParams(on=0.5, off=0.3), NET_WIDTH, every=1
+    )
+    from tools.footage.drive import DriveSpec, synthesise  # noqa: PLC0415
+    from tools.footage.soiling import render_soiling  # noqa: PLC0415
+    from vehicle_agent.quality.metrics import prepare  # noqa: PLC0415
+
+    with splits.training("soilnet test"):
+        frames = synthesise(
+            scene(SCENE), DriveSpec(seconds=4.0, fps=6.0, width=320, height=180, light="day"), 21
+        )
+        mud = render_soiling("mud", "sim", 180, 320, 0.12, 21)
+    states = []
+    for i in range(frames.frames):
+        t = i / 6.0
+        frame = frames.frame(i)
+        if t >= 2.0:
+            frame = mud.apply(frame)
+        estimate = detector.update(prepare(np.ascontiguousarray(frame[..., ::-1]), 320).colour, t)
+        states.append((round(t, 2), estimate.detected, round(estimate.covered_fraction, 3)))
+    assert not any(d for t, d, _ in states if t < 2.0), states
+    assert any(d for t, d, _ in states if 2.0 <= t <= 3.0), str(states)
