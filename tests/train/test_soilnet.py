@@ -71,7 +71,9 @@ def trained() -> tuple[TileNet, list[float], Samples]:
     """Twelve drives (the patches in other places each time, some arriving mid-drive, some
     drives clean), then two drives it has not seen."""
     data = samples([drive(seed, (0.0, 0.0, 1.8, None)[seed % 4]) for seed in range(12)])
-    result = train(data, TrainConfig(epochs=8, batch_size=8, lr=1e-2, width=12, seed=0), log=lambda _: None)
+    result = train(
+        data, TrainConfig(epochs=8, batch_size=8, lr=1e-2, width=12, seed=0), log=lambda _: None
+    )
     return result.net, result.losses, samples([drive(101), drive(102)])
 
 
