@@ -3,16 +3,19 @@
     python -m tools.bench_analysis                 # 1280×720, writes build/bench-analysis.json
     python -m tools.bench_analysis --size 1920x1080 --frames 500 --json out.json
 
-Frames are the bundled street clip resized to `--size` (real content: the detector's work
-depends on what it sees). Each part runs on the same frames, one after the other, on this
-machine's cores as OpenCV uses them in the daemon; medians and 95th percentiles in ms.
-BRISQUE is timed when its model files are found (Debian's opencv-data, or
+The learned detector (`[adhesion] detector = "learned"`, `models/soilnet` or `--model DIR`) is
+timed alone and inside the monitor as the daemon runs it (its network on every
+`every_n_frames`-th frame, 2 by default). Frames are the bundled street clip resized to
+`--size` (real content: the detector's work depends on what it sees). Each part runs on the
+same frames, one after the other, on this machine's cores as OpenCV uses them in the daemon;
+medians and 95th percentiles in ms. BRISQUE is timed when its model files are found (Debian's opencv-data, or
 $VEHICLE_AGENT_BRISQUE_DIR); the monitor scores one frame per second of video with it.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -60,7 +63,9 @@ def timed(work: Callable[[int], object], count: int) -> dict[str, float]:
     }
 
 
-def run(size: tuple[int, int], count: int, width: int) -> dict[str, object]:
+def run(
+    size: tuple[int, int], count: int, width: int, model: Path | None = None
+) -> dict[str, object]:
     clip = frames(size, count)
     n = len(clip)
     small = [prepare(f, width) for f in clip]
@@ -78,6 +83,24 @@ def run(size: tuple[int, int], count: int, width: int) -> dict[str, object]:
             lambda i: shown.analyze(clip[i % n], i / FPS, clip[(i + 1) % n]), count
         ),
     }
+    learned_settings = MonitorSettings(analysis_width=width, brisque=False, detector="learned")
+    if model is not None:
+        learned_settings = dataclasses.replace(
+            learned_settings, detector_model=model.name, model_dirs=(model.parent,)
+        )
+    learned = QualityMonitor(learned_settings)
+    detector_label = learned.detector_label
+    if learned.learned is not None:
+        net = learned.learned
+        every = "every frame" if net.every == 1 else f"network every {net.every} frames"
+        results[f"learned detector ({detector_label}, {every})"] = timed(
+            lambda i: net.update(small[i % n].colour, i / FPS), count
+        )
+        results["monitor + learned detector, raw frame shown"] = timed(
+            lambda i: learned.analyze(clip[i % n], i / FPS), count
+        )
+    else:
+        print(f"learned detector not timed: {learned.detector_fallback}")
     if find_model_dir() is not None:
         scorer = BrisqueScorer()
         scorer.load()
@@ -93,6 +116,7 @@ def run(size: tuple[int, int], count: int, width: int) -> dict[str, object]:
             "opencv": cv2.__version__,
             "processor": platform.processor() or platform.machine(),
         },
+        "learned_detector": detector_label,
         "results": results,
     }
 
@@ -103,17 +127,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=300, help="frames timed per part")
     parser.add_argument("--width", type=int, default=320, help="analysis width (default 320)")
     parser.add_argument("--json", type=Path, default=Path("build/bench-analysis.json"))
+    parser.add_argument(
+        "--model", type=Path, help="the learned detector's model folder (default: the shipped one)"
+    )
     args = parser.parse_args(argv)
     try:
         w, h = (int(v) for v in args.size.lower().split("x"))
     except ValueError:
         parser.error(f"--size {args.size!r}: expected WxH, e.g. 1280x720")
-    report = run((w, h), args.frames, args.width)
+    report = run((w, h), args.frames, args.width, args.model)
     print(f"analysis cost per {report['size']} frame ({args.frames} frames, median / p95):")
     results = report["results"]
     assert isinstance(results, dict)  # noqa: S101
     for name, r in results.items():
-        print(f"  {name:42s} {r['median_ms']:7.2f} ms  {r['p95_ms']:7.2f} ms")
+        print(f"  {name:56s} {r['median_ms']:7.2f} ms  {r['p95_ms']:7.2f} ms")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(f"  written to {args.json}")
