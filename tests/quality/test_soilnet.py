@@ -24,6 +24,7 @@ from vehicle_agent.quality.soilnet import (
     SoilFeatures,
     TileDecision,
     net_size,
+    tile_texture,
     tile_truth,
 )
 from vehicle_agent.quality.soilnet_runtime import DetectorError, read_detector
@@ -113,6 +114,15 @@ def test_tile_labels_ignore_partly_covered_tiles() -> None:
     classes[0:8, 16:24][:4] = 2  # half a tile of dust
     labels = tile_truth(classes)
     assert labels.tolist() == [[3, 0, 2], [0, -1, 0]]
+    # Soiling over a featureless patch of the picture is not taught as soiling (nor as clean).
+    visible = np.array([[False, True, True], [True, True, True]])
+    assert tile_truth(classes, visible=visible).tolist() == [[-1, 0, 2], [0, -1, 0]]
+
+
+def test_tile_texture_is_the_spread_of_each_tile() -> None:
+    grey = np.zeros((16, 16), np.float32)
+    grey[0:8, 8:16] = np.tile([0.0, 1.0], 32).reshape(8, 8)
+    assert tile_texture(grey).tolist() == [[0.0, 0.5], [0.0, 0.0]]
 
 
 def manifest(folder: Path, **changes: object) -> Path:

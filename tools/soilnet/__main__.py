@@ -28,6 +28,7 @@ from tools.soilnet.data import Samples, build_training_set, cached, default_work
 from tools.soilnet.train import (
     TrainConfig,
     calibrate,
+    clean_frame_alarms,
     export_onnx,
     macs,
     parameters,
@@ -36,6 +37,7 @@ from tools.soilnet.train import (
     tile_scores,
     train,
 )
+from vehicle_agent.config import AdhesionConfig
 from vehicle_agent.enhance.manifest import MANIFEST_FILE, sha256_file
 from vehicle_agent.quality.soilnet import CHANNELS, CLASSES, FEATURE_VERSION, TILE
 from vehicle_agent.quality.soilnet_runtime import SoilNetManifest
@@ -43,6 +45,7 @@ from vehicle_agent.quality.soilnet_runtime import SoilNetManifest
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "models" / "soilnet"
 VERSION = "1.0.0"
+ALARM_FRACTION = AdhesionConfig().alarm_fraction
 
 
 def log(text: str) -> None:
@@ -92,8 +95,10 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     probs = predict(result.net, val.x)
     on, off = calibrate(probs, val.y)
     scores = tile_scores(probs, val.y, on)
+    alarms = clean_frame_alarms(probs, val.y, on, ALARM_FRACTION)
     log(f"calibrated: on {on}, off {off}; validation tiles precision {scores.precision:.3f} "
-        f"recall {scores.recall:.3f} {scores.per_class_recall}")  # fmt: skip
+        f"recall {scores.recall:.3f} {scores.per_class_recall}; clean frames over the alarm "
+        f"line {alarms:.2%}")  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     save_checkpoint(result.net, out / "checkpoint.pt", config, {"on": on, "off": off})
     diff = export_onnx(result.net, out / "model.onnx", height=112, width=args.net_width)
@@ -131,6 +136,7 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             "onnx_max_abs_diff": diff,
             "val_tile_precision": round(scores.precision, 4),
             "val_tile_recall": round(scores.recall, 4),
+            "val_clean_frame_alarms": round(alarms, 5),
         },
         created=datetime.now(timezone.utc).replace(microsecond=0),  # noqa: UP017 - 3.10 has no UTC
     )

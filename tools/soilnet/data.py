@@ -29,13 +29,18 @@ from tools.footage import catalog, splits
 from tools.footage.drive import DriveSpec, synthesise
 from tools.footage.soiling import CLASS_OF, SOILING_KINDS, SoilingKind, render_soiling
 from vehicle_agent.quality.metrics import prepare
-from vehicle_agent.quality.soilnet import CLASSES, SoilFeatures, tile_truth
+from vehicle_agent.quality.soilnet import CLASSES, SoilFeatures, tile_texture, tile_truth
 
 Light = Literal["day", "dusk", "tunnel", "night", "mixed"]
 LIGHTS: tuple[Light, ...] = ("day", "day", "mixed", "dusk", "night", "tunnel")
 CLASS_INDEX = {name: i for i, name in enumerate(CLASSES)}
 WARMUP_S = 1.5
 """Frames before this are not sampled (the temporal features are still filling)."""
+FEATURELESS_STD = 4.0 / 255
+"""A tile of the clean picture whose grey levels vary less than this (RMS, about 4 grey levels:
+sensor noise, a clear sky, a blank wall) has nothing soiling could hide; soiling there is not
+taught as soiling (`tile_truth`'s `visible`). A definition of the labels, not a detector
+threshold."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +152,7 @@ def render_drive(
     step = max(1, round(sample_every * recipe.fps / 15.0))
     for i in range(drive.frames):
         t = i / recipe.fps
-        frame = drive.frame(i)
+        frame = clean = drive.frame(i)
         active = []
         for event, layer in layers:
             if event.onset_s <= t and (event.end_s is None or t < event.end_s):
@@ -158,8 +163,14 @@ def render_drive(
         if t < WARMUP_S or i % step:
             continue
         size = (x.shape[1], x.shape[2])
+        grey = cv2.resize(
+            cv2.cvtColor(clean, cv2.COLOR_RGB2GRAY),
+            (size[1], size[0]),
+            interpolation=cv2.INTER_AREA,
+        )
+        visible = tile_texture(np.asarray(grey, np.float32) / 255.0) >= FEATURELESS_STD
         xs.append(x.astype(np.float16))
-        ys.append(tile_truth(_class_map(active, size)).astype(np.int8))
+        ys.append(tile_truth(_class_map(active, size), visible=visible).astype(np.int8))
     return Samples(np.stack(xs), np.stack(ys))
 
 

@@ -269,12 +269,26 @@ class LearnedAdhesionDetector:
         return self.decision.update(self._latest, t)
 
 
+def tile_texture(grey: npt.NDArray[np.float32], tile: int = TILE) -> npt.NDArray[np.float32]:
+    """Per tile: the standard deviation of a grey image (0–1) at the network's input size."""
+    height, width = grey.shape
+    rows, cols = height // tile, width // tile
+    blocks = grey[: rows * tile, : cols * tile].reshape(rows, tile, cols, tile)
+    return np.asarray(blocks.std(axis=(1, 3)), np.float32)
+
+
 def tile_truth(
-    class_map: npt.NDArray[np.int8], tile: int = TILE, min_cover: float = 0.3
+    class_map: npt.NDArray[np.int8],
+    tile: int = TILE,
+    min_cover: float = 0.3,
+    visible: npt.NDArray[np.bool_] | None = None,
 ) -> npt.NDArray[np.int64]:
     """Per-tile training labels from a per-pixel class map (0 clean, 1–3 soiling classes) at the
     network's input size: the most common soiling class of a tile where soiling covers at least
-    `min_cover` of it, clean where it covers under a tenth of that, −1 (ignored) in between."""
+    `min_cover` of it, clean where it covers under a tenth of that, −1 (ignored) in between.
+    `visible` (rows × cols): where the clean picture behind the lens has something soiling could
+    hide; soiling over a featureless patch (clear sky, a blank wall) hides nothing and cannot be
+    seen in the temporal evidence, so it is ignored rather than taught as soiling."""
     height, width = class_map.shape
     rows, cols = height // tile, width // tile
     blocks = class_map[: rows * tile, : cols * tile].reshape(rows, tile, cols, tile)
@@ -284,4 +298,6 @@ def tile_truth(
     out = np.full((rows, cols), -1, np.int64)
     out[soiled >= min_cover] = label[soiled >= min_cover]
     out[soiled < min_cover / 10] = 0
+    if visible is not None:
+        out[(out > 0) & ~visible] = -1
     return out
