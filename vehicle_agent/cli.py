@@ -147,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="also look for models in DIR (repeatable); searched with the config's folders",
     )
+    enh.add_argument(
+        "--no-guard",
+        action="store_true",
+        help="write the backend's output as it is: skip the harm guard, which keeps an output "
+        "only where it is likely to help",
+    )
 
     status = sub.add_parser("status", help="summary of the daemon running on this machine")
     status.add_argument("--config", type=Path, help="the daemon's config (for its metrics port)")
@@ -266,7 +272,7 @@ def cmd_enhance(args: argparse.Namespace) -> int:
     from pydantic import TypeAdapter, ValidationError  # noqa: PLC0415
 
     from vehicle_agent.config import EnhancerConfig  # noqa: PLC0415
-    from vehicle_agent.enhance.chain import build_enhancer  # noqa: PLC0415
+    from vehicle_agent.enhance.chain import DEFAULT_GUARD, build_enhancer  # noqa: PLC0415
     from vehicle_agent.enhance.offline import LazyEnhancer, OfflineError, enhance_path  # noqa: PLC0415
 
     config = _config(args.config)
@@ -285,9 +291,12 @@ def cmd_enhance(args: argparse.Namespace) -> int:
     if args.backend is not None:
         same = [c for c in enhance.chain if c.type == args.backend]
         chain = same[:1] or [TypeAdapter(EnhancerConfig).validate_python({"type": args.backend})]
+    guard = None if args.no_guard else DEFAULT_GUARD
     # Offline there is no frame rate to keep: loads and health checks run inline.
     enhancer = LazyEnhancer(
-        lambda: build_enhancer(enhance, config.agent.state_dir, chain=chain, background=False)
+        lambda: build_enhancer(
+            enhance, config.agent.state_dir, chain=chain, background=False, guard=guard
+        )
     )
     try:
         result = enhance_path(enhancer, args.input, args.out)

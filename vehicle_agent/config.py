@@ -375,6 +375,13 @@ class EnhanceConfig(ConfigModel):
         default_factory=EnhanceHealthConfig,
         description="When a backend is demoted and promoted back.",
     )
+    guard: bool = Field(
+        default=True,
+        description="Check every model/classical output against its input and fall back towards "
+        "the input where it is unlikely to help (the input was already good; the output darkens "
+        "a frame that is not bright, clips, flattens, or amplifies noise); smoothed over a few "
+        "frames. Off: outputs are shown as the backend gives them.",
+    )
 
     @field_validator("gating")
     @classmethod

@@ -57,6 +57,7 @@ def make_chain(
         background=background,
         clock=clock,
         factory=factory,
+        guard=None,  # these tests follow frames through the chain, not their quality
     )
 
 

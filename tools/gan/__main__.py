@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import tomllib
 from pathlib import Path
@@ -139,9 +140,70 @@ def _positive(text: str) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.legacy_frames:
+        return _bench_legacy(args)
+    from tools.gan import bench  # noqa: PLC0415
+    from tools.gan.ship import BUILD, MODELS, SHIPPED  # noqa: PLC0415
+
+    kinds = _footage_kinds(args.kinds) if args.kinds else bench.FOOTAGE_KINDS
+    if args.examples:
+        print("--examples is for --legacy-frames; the footage set's images are in --set folders")
+    if args.set is not None:
+        if args.split != "held_out" or args.scene is not None:
+            raise SystemExit("tools.gan bench: --set reads a built set; drop --split/--scene")
+        footage = bench.read_enhance_set(args.set, kinds)
+    else:
+        footage = bench.build_enhance_set(args.split, kinds, seed=args.seed, scene=args.scene)
+    print(
+        f"enhance set ({footage.split}, seed {footage.seed}): {len(footage.pairs)} pairs, "
+        f"sha256 {footage.digest[:12]}"
+    )
+    models = args.model or [MODELS / name / "model.onnx" for name in SHIPPED]
+    methods, skipped = bench.footage_methods(models, peer=not args.no_peer, log=print)
+    try:
+        report = bench.evaluate_footage(
+            methods,
+            footage,
+            kinds=kinds,
+            metric_ssim=not args.no_ssim,
+            log=print,
+            cache=BUILD / "bench-cache.json",
+            cacheable=("identity", "CLAHE", "auto-gamma", bench.PEER),
+            skipped=skipped,
+        )
+    finally:
+        bench.close_methods(methods)
+    print()
+    print(report.table())
+    print()
+    print(report.timing())
+    out = args.json or BUILD.parent / "bench-enhance.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    data = {"command": shlex.join(["python", "-m", "tools.gan", *args.argv]), **report.as_dict()}
+    out.write_text(json.dumps(data, indent=1) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+def _footage_kinds(text: str) -> tuple[str, ...]:
+    from tools.gan.bench import FOOTAGE_KINDS  # noqa: PLC0415
+
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    bad = [k for k in kinds if k not in FOOTAGE_KINDS]
+    if bad or not kinds:
+        raise SystemExit(f"tools.gan bench: unknown kinds {bad}; choose from {FOOTAGE_KINDS}")
+    return kinds
+
+
+def _bench_legacy(args: argparse.Namespace) -> int:
+    """The older bench: tools.gan.data held-out frames degraded by tools.gan.degrade."""
     from tools.gan import bench  # noqa: PLC0415
     from tools.gan.ship import BUILD, MODELS, SHIPPED, table  # noqa: PLC0415
 
+    try:
+        kinds = _kinds(args.kinds) if args.kinds else bench.EVAL_KINDS
+    except argparse.ArgumentTypeError as exc:
+        raise SystemExit(f"tools.gan bench: {exc}") from None
     methods = bench.baselines(peer=not args.no_peer, log=print)
     cacheable = tuple(methods)
     models = args.model or [MODELS / name / "model.onnx" for name in SHIPPED]
@@ -149,7 +211,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         methods[path.parent.name] = bench.onnx_model(path)
     report = bench.evaluate(
         methods,
-        kinds=args.kinds,
+        kinds=kinds,
         metric_ssim=not args.no_ssim,
         log=print,
         cache=BUILD / "bench-cache.json",
@@ -158,7 +220,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print()
     print(table(report))
     if args.examples:
-        bench.save_examples(methods, args.examples, kinds=args.kinds)
+        bench.save_examples(methods, args.examples, kinds=kinds)
         print(f"examples: {args.examples}")
     return 0
 
@@ -383,14 +445,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ex.set_defaults(func=cmd_export)
 
-    be = sub.add_parser("bench", help="PSNR/SSIM on held-out frames against baselines")
+    be = sub.add_parser(
+        "bench",
+        help="PSNR/SSIM of baselines, models and the default chain on held-out footage",
+    )
     be.add_argument("--model", type=Path, action="append", help="ONNX model (repeatable)")
     be.add_argument(
-        "--kinds", type=_kinds, default=("low_light", "fog", "rain", "blur", "noise", "clean")
+        "--kinds",
+        help="comma-separated rows: low_light, fog, lens_drops, motion_blur, rain_streaks, "
+        "clean (default all); with --legacy-frames: low_light, fog, rain, blur, noise, clean",
+    )
+    be.add_argument(
+        "--split",
+        choices=("held_out", "train"),
+        default="held_out",
+        help="footage split (train: a sanity check on what training may see)",
+    )
+    be.add_argument("--seed", type=int, default=0, help="the enhance set's seed")
+    be.add_argument("--scene", help="only this scene of the split (a quick look)")
+    be.add_argument("--set", type=Path, help="read a built enhance set folder instead")
+    be.add_argument("--json", type=Path, help="default: build/bench-enhance.json")
+    be.add_argument(
+        "--legacy-frames",
+        action="store_true",
+        help="the old bench: tools.gan.data held-out frames, tools.gan.degrade renderers",
     )
     be.add_argument("--no-peer", action="store_true", help="leave out the Zero-DCE++ peer")
     be.add_argument("--no-ssim", action="store_true", help="PSNR only (faster)")
-    be.add_argument("--examples", type=Path, help="write side-by-side JPEGs here")
+    be.add_argument("--examples", type=Path, help="--legacy-frames: side-by-side JPEGs here")
     be.set_defaults(func=cmd_bench)
 
     sp = sub.add_parser("speed", help="onnxruntime frame time at 1280×720 and 640×480")
@@ -486,6 +568,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         code: int = args.func(args)
     except ValidationError as exc:

@@ -1,9 +1,20 @@
-"""Quality benchmark: PSNR and SSIM of enhancement methods on held-out real frames, per
-degradation against the clean frame, and on clean frames against the input (a good picture must
-come out undamaged).
+"""Quality benchmark: PSNR and SSIM of enhancement methods against the clean picture, per
+degradation, and on clean pictures against the input (a good picture must come out undamaged).
 
-    python -m tools.gan bench                       # the shipped default model and baselines
-    python -m tools.gan bench --model models/fast-enhance/model.onnx --kinds low_light,fog
+    python -m tools.gan bench                         # held-out footage: the headline table
+    python -m tools.gan bench --split train           # the same on train scenes × renderers
+    python -m tools.gan bench --kinds fog,clean --scene home --no-peer   # a quick look
+    python -m tools.gan bench --legacy-frames         # the old frames and tools.gan.degrade
+
+By default (`evaluate_footage`) the pictures are the footage bank's `enhance` set
+(`tools.footage.sets`, built for the run): held-out scenes, each clean and degraded by held-out
+renderers (low light, fog, lens drops, motion blur with noise, rain streaks). Columns: identity,
+CLAHE, auto-gamma, the Zero-DCE++ peer, each ONNX model run raw, and the daemon's default chain
+(`build_enhancer`, see `ChainMethod`) with and without its harm guard. Each cell also gives the
+worst frame and the frames the method harmed (more than 1 dB below an input that was ≥ 25 dB).
+
+`evaluate` is the older bench (tools.gan.data held-out frames degraded by `tools.gan.degrade`,
+the training renderers); `ship` and the method experiments still quote it.
 
 Methods: identity, CLAHE (OpenCV, L of Lab), auto-gamma (mean luma to ½), the daemon's current
 `classical` backend, the Zero-DCE++ peer of the `neuro-low-light` wheel (MIT; its model.py and
@@ -311,3 +322,446 @@ def save_examples(
         tiles = [poor] + [m(poor) for m in methods.values()] + [sample.image]
         row = np.concatenate([cv2.resize(t, (384, 288)) for t in tiles], axis=1)
         cv2.imwrite(str(out / f"{kind}.jpg"), row[..., ::-1])
+
+
+# ---------------------------------------------------------------------------------------------
+# The enhancement benchmark on the footage bank (what `python -m tools.gan bench` runs)
+
+FOOTAGE_KINDS: tuple[str, ...] = (
+    "low_light",
+    "fog",
+    "lens_drops",
+    "motion_blur",
+    "rain_streaks",
+    "clean",
+)
+"""The rows of the footage bench, in table order: the `enhance` set's kinds."""
+FOOTAGE_LABELS = {
+    "low_light": "low light",
+    "fog": "fog",
+    "lens_drops": "lens drops",
+    "motion_blur": "motion blur + noise",
+    "rain_streaks": "rain streaks",
+    "clean": "clean (vs input)",
+}
+HARM_INPUT_DB = 25.0
+"""A frame can be harmed only where its input is already this good (PSNR against clean) …"""
+HARM_MARGIN_DB = 1.0
+"""… and it is harmed when the method's output is more than this much worse than the input."""
+RAW_MODEL = "fast-enhance (raw)"
+CHAIN = "default chain"
+CHAIN_NO_GUARD = "default chain, no guard"
+PEER = "Zero-DCE++ (peer)"
+BENCH_LATENCY_MS = 60_000.0
+"""The chain's `max_latency_ms` in the bench: a quality bench on a shared CPU must not demote a
+backend for speed (`python -m tools.gan speed` measures that); nothing else changes."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pair:
+    """One held-out (or train) image: its clean truth and one degraded copy (`kind`)."""
+
+    scene: str
+    kind: str
+    family: str
+    """Renderer family of the degradation ('' for clean)."""
+    clean: RGB
+    degraded: RGB
+
+
+@dataclass(frozen=True, slots=True)
+class FootageSet:
+    split: str
+    seed: int
+    digest: str
+    """sha256 over the set's files (`tools.footage.sets.digest_tree`): what exactly was judged."""
+    source: str
+    """The folder read, or 'built' (built for this run)."""
+    pairs: list[Pair]
+
+
+def _read_rgb(path: Path) -> RGB:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise FileNotFoundError(f"{path}: cannot read image")
+    return np.ascontiguousarray(image[..., ::-1])
+
+
+def read_enhance_set(
+    folder: Path, kinds: Sequence[str] = FOOTAGE_KINDS, source: str | None = None
+) -> FootageSet:
+    """The pairs of an `enhance` set built by `python -m tools.footage build enhance`; 'clean'
+    pairs a clean image with itself."""
+    from tools.footage.sets import digest_tree  # noqa: PLC0415
+
+    index_path = folder / "index.json"
+    if not index_path.is_file():
+        raise FileNotFoundError(f"{index_path}: not an enhance set (no index.json)")
+    index = json.loads(index_path.read_text())
+    if index.get("set") != "enhance":
+        raise ValueError(f"{folder}: set {index.get('set')!r}, expected 'enhance'")
+    cleans: dict[str, RGB] = {}
+    scenes: dict[str, str] = {}
+    pairs: list[Pair] = []
+    for entry in index["pairs"]:
+        file = str(entry["clean"])
+        if file not in cleans:
+            cleans[file] = _read_rgb(folder / file)
+            scenes[str(entry["scene"])] = file
+        if entry["kind"] in kinds:
+            degraded = _read_rgb(folder / entry["degraded"])
+            pairs.append(
+                Pair(entry["scene"], entry["kind"], entry["family"], cleans[file], degraded)
+            )
+    if "clean" in kinds:
+        pairs += [Pair(s, "clean", "", cleans[f], cleans[f]) for s, f in scenes.items()]
+    pairs.sort(key=lambda p: list(kinds).index(p.kind))  # stable: scenes keep the set's order
+    return FootageSet(
+        str(index["split"]),
+        int(index["seed"]),
+        digest_tree(folder),
+        source or str(folder),
+        pairs,
+    )
+
+
+def build_enhance_set(
+    split: str = "held_out",
+    kinds: Sequence[str] = FOOTAGE_KINDS,
+    *,
+    seed: int = 0,
+    scene: str | None = None,
+) -> FootageSet:
+    """The footage bank's `enhance` set, built for this run (a few seconds) with its own
+    builder, so every renderer, family and seed is the one `tools.footage build enhance` uses."""
+    import tempfile  # noqa: PLC0415
+
+    from tools.footage.sets import BuildOptions, build  # noqa: PLC0415
+
+    options = BuildOptions(split=split, seed=seed, scene=scene)  # type: ignore[arg-type]
+    with tempfile.TemporaryDirectory(prefix="bench-enhance-") as tmp:
+        folder = Path(tmp) / "enhance"
+        build("enhance", folder, options, lambda _: None)
+        return read_enhance_set(folder, kinds, source="built")
+
+
+class ChainMethod:
+    """The enhance stage's runtime exactly as the daemon builds it from the default config
+    (`build_enhancer`: onnxruntime `fast-enhance` → classical → passthrough, the gate, the
+    harm guard unless `guard=False`), on BGR frames as the daemon feeds it.
+
+    Each bench image is a frame of its own, so two things that carry over between frames of a
+    stream are set as if the image had been on screen for a while: the scene condition (what the
+    quality monitor reports on the raw frame: `classify` on the analysis-width copy, enter
+    thresholds as for a stream's first frame, no lens-adhesion evidence since a still frame
+    gives the detector none) is given to the gate `switch_after_frames` times, so a gating table
+    switches at once instead of leaving the image on the start-up model; and the guard's smoothed
+    weight is reset, so the image gets its own verdict, which is where repeating the frame would
+    converge. (`vehicle-agent enhance`, offline.py, sets no condition: the gate stays on
+    `enhance.model`. With the default config's empty gating table every condition runs that
+    model too, so the two agree.) Models come from the shipped `models/` only (no state_dir).
+    """
+
+    def __init__(self, guard: bool = True) -> None:
+        from vehicle_agent.config import Config  # noqa: PLC0415
+        from vehicle_agent.enhance.chain import DEFAULT_GUARD, build_enhancer  # noqa: PLC0415
+        from vehicle_agent.quality.monitor import settings_from_config  # noqa: PLC0415
+
+        config = Config()
+        enhance = config.enhance
+        health = enhance.health.model_copy(update={"max_latency_ms": BENCH_LATENCY_MS})
+        enhance = enhance.model_copy(update={"health": health})
+        self.chain = build_enhancer(
+            enhance, None, background=False, guard=DEFAULT_GUARD if guard else None
+        )
+        self.chain.load()
+        self.switch_after = enhance.switch_after_frames
+        settings = settings_from_config(config.quality, config.adhesion)
+        self.analysis_width = settings.analysis_width
+        self.thresholds = settings.thresholds
+        self.last: dict[str, str | float | None] = {}
+        """What ran on the latest image: condition, backend, guard weight and rule."""
+
+    def condition(self, bgr: RGB) -> str:
+        from vehicle_agent.quality.condition import classify  # noqa: PLC0415
+        from vehicle_agent.quality.metrics import measure, prepare  # noqa: PLC0415
+
+        metrics = measure(prepare(bgr, self.analysis_width))
+        return classify(metrics, None, adhesion_detected=False, thresholds=self.thresholds)
+
+    def __call__(self, image: RGB) -> RGB:
+        bgr = np.ascontiguousarray(image[..., ::-1])
+        condition = self.condition(bgr)
+        for _ in range(self.switch_after):
+            self.chain.set_condition(condition)
+        guard = self.chain.guard
+        if guard is not None:
+            guard.reset()
+        out = self.chain.enhance(bgr)
+        decision = guard.last if guard is not None else None
+        self.last = {
+            "condition": condition,
+            "backend": self.chain.name,
+            "guard_weight": None if decision is None else round(decision.weight, 3),
+            "guard_rule": None if decision is None else decision.reason,
+        }
+        return np.ascontiguousarray(out[..., ::-1])
+
+    def close(self) -> None:
+        self.chain.close()
+
+
+def footage_methods(
+    models: Sequence[Path] = (),
+    *,
+    peer: bool = True,
+    chain: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> tuple[dict[str, Method], dict[str, str]]:
+    """The columns: baselines, the peer, each ONNX model run raw (`models`; the name
+    '<folder> (raw)'), the default chain with and without the guard; and {method: why it was
+    skipped}."""
+    methods: dict[str, Method] = {"identity": identity, "CLAHE": clahe, "auto-gamma": auto_gamma}
+    skipped: dict[str, str] = {}
+    if peer:
+        wheel = find_peer_wheel()
+        if wheel is None:
+            skipped[PEER] = f"{PEER_WHEEL} not found and not downloadable ({PEER_SPEC})"
+        else:
+            try:
+                methods[PEER] = zero_dce_peer(wheel)
+            except ImportError as exc:
+                skipped[PEER] = f"torch is needed to run it: {exc}"
+    else:
+        skipped[PEER] = "--no-peer"
+    for path in models:
+        methods[f"{path.parent.name} (raw)"] = onnx_model(path)
+    if chain:
+        methods[CHAIN] = ChainMethod(guard=True)
+        methods[CHAIN_NO_GUARD] = ChainMethod(guard=False)
+    if log:
+        for name, reason in skipped.items():
+            log(f"{name} skipped: {reason}")
+    return methods, skipped
+
+
+@dataclass(frozen=True, slots=True)
+class FrameScore:
+    scene: str
+    family: str
+    psnr: float
+    ssim: float
+    input_psnr: float
+    """The degraded input's PSNR against clean (100 on clean frames: the input is the truth)."""
+    detail: dict[str, str | float | None] = field(default_factory=dict)
+
+    @property
+    def eligible(self) -> bool:
+        return self.input_psnr >= HARM_INPUT_DB
+
+    @property
+    def harmed(self) -> bool:
+        return self.eligible and self.psnr < self.input_psnr - HARM_MARGIN_DB
+
+
+@dataclass
+class Cell:
+    """One (condition, method): every frame's score."""
+
+    frames: list[FrameScore] = field(default_factory=list)
+    seconds: float = 0.0
+    runs: int = 0
+
+    @property
+    def mean_psnr(self) -> float:
+        return float(np.mean([f.psnr for f in self.frames])) if self.frames else math.nan
+
+    @property
+    def mean_ssim(self) -> float:
+        values = [f.ssim for f in self.frames if not math.isnan(f.ssim)]
+        return float(np.mean(values)) if values else math.nan
+
+    @property
+    def worst(self) -> FrameScore | None:
+        return min(self.frames, key=lambda f: f.psnr) if self.frames else None
+
+    @property
+    def harmed(self) -> list[FrameScore]:
+        return [f for f in self.frames if f.harmed]
+
+    @property
+    def eligible(self) -> int:
+        return sum(f.eligible for f in self.frames)
+
+
+def _db(value: float) -> str:
+    return "∞" if value >= 99.0 else f"{value:.2f}"
+
+
+@dataclass
+class FootageReport:
+    split: str
+    kinds: tuple[str, ...]
+    methods: tuple[str, ...]
+    cells: dict[tuple[str, str], Cell]
+    footage: FootageSet
+    skipped: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def table(self) -> str:
+        """Markdown: one row per condition, one column per method; each cell mean PSNR dB /
+        mean SSIM / worst-frame PSNR dB / frames harmed; the best mean PSNR of a row in bold."""
+        scenes = len({p.scene for p in self.footage.pairs})
+        split = self.split.replace("_", "-")
+        head = f"| {split} ({scenes} images) | " + " | ".join(self.methods) + " |"
+        rows = [head, "|---|" + "---:|" * len(self.methods)]
+        for kind in self.kinds:
+            cells = [self.cells[(kind, m)] for m in self.methods]
+            best = max(c.mean_psnr for c in cells)
+            texts = []
+            for c in cells:
+                worst = c.worst
+                text = (
+                    f"{_db(c.mean_psnr)} / {c.mean_ssim:.3f} / "
+                    f"{_db(worst.psnr) if worst else '–'} / {len(c.harmed)}"
+                )
+                texts.append(f"**{text}**" if c.mean_psnr == best else text)
+            eligible = cells[0].eligible if cells else 0
+            label = f"{FOOTAGE_LABELS.get(kind, kind)} ({len(cells[0].frames)}; {eligible} ≥ 25 dB)"
+            rows.append(f"| {label} | " + " | ".join(texts) + " |")
+        legend = (
+            "Cells: mean PSNR dB / mean SSIM / worst-frame PSNR dB / frames harmed (output more "
+            f"than {HARM_MARGIN_DB:g} dB below an input already ≥ {HARM_INPUT_DB:g} dB; the row "
+            "says how many inputs are). ∞: identical to the truth."
+        )
+        return "\n".join([*rows, "", legend])
+
+    def timing(self) -> str:
+        parts = []
+        for m in self.methods:
+            seconds = sum(self.cells[(k, m)].seconds for k in self.kinds)
+            runs = sum(self.cells[(k, m)].runs for k in self.kinds)
+            parts.append(f"{m} {1000 * seconds / runs:.0f}" if runs else f"{m} cached")
+        return f"ms per frame: {', '.join(parts)}; {self.seconds:.0f} s in all"
+
+    def as_dict(self) -> dict[str, Any]:
+        results: dict[str, dict[str, Any]] = {}
+        for kind in self.kinds:
+            results[kind] = {}
+            for m in self.methods:
+                c = self.cells[(kind, m)]
+                worst = c.worst
+                results[kind][m] = {
+                    "psnr": round(c.mean_psnr, 3),
+                    "ssim": None if math.isnan(c.mean_ssim) else round(c.mean_ssim, 4),
+                    "worst_psnr": None if worst is None else round(worst.psnr, 3),
+                    "worst_scene": None if worst is None else worst.scene,
+                    "harmed": len(c.harmed),
+                    "harmed_scenes": [f.scene for f in c.harmed],
+                    "eligible": c.eligible,
+                    "frames": len(c.frames),
+                    "ms_per_frame": round(1000 * c.seconds / c.runs, 2) if c.runs else None,
+                }
+        frames = {
+            kind: {
+                m: [
+                    {
+                        "scene": f.scene,
+                        "family": f.family,
+                        "psnr": round(f.psnr, 3),
+                        "ssim": None if math.isnan(f.ssim) else round(f.ssim, 4),
+                        "input_psnr": round(f.input_psnr, 3),
+                        **f.detail,
+                    }
+                    for f in self.cells[(kind, m)].frames
+                ]
+                for m in self.methods
+            }
+            for kind in self.kinds
+        }
+        return {
+            "set": {
+                "name": "enhance",
+                "split": self.footage.split,
+                "seed": self.footage.seed,
+                "sha256": self.footage.digest,
+                "source": self.footage.source,
+                "images": len({p.scene for p in self.footage.pairs}),
+            },
+            "harm_rule": {
+                "input_psnr_at_least": HARM_INPUT_DB,
+                "worse_by_more_than": HARM_MARGIN_DB,
+            },
+            "kinds": list(self.kinds),
+            "methods": list(self.methods),
+            "skipped": self.skipped,
+            "seconds": round(self.seconds, 1),
+            "results": results,
+            "frames": frames,
+        }
+
+
+def evaluate_footage(
+    methods: dict[str, Method],
+    footage: FootageSet,
+    *,
+    kinds: Sequence[str] = FOOTAGE_KINDS,
+    metric_ssim: bool = True,
+    log: Callable[[str], None] | None = None,
+    cache: Path | None = None,
+    cacheable: Sequence[str] = (),
+    skipped: dict[str, str] | None = None,
+) -> FootageReport:
+    """Score every method on every pair of `footage` against its clean image (clean pairs: the
+    output against the input itself). `cacheable` methods' scores are kept in `cache` as in
+    `evaluate` (keyed by the method and both images' bytes)."""
+    start = time.perf_counter()
+    stored: dict[str, list[float]] = (
+        json.loads(cache.read_text()) if cache is not None and cache.is_file() else {}
+    )
+    kinds = tuple(k for k in kinds if any(p.kind == k for p in footage.pairs))
+    cells = {(k, m): Cell() for k in kinds for m in methods}
+    for kind in kinds:
+        for pair in (p for p in footage.pairs if p.kind == kind):
+            clean, poor = pair.clean, pair.degraded
+            input_psnr = psnr(clean, poor)
+            digest = hashlib.sha1(clean.tobytes() + poor.tobytes(), usedforsecurity=False)
+            for name, method in methods.items():
+                cell = cells[(kind, name)]
+                key = f"{name}|{digest.hexdigest()}|{metric_ssim}"
+                detail: dict[str, str | float | None] = {}
+                if name in cacheable and key in stored:
+                    p, s = stored[key]
+                else:
+                    t0 = time.perf_counter()
+                    out = method(poor)
+                    cell.seconds += time.perf_counter() - t0
+                    cell.runs += 1
+                    p = psnr(clean, out)
+                    s = ssim(clean, out) if metric_ssim else math.nan
+                    if name in cacheable:
+                        stored[key] = [p, s]
+                    if isinstance(method, ChainMethod):
+                        detail = dict(method.last)
+                cell.frames.append(FrameScore(pair.scene, pair.family, p, s, input_psnr, detail))
+        if log:
+            line = "  ".join(f"{m} {_db(cells[(kind, m)].mean_psnr)}" for m in methods)
+            log(f"{kind}: {line}")
+    if cache is not None and cacheable:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(stored))
+    return FootageReport(
+        footage.split,
+        kinds,
+        tuple(methods),
+        cells,
+        footage,
+        dict(skipped or {}),
+        time.perf_counter() - start,
+    )
+
+
+def close_methods(methods: dict[str, Method]) -> None:
+    for method in methods.values():
+        if isinstance(method, ChainMethod):
+            method.close()

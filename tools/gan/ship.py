@@ -193,7 +193,7 @@ A frame that needs nothing comes out unchanged, bit for bit.
 
 PSNR dB / SSIM, mean over {report.frames} held-out frames (never trained on), each degraded
 with evaluation seeds; "clean" scores the output against the untouched input.
-`python -m tools.gan bench` reproduces it.
+`python -m tools.gan bench --legacy-frames` reproduces it (plain `bench`: held-out footage).
 
 {table(report)}
 

@@ -4,7 +4,9 @@
 frame it asks the `Gate` what to run (a model, 'classical' or 'none', from the latest analysed
 frame's condition), then tries the chain's backends in order: the first ready one whose output
 passes the checks (no exception, no NaN, not blank) gives the frame; passthrough is always the
-floor, so a frame always comes out. A backend that fails to load, fails on a frame, or is slower
+floor, so a frame always comes out. That frame then passes the `HarmGuard` (unless the chain was
+built with `guard=None`), which falls back towards the input where the output is unlikely to
+help; passthrough frames skip it. A backend that fails to load, fails on a frame, or is slower
 than `max_latency_ms` for `slow_frames` frames in a row is demoted; `promote_after_s` later a
 health check (a fresh load, warmed up, then one probe frame) runs in the background and, if it
 passes, promotes it back between two frames. Loads and checks never block the frame path.
@@ -39,6 +41,7 @@ from vehicle_agent.enhance.base import (
     EnhancerEvent,
     create_enhancer,
 )
+from vehicle_agent.enhance.guard import GuardParams, HarmGuard
 from vehicle_agent.enhance.model import ModelEnhancer, NonFiniteOutputError
 from vehicle_agent.enhance.store import ModelStore, default_dirs
 from vehicle_agent.records import Image, JsonValue
@@ -47,6 +50,7 @@ logger = logging.getLogger(__name__)
 
 PASSTHROUGH = "passthrough"
 DemotionKind = Literal["load", "unavailable", "error", "nan", "blank", "slow"]
+DEFAULT_GUARD = GuardParams()
 
 
 class HealthCheckError(Exception):
@@ -165,7 +169,10 @@ class EnhancerChain(Enhancer):
         background: bool = True,
         clock: Callable[[], float] = time.perf_counter,
         factory: Callable[..., Enhancer] = create_enhancer,
+        guard: GuardParams | None = DEFAULT_GUARD,
     ) -> None:
+        """`guard`: the parameters of this chain's own `HarmGuard` (it smooths over this
+        stream's frames), or None to return backend outputs unchecked."""
         self.specs = list(specs)
         self.gate = gate
         self.store = store
@@ -174,6 +181,7 @@ class EnhancerChain(Enhancer):
         self.clock = clock
         self.factory = factory
         self.background = background
+        self.guard = HarmGuard(guard) if guard is not None else None
         self.name = PASSTHROUGH
         self.candidates: dict[tuple[int, str | None], Candidate] = {}
         self._events: deque[EnhancerEvent] = deque()
@@ -417,7 +425,7 @@ class EnhancerChain(Enhancer):
                 out = self._try(cand, image)
                 if out is not None:
                     self._activate(cand, choice, condition)
-                    return out
+                    return out if self.guard is None else self.guard.apply(image, out)
         self._activate(None, choice, condition)
         return image
 
@@ -505,9 +513,11 @@ def build_enhancer(
     *,
     chain: Sequence[Any] | None = None,
     background: bool = True,
+    guard: GuardParams | None = DEFAULT_GUARD,
 ) -> EnhancerChain:
     """The enhance stage's runtime for `[enhance]` (or for `chain`, e.g. one backend that a
-    fleet command asked for, keeping the config's models and gating)."""
+    fleet command asked for, keeping the config's models and gating); `guard=None` or
+    `[enhance] guard = false` turns the harm guard off."""
     return EnhancerChain(
         chain_specs(chain if chain is not None else enhance.chain),
         Gate(enhance.model, enhance.gating, enhance.switch_after_frames),
@@ -515,4 +525,5 @@ def build_enhancer(
         enhance.health,
         state_dir=state_dir,
         background=background,
+        guard=guard if enhance.guard else None,
     )
