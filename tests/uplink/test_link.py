@@ -105,3 +105,30 @@ async def test_a_failing_disk_is_counted_as_dropped_and_reported(
     finally:
         await uplink.close()
     assert "telemetry:write_failed" in str(recorder.of("outbox_dropped")[0].data["counts"])
+
+
+def test_a_socket_closed_after_the_loop_ended_is_ignored_on_any_thread() -> None:
+    """paho closes a garbage-collected client's socket whenever the collector runs: on the loop's
+    own thread after the loop closed, that must not raise (it fails a run as an unraisable
+    exception in `__del__`)."""
+    from vehicle_agent.uplink.mqtt import _Link  # noqa: PLC0415 - the private seam under test
+
+    async def make() -> _Link:
+        link = _Link(
+            client_id="gc-test", username=None, password=None, tls=None, will_topic="t/status",
+            keepalive=30, connect_timeout=1.0, on_message=lambda _m: None, on_lost=lambda: None,
+        )  # fmt: skip
+        link._misc = asyncio.get_running_loop().create_task(asyncio.sleep(60))  # the keep-alive
+        await asyncio.sleep(0)
+        return link
+
+    loop = asyncio.new_event_loop()
+    link = loop.run_until_complete(make())
+    loop.close()
+
+    class Sock:
+        def fileno(self) -> int:
+            return 7
+
+    link._on_socket_close(None, None, Sock())  # type: ignore[arg-type]
+    link._on_socket_register_write(None, None, Sock())  # type: ignore[arg-type]

@@ -394,12 +394,15 @@ class _Link:
     # -- the event loop drives paho ----------------------------------------------------------
 
     def _call(self, fn: Callable[..., None], *args: Any) -> None:
+        # paho closes the socket of a garbage-collected client whenever the collector runs,
+        # on this thread or another, possibly after the loop ended: the loop's readers and
+        # tasks went with it, so there is nothing left to watch or unwatch.
+        if self.loop.is_closed():
+            return
         if threading.get_ident() == self._loop_thread:
             fn(*args)
         else:
-            # RuntimeError: paho closing the socket of a garbage-collected client after the
-            # loop ended; the loop's readers went with it, so there is nothing to unwatch.
-            with contextlib.suppress(RuntimeError):
+            with contextlib.suppress(RuntimeError):  # the loop closed since the check
                 self.loop.call_soon_threadsafe(fn, *args)
 
     def _on_socket_open(self, _client: mqtt.Client, _userdata: Any, sock: Any) -> None:
