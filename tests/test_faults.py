@@ -195,9 +195,13 @@ def test_a_camera_stall_is_lost_resumed_and_reported(tmp_path: Path) -> None:
 
 
 def test_enhance_failure_demotes_then_promotes_and_eos_ends_the_run(tmp_path: Path) -> None:
+    # Real-time pacing: the promotion's health check waits `promote_after_s` of wall-clock time,
+    # which at --speed max a busy host may not give between the failure's end and the clip's.
     summary, events, page = run_bench(
         tmp_path,
         5,
+        "--speed",
+        "realtime",
         "--fault",
         "enhance-fail@1s-1.5s",
         "--fault",
