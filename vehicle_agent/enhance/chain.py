@@ -425,7 +425,9 @@ class EnhancerChain(Enhancer):
                 out = self._try(cand, image)
                 if out is not None:
                     self._activate(cand, choice, condition)
-                    return out if self.guard is None else self.guard.apply(image, out)
+                    if self.guard is None or out.shape != image.shape:
+                        return out  # the guard compares like with like only
+                    return self.guard.apply(image, out)
         self._activate(None, choice, condition)
         return image
 
