@@ -244,6 +244,43 @@ class Report:
         }
 
 
+class ScoreCache:
+    """PSNR and SSIM of a method's output against the clean image. The `cacheable` methods'
+    scores (fixed baselines: the peer takes seconds per frame) are kept in `path`, keyed by the
+    method and the bytes of both images, so they never go stale."""
+
+    def __init__(self, path: Path | None, cacheable: Sequence[str], metric_ssim: bool) -> None:
+        self.path = path
+        self.cacheable = frozenset(cacheable)
+        self.metric_ssim = metric_ssim
+        self.stored: dict[str, list[float]] = (
+            json.loads(path.read_text()) if path is not None and path.is_file() else {}
+        )
+
+    def score(
+        self, name: str, method: Method, clean: RGB, poor: RGB
+    ) -> tuple[float, float, float | None]:
+        """(PSNR, SSIM or NaN, seconds the method ran or None when the cache had it)."""
+        digest = hashlib.sha1(clean.tobytes() + poor.tobytes(), usedforsecurity=False)
+        key = f"{name}|{digest.hexdigest()}|{self.metric_ssim}"
+        if name in self.cacheable and key in self.stored:
+            p, s = self.stored[key]
+            return p, s, None
+        t0 = time.perf_counter()
+        out = method(poor)
+        seconds = time.perf_counter() - t0
+        p = psnr(clean, out)
+        s = ssim(clean, out) if self.metric_ssim else math.nan
+        if name in self.cacheable:
+            self.stored[key] = [p, s]
+        return p, s, seconds
+
+    def save(self) -> None:
+        if self.path is not None and self.cacheable:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps(self.stored))
+
+
 def evaluate(
     methods: dict[str, Method],
     samples: Sequence[Sample] | None = None,
@@ -260,37 +297,23 @@ def evaluate(
     kept in `cache`, keyed by the method and the bytes of both images, so they never go stale.
     """
     frames = held_out_images() if samples is None else list(samples)
-    stored: dict[str, list[float]] = (
-        json.loads(cache.read_text()) if cache is not None and cache.is_file() else {}
-    )
+    scorer = ScoreCache(cache, cacheable, metric_ssim)
     scores: dict[tuple[str, Kind], Score] = {(m, k): Score() for m in methods for k in kinds}
     for kind in kinds:
         for fi, sample in enumerate(frames):
             clean = sample.image
             poor = degrade(clean, kind, eval_seed(kind, fi))
-            digest = hashlib.sha1(clean.tobytes() + poor.tobytes(), usedforsecurity=False)
             for name, method in methods.items():
                 score = scores[(name, kind)]
-                key = f"{name}|{digest.hexdigest()}|{metric_ssim}"
-                if name in cacheable and key in stored:
-                    p, s = stored[key]
-                else:
-                    t0 = time.perf_counter()
-                    out = method(poor)
-                    score.seconds += time.perf_counter() - t0
-                    p = psnr(clean, out)
-                    s = ssim(clean, out) if metric_ssim else float("nan")
-                    if name in cacheable:
-                        stored[key] = [p, s]
+                p, s, seconds = scorer.score(name, method, clean, poor)
+                score.seconds += seconds or 0.0
                 score.psnr.append(p)
                 if metric_ssim:
                     score.ssim.append(s)
         if log:
             line = "  ".join(f"{m} {scores[(m, kind)].mean_psnr:.2f}" for m in methods)
             log(f"{kind}: {line}")
-    if cache is not None and cacheable:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps(stored))
+    scorer.save()
     return Report(tuple(kinds), tuple(methods), len(frames), scores)
 
 
@@ -716,40 +739,27 @@ def evaluate_footage(
     output against the input itself). `cacheable` methods' scores are kept in `cache` as in
     `evaluate` (keyed by the method and both images' bytes)."""
     start = time.perf_counter()
-    stored: dict[str, list[float]] = (
-        json.loads(cache.read_text()) if cache is not None and cache.is_file() else {}
-    )
+    scorer = ScoreCache(cache, cacheable, metric_ssim)
     kinds = tuple(k for k in kinds if any(p.kind == k for p in footage.pairs))
     cells = {(k, m): Cell() for k in kinds for m in methods}
     for kind in kinds:
         for pair in (p for p in footage.pairs if p.kind == kind):
             clean, poor = pair.clean, pair.degraded
             input_psnr = psnr(clean, poor)
-            digest = hashlib.sha1(clean.tobytes() + poor.tobytes(), usedforsecurity=False)
             for name, method in methods.items():
                 cell = cells[(kind, name)]
-                key = f"{name}|{digest.hexdigest()}|{metric_ssim}"
                 detail: dict[str, str | float | None] = {}
-                if name in cacheable and key in stored:
-                    p, s = stored[key]
-                else:
-                    t0 = time.perf_counter()
-                    out = method(poor)
-                    cell.seconds += time.perf_counter() - t0
+                p, s, seconds = scorer.score(name, method, clean, poor)
+                if seconds is not None:
+                    cell.seconds += seconds
                     cell.runs += 1
-                    p = psnr(clean, out)
-                    s = ssim(clean, out) if metric_ssim else math.nan
-                    if name in cacheable:
-                        stored[key] = [p, s]
                     if isinstance(method, ChainMethod):
                         detail = dict(method.last)
                 cell.frames.append(FrameScore(pair.scene, pair.family, p, s, input_psnr, detail))
         if log:
             line = "  ".join(f"{m} {_db(cells[(kind, m)].mean_psnr)}" for m in methods)
             log(f"{kind}: {line}")
-    if cache is not None and cacheable:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps(stored))
+    scorer.save()
     return FootageReport(
         footage.split,
         kinds,
