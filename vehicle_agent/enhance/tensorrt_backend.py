@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -111,10 +112,9 @@ def calibration_images(folder: Path, limit: int) -> list[Path]:
     return images[::step][:limit]
 
 
-def build_serialized_engine(
-    model: ModelRef, cfg: TensorRtEnhancerConfig, key: EngineKey, cache_dir: Path
-) -> bytes:
-    """Parse the ONNX file and build an engine for `key` (minutes on a Jetson)."""
+def parse_onnx(onnx_path: Path, fail: Callable[[str], Exception]) -> tuple[Any, Any, Any]:
+    """(builder, network, parser) for an ONNX file; `fail(message)` is raised when the parser
+    refuses it. The parser owns the network's weights: keep it until the engine is built."""
     log = _trt_logger()
     builder = trt.Builder(log)
     flags = 0
@@ -122,9 +122,19 @@ def build_serialized_engine(
         flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, log)
-    if not parser.parse_from_file(str(model.onnx_path)):
+    if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise EnhancerError("tensorrt", f"{model.label}: ONNX parser failed: {errors}")
+        raise fail(f"ONNX parser failed: {errors}")
+    return builder, network, parser
+
+
+def build_serialized_engine(
+    model: ModelRef, cfg: TensorRtEnhancerConfig, key: EngineKey, cache_dir: Path
+) -> bytes:
+    """Parse the ONNX file and build an engine for `key` (minutes on a Jetson)."""
+    builder, network, _parser = parse_onnx(
+        model.onnx_path, lambda message: EnhancerError("tensorrt", f"{model.label}: {message}")
+    )
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, cfg.workspace_mb << 20)
     profile = builder.create_optimization_profile()

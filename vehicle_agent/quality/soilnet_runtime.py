@@ -172,8 +172,8 @@ def open_tile_net(
     elif runtime == "tensorrt":
         try:
             module = importlib.import_module("vehicle_agent.quality.soilnet_tensorrt")
-        except ImportError as exc:
-            raise DetectorUnavailableError(f"tensorrt not importable: {exc}") from exc
+        except ImportError as exc:  # the TensorRT backend's: "tensorrt not importable: …"
+            raise DetectorUnavailableError(str(exc)) from exc
         net = module.TensorRtTileNet(model, **options)
     else:
         raise DetectorError(f"unknown runtime {runtime!r}")

@@ -3,26 +3,23 @@
 The engine is built once from the verified ONNX file with one optimisation profile covering the
 feature sizes the detector makes (the network width fixed, heights from 4:3 to 21:9), and cached
 beside the enhancer's engines with the same key (`vehicle_agent.enhance.engine_cache`: model
-sha256, TensorRT version, GPU, precision, profile). tensorrt and pycuda are imported only here;
-`soilnet_runtime.open_tile_net` turns an ImportError into `DetectorUnavailableError`.
+sha256, TensorRT version, GPU, precision, profile). tensorrt and pycuda come from the enhancer's
+TensorRT backend, which imports them; `soilnet_runtime.open_tile_net` turns its ImportError
+into `DetectorUnavailableError`.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from vehicle_agent.enhance.engine_cache import EngineKey, Shape, decide, store
+from vehicle_agent.enhance.tensorrt_backend import cuda, parse_onnx, trt
 from vehicle_agent.quality.soilnet import CHANNELS, CLASSES, TILE
 from vehicle_agent.quality.soilnet_runtime import DetectorError, DetectorModel
-
-trt: Any = importlib.import_module("tensorrt")
-cuda: Any = importlib.import_module("pycuda.driver")
 
 logger = logging.getLogger(__name__)
 
@@ -91,16 +88,9 @@ class TensorRtTileNet:
 
     @staticmethod
     def _build(model: DetectorModel, profile: tuple[Shape, Shape, Shape], fp16: bool) -> bytes:
-        log = trt.Logger(trt.Logger.WARNING)
-        builder = trt.Builder(log)
-        flags = 0
-        if int(str(trt.__version__).split(".", 1)[0]) < 10:
-            flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-        network = builder.create_network(flags)
-        parser = trt.OnnxParser(network, log)
-        if not parser.parse_from_file(str(model.onnx_path)):
-            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-            raise DetectorError(f"{model.manifest.label}: ONNX parser failed: {errors}")
+        builder, network, _parser = parse_onnx(
+            model.onnx_path, lambda message: DetectorError(f"{model.manifest.label}: {message}")
+        )
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, 256 << 20)
         opt = builder.create_optimization_profile()
