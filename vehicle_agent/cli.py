@@ -273,7 +273,12 @@ def cmd_enhance(args: argparse.Namespace) -> int:
 
     from vehicle_agent.config import EnhancerConfig  # noqa: PLC0415
     from vehicle_agent.enhance.chain import DEFAULT_GUARD, build_enhancer  # noqa: PLC0415
-    from vehicle_agent.enhance.offline import LazyEnhancer, OfflineError, enhance_path  # noqa: PLC0415
+    from vehicle_agent.enhance.offline import (  # noqa: PLC0415
+        LazyEnhancer,
+        OfflineError,
+        SceneGate,
+        enhance_path,
+    )
 
     config = _config(args.config)
     _setup_logging(args, config)
@@ -298,8 +303,10 @@ def cmd_enhance(args: argparse.Namespace) -> int:
             enhance, config.agent.state_dir, chain=chain, background=False, guard=guard
         )
     )
+    # `--model` forces one model whatever the scene; otherwise the daemon's gating decides.
+    gate = None if args.model is not None else SceneGate(config)
     try:
-        result = enhance_path(enhancer, args.input, args.out)
+        result = enhance_path(enhancer, args.input, args.out, gate)
     except OfflineError as exc:
         raise CliError(str(exc), EXIT_USAGE) from exc
     finally:

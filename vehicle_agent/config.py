@@ -294,6 +294,9 @@ def _default_chain() -> list[EnhancerConfig]:
 MODEL_BACKENDS = frozenset({"onnxruntime", "tensorrt"})
 """Backend types that run a model (the others need none)."""
 GATE_WORDS = frozenset({"none", "classical"})
+DEFAULT_GATING: dict[str, str] = {"low_light": "restore", "blur": "restore", "rain": "none"}
+"""The shipped models by scene condition: the restoration model where sensor noise or blur is
+what is wrong, nothing on lens drops (the fan's job), `model` (fast-enhance) elsewhere."""
 """Gating values that name no model: 'none' passes frames unchanged, 'classical' skips models."""
 
 _MODEL_NAME = r"^[a-z0-9][a-z0-9._-]{0,63}$"  # the same as vehicle_agent.enhance.manifest
@@ -352,7 +355,7 @@ class EnhanceConfig(ConfigModel):
         "condition (and before the first condition is known).",
     )
     gating: dict[str, str] = Field(
-        default_factory=dict,
+        default_factory=lambda: dict(DEFAULT_GATING),
         max_length=32,
         description="Scene condition (from the quality monitor: 'normal', 'low_light', 'fog', "
         "'rain', 'blur', …) → model name, 'classical' (no model: the chain's model-free "

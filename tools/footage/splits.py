@@ -51,6 +51,8 @@ DEGRADATION_SPLIT: dict[str, Split] = {"gan": "train", "sensor": "train", "atmos
 
 TRAINING_ENTRY_POINTS: tuple[str, ...] = (
     "tools.gan.data:training_images",
+    "tools.gan.data:bank_training_images",
+    "tools.gan.data:bank_pair_sampler",
     "tools.soilnet.data:build_training_set",
 )
 """Every function that gathers data for training or tuning (module:function); the CI test

@@ -18,6 +18,14 @@ def _config(args: argparse.Namespace) -> Any:
     from tools.gan.train import TrainConfig  # noqa: PLC0415
 
     values: dict[str, Any] = {}
+    if getattr(args, "shipped", None):
+        from tools.gan.ship import SHIPPED  # noqa: PLC0415
+
+        if args.shipped not in SHIPPED:
+            raise SystemExit(
+                f"tools.gan train: --shipped {args.shipped!r}: one of {sorted(SHIPPED)}"
+            )
+        values = SHIPPED[args.shipped].config.model_dump(mode="json")
     if args.config:
         text = args.config.read_text()
         values = tomllib.loads(text) if args.config.suffix == ".toml" else json.loads(text)
@@ -303,6 +311,14 @@ def cmd_burst(args: argparse.Namespace) -> int:
 def _method_config(args: argparse.Namespace, model: Any, overrides: dict[str, Any]) -> Any:
     """A method's config: the --config file's fields, then the flags that were given."""
     values: dict[str, Any] = {}
+    if getattr(args, "shipped", None):
+        from tools.gan.ship import SHIPPED  # noqa: PLC0415
+
+        if args.shipped not in SHIPPED:
+            raise SystemExit(
+                f"tools.gan train: --shipped {args.shipped!r}: one of {sorted(SHIPPED)}"
+            )
+        values = SHIPPED[args.shipped].config.model_dump(mode="json")
     if args.config:
         if not args.config.is_file():
             from tools.gan.data import DataError  # noqa: PLC0415
@@ -410,6 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("train", help="train a generator (torchrun for DDP)")
     tr.add_argument("--config", type=Path, help="TOML or JSON file of TrainConfig fields")
+    tr.add_argument(
+        "--shipped", metavar="NAME", help="start from the config a shipped model is trained with"
+    )
     tr.add_argument("--arch", choices=ARCHITECTURES)
     tr.add_argument("--name")
     tr.add_argument("--width", type=int, help="generator base channels")
@@ -418,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--batch-size", type=int)
     tr.add_argument("--seed", type=int)
     tr.add_argument("--threads", type=int, help="CPU threads per process")
-    tr.add_argument("--data", choices=("packaged", "photos"), help="training images")
+    tr.add_argument("--data", choices=("packaged", "photos", "bank"), help="training images")
     tr.add_argument(
         "--dataset",
         type=Path,

@@ -470,25 +470,17 @@ def build_enhance_set(
 
 class ChainMethod:
     """The enhance stage's runtime exactly as the daemon builds it from the default config
-    (`build_enhancer`: onnxruntime `fast-enhance` → classical → passthrough, the gate, the
-    harm guard unless `guard=False`), on BGR frames as the daemon feeds it.
-
-    Each bench image is a frame of its own, so two things that carry over between frames of a
-    stream are set as if the image had been on screen for a while: the scene condition (what the
-    quality monitor reports on the raw frame: `classify` on the analysis-width copy, enter
-    thresholds as for a stream's first frame, no lens-adhesion evidence since a still frame
-    gives the detector none) is given to the gate `switch_after_frames` times, so a gating table
-    switches at once instead of leaving the image on the start-up model; and the guard's smoothed
-    weight is reset, so the image gets its own verdict, which is where repeating the frame would
-    converge. (`vehicle-agent enhance`, offline.py, sets no condition: the gate stays on
-    `enhance.model`. With the default config's empty gating table every condition runs that
-    model too, so the two agree.) Models come from the shipped `models/` only (no state_dir).
+    (`build_enhancer`: the onnxruntime models → classical → passthrough, the gate and its
+    gating table, the harm guard unless `guard=False`), on BGR frames as the daemon feeds it,
+    each image gated by `SceneGate` exactly as `vehicle-agent enhance` gates an image (its
+    condition as a still scene, given `switch_after_frames` times; the guard's smoothing reset).
+    Models come from the shipped `models/` only (no state_dir).
     """
 
     def __init__(self, guard: bool = True) -> None:
         from vehicle_agent.config import Config  # noqa: PLC0415
         from vehicle_agent.enhance.chain import DEFAULT_GUARD, build_enhancer  # noqa: PLC0415
-        from vehicle_agent.quality.monitor import settings_from_config  # noqa: PLC0415
+        from vehicle_agent.enhance.offline import SceneGate  # noqa: PLC0415
 
         config = Config()
         enhance = config.enhance
@@ -498,32 +490,17 @@ class ChainMethod:
             enhance, None, background=False, guard=DEFAULT_GUARD if guard else None
         )
         self.chain.load()
-        self.switch_after = enhance.switch_after_frames
-        settings = settings_from_config(config.quality, config.adhesion)
-        self.analysis_width = settings.analysis_width
-        self.thresholds = settings.thresholds
+        self.gate = SceneGate(config)
         self.last: dict[str, str | float | None] = {}
         """What ran on the latest image: condition, backend, guard weight and rule."""
 
-    def condition(self, bgr: RGB) -> str:
-        from vehicle_agent.quality.condition import classify  # noqa: PLC0415
-        from vehicle_agent.quality.metrics import measure, prepare  # noqa: PLC0415
-
-        metrics = measure(prepare(bgr, self.analysis_width))
-        return classify(metrics, None, adhesion_detected=False, thresholds=self.thresholds)
-
     def __call__(self, image: RGB) -> RGB:
         bgr = np.ascontiguousarray(image[..., ::-1])
-        condition = self.condition(bgr)
-        for _ in range(self.switch_after):
-            self.chain.set_condition(condition)
+        out = self.gate.enhance(self.chain, bgr)
         guard = self.chain.guard
-        if guard is not None:
-            guard.reset()
-        out = self.chain.enhance(bgr)
         decision = guard.last if guard is not None else None
         self.last = {
-            "condition": condition,
+            "condition": self.gate.last,
             "backend": self.chain.name,
             "guard_weight": None if decision is None else round(decision.weight, 3),
             "guard_rule": None if decision is None else decision.reason,

@@ -19,15 +19,32 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, TypeAlias
 
 import cv2
 import numpy as np
 import torch
 from torch import Tensor
 
-from tools.footage import catalog, splits
+from tools.footage import catalog, degradations, splits
 from tools.footage.sets import BuildOptions, enhance_sources
-from tools.gan.degrade import KINDS, RGB, Kind, Pair, make_pair
+from tools.gan.degrade import KINDS, RGB, Kind, Pair, make_pair, sign_like_mask
+
+Renderers: TypeAlias = Literal["gan", "bank"]
+"""Where a batch's degradations come from: the training pairs' own (`tools/gan/degrade.py`), or
+the footage bank's train renderer families (`tools/footage/degradations.py`)."""
+
+BANK_KINDS: dict[Kind, degradations.DegradationKind] = {
+    "low_light": "low_light",
+    "fog": "fog",
+    "blur": "motion_blur",
+    "rain": "rain_streaks",
+}
+"""With bank renderers, a mix's kind stands for the bank's degradation of that name (`rain` is
+rain streaks there, not lens drops: drops are the fan's job); `clean`, `noise` and `mask` stay
+the training pairs' own."""
+BANK_VIDEO_STEP = 15
+"""Every 15th frame of each train video: neighbours a few frames apart add little."""
 
 TRAIN_PHOTOS: tuple[str, ...] = (
     "astronaut",
@@ -103,6 +120,42 @@ def training_images(vtest: Path | None = None, limit: int | None = None) -> list
         photos = TRAIN_PHOTOS[: None if limit is None else max(0, limit - len(samples))]
         samples += [Sample(f"skimage.{n}", catalog.load(n, purpose="gan")[0]) for n in photos]
     return samples[:limit] if limit else samples
+
+
+def bank_training_images(limit: int | None = None) -> list[Sample]:
+    """Every train scene of the footage bank (`splits.scenes("train")`): each photo, and every
+    `BANK_VIDEO_STEP`-th frame of each video, read inside `splits.training`. `limit` caps the
+    count (tests)."""
+    samples: list[Sample] = []
+    with splits.training("tools.gan bank training images"):
+        for name in splits.scenes("train"):
+            if limit is not None and len(samples) >= limit:
+                break
+            entry = catalog.item(name)
+            if entry.kind == "photo":
+                samples.append(Sample(name, catalog.load(name, purpose="gan")[0]))
+                continue
+            stop = None if limit is None else BANK_VIDEO_STEP * max(1, limit - len(samples))
+            frames = catalog.load(name, 0, stop, BANK_VIDEO_STEP, purpose="gan")
+            samples += [Sample(f"{name}#{i * BANK_VIDEO_STEP}", f) for i, f in enumerate(frames)]
+    return samples[:limit] if limit else samples
+
+
+def bank_pair(view: RGB, kind: Kind, seed: int, rng: np.random.Generator) -> Pair:
+    """A training pair whose degradation, where the bank renders `kind`, comes from one of the
+    bank's *train* families that render it, drawn at random (`BANK_KINDS`)."""
+    bank_kind = BANK_KINDS.get(kind)
+    if bank_kind is None:
+        return make_pair(view, kind, seed)
+    families = [
+        f
+        for f in splits.names("degradation", "train")
+        if degradations.has(bank_kind, f)  # type: ignore[arg-type]
+    ]
+    family: degradations.Family = families[int(rng.integers(len(families)))]  # type: ignore[assignment]
+    with splits.training("tools.gan bank pairs"):
+        poor = degradations.degrade(view, bank_kind, family, seed)
+    return Pair(view, poor, kind, sign_like_mask(view))
 
 
 def held_out_images() -> list[Sample]:
@@ -192,6 +245,7 @@ class PairSampler:
         rank: int = 0,
         weights: Sequence[float] | None = None,
         tone: float = 0.0,
+        renderers: Renderers = "gan",
     ) -> None:
         unknown = set(mix) - set(KINDS)
         if unknown:
@@ -204,6 +258,7 @@ class PairSampler:
             raise ValueError("need one non-negative weight per image")
         self.image_p = p / p.sum()
         self.tone = tone
+        self.renderers = renderers
         self.kinds: tuple[Kind, ...] = tuple(k for k, w in mix.items() if w > 0)
         shares = np.array([mix[k] for k in self.kinds], np.float64)
         self.kind_p = shares / shares.sum()
@@ -217,7 +272,10 @@ class PairSampler:
         if rng.random() < self.tone:
             view = scene_tone(view, rng)
         kind = self.kinds[int(rng.choice(len(self.kinds), p=self.kind_p))]
-        return make_pair(view, kind, int(rng.integers(1 << 31)))
+        seed = int(rng.integers(1 << 31))
+        if self.renderers == "bank":
+            return bank_pair(view, kind, seed, rng)
+        return make_pair(view, kind, seed)
 
     def batch(self, epoch: int, index: int, phase: int = 1) -> Batch:
         """Phase 0: discriminator pretraining; 1: the alternating epochs."""
@@ -241,3 +299,14 @@ class PairSampler:
     def epoch(self, epoch: int, steps: int, start: int = 0) -> Iterator[Batch]:
         for index in range(start, steps):
             yield self.batch(epoch, index)
+
+
+def bank_pair_sampler(batches: int = 0, *, limit: int | None = 3) -> PairSampler:
+    """A bank-mode sampler over `bank_training_images(limit)` with every bank kind, drawn
+    `batches` times (a check that the pairs stay on the train split: tests/footage)."""
+    images = [s.image for s in bank_training_images(limit)]
+    mix: dict[Kind, float] = dict.fromkeys(BANK_KINDS, 1.0)
+    sampler = PairSampler(images, mix, height=32, width=48, batch_size=4, seed=0, renderers="bank")
+    for index in range(batches):
+        sampler.batch(0, index)
+    return sampler

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the usual name
 from torch import Tensor, nn
 
-Architecture: TypeAlias = Literal["fast", "enlighten", "resblock", "dense_unet"]
-ARCHITECTURES: tuple[Architecture, ...] = ("fast", "enlighten", "resblock", "dense_unet")
+Architecture: TypeAlias = Literal["fast", "enlighten", "resblock", "dense_unet", "restore"]
+ARCHITECTURES: tuple[Architecture, ...] = ("fast", "enlighten", "resblock", "dense_unet", "restore")
 
 LUMA = (0.299, 0.587, 0.114)
 
@@ -319,11 +319,11 @@ class DenseUNet(Generator):
     of the matching down submodule, two convs and the output layer; the whole predicts a residual
     added to the input (seed 001, FIG. 2). The skip is added after upsampling so shapes agree."""
 
-    def __init__(self, width: int = 16, depth: int = 3) -> None:
+    def __init__(self, width: int = 16, depth: int = 3, channels: int = 3) -> None:
         super().__init__()
         self.stride = 2**depth
         chans = [width * 2**i for i in range(depth + 1)]
-        self.first = nn.Conv2d(3, chans[0], 3, 1, 1)
+        self.first = nn.Conv2d(channels, chans[0], 3, 1, 1)
         self.down_blocks = nn.ModuleList(
             DenseResidual(chans[i], chans[i] // 2) for i in range(depth)
         )
@@ -339,7 +339,7 @@ class DenseUNet(Generator):
         )
         self.second = nn.Conv2d(chans[0], chans[0], 3, 1, 1)
         self.third = nn.Conv2d(chans[0], chans[0], 3, 1, 1)
-        self.output = nn.Conv2d(chans[0], 3, 3, 1, 1)
+        self.output = nn.Conv2d(chans[0], channels, 3, 1, 1)
         _zero(self.output)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -356,6 +356,33 @@ class DenseUNet(Generator):
         h = F.leaky_relu(self.second(h), 0.2)
         h = F.leaky_relu(self.third(h), 0.2)
         return torch.clamp(x + self.output(h), 0.0, 1.0)
+
+
+# -- the restoration generator: tone, then the dense U-Net at half resolution ---------------------
+
+
+class RestoreGenerator(Generator):
+    """Restoration for the conditions a curve cannot fix (sensor noise in low light, motion blur
+    with noise): a global stage and a local one, both starting at the identity.
+
+    1. Tone: the fast generator's thumbnail CNN, per-channel curve and airlight gain grid (no
+       dead zone), so brightness and colour cast are judged from the whole frame, which a U-Net's
+       receptive field cannot see.
+    2. Detail: seed 001's U-Net + residual + dense network on the toned frame folded 2×2 into
+       12 channels (pixel unshuffle, as FFDNet does): it sees every pixel but convolves at half
+       resolution, a quarter of the cost, and its residual is unfolded back to full resolution.
+    """
+
+    def __init__(self, width: int = 16, tone_width: int = 12, depth: int = 3) -> None:
+        super().__init__()
+        self.tone = FastCurveGenerator(width=tone_width, dead_zone=0.0)
+        self.detail = DenseUNet(width=width, depth=depth, channels=12)
+        self.stride = 2 * self.detail.stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        toned = self.tone(x)
+        restored = self.detail(F.pixel_unshuffle(toned, 2))
+        return torch.clamp(F.pixel_shuffle(restored, 2), 0.0, 1.0)
 
 
 # -- discriminators --------------------------------------------------------------------------------
@@ -431,6 +458,9 @@ DEFAULTS: dict[Architecture, ArchitectureDefaults] = {
     "dense_unet": ArchitectureDefaults(
         "bce", local_discriminator=False, perceptual=0.05, self_feature=0.0
     ),
+    "restore": ArchitectureDefaults(
+        "bce", local_discriminator=False, perceptual=0.05, self_feature=0.0
+    ),
 }
 
 
@@ -443,6 +473,8 @@ def build_generator(arch: Architecture, width: int) -> Generator:
         return ResBlockGenerator(width=width)
     if arch == "dense_unet":
         return DenseUNet(width=width)
+    if arch == "restore":
+        return RestoreGenerator(width=width)
     raise ValueError(f"unknown architecture {arch!r}, expected one of {ARCHITECTURES}")
 
 

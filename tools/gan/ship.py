@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -72,7 +73,40 @@ FAST = ShipSpec(
     conditions=("low_light", "fog"),
 )
 
-SHIPPED: dict[str, ShipSpec] = {FAST.config.name: FAST}
+RESTORE = ShipSpec(
+    config=TrainConfig(
+        name="restore",
+        arch="restore",
+        width=8,
+        d_width=16,
+        height=192,
+        frame_width=256,
+        batch_size=8,
+        epochs=30,
+        steps_per_epoch=100,
+        d_pretrain_steps=100,
+        lr_g=1e-3,
+        lr_d=5e-4,
+        data="bank",
+        tone=0.5,
+        seed=2026,
+        mix={"clean": 0.2, "low_light": 0.4, "blur": 0.25, "noise": 0.1, "rain": 0.05},
+    ),
+    task="denoise",
+    description=(
+        "Restoration for the conditions a tone curve cannot fix: sensor noise in low light and "
+        "motion blur with noise. Brightens, corrects the street-light colour cast and denoises; "
+        "trained to leave good frames alone."
+    ),
+    conditions=("low_light", "blur"),
+)
+RESTORE_COMMAND = (
+    "nice -n 5 torchrun --standalone --nproc_per_node=2 -m tools.gan train --shipped restore "
+    "--threads 1, then nice -n 19 python -m tools.gan ship --only restore"
+)
+"""Two processes, one core each (DDP over gloo); `ship` then finds the finished checkpoint."""
+
+SHIPPED: dict[str, ShipSpec] = {FAST.config.name: FAST, RESTORE.config.name: RESTORE}
 
 
 def calibrate(generator: Generator, samples: list[data.Sample], out: Path) -> float | None:
@@ -222,6 +256,142 @@ machine shared with other jobs: the best run is the closest to an idle machine).
 """
 
 
+def restore_card(
+    spec: ShipSpec,
+    result: TrainResult,
+    footage: bench.FootageReport,
+    train_footage: bench.FootageReport | None,
+    *,
+    timings: list[speed.Timing],
+    max_abs_diff: float,
+    size_bytes: int,
+) -> str:
+    """The restoration model's card: its figures come from the footage bank's enhance set."""
+    c = spec.config
+    w = c.weights
+    history = result.history[-1] if result.history else {}
+    last = ", ".join(f"{k} {v:.4f}" for k, v in history.items() if k not in ("epoch", "seconds"))
+    seconds = sum(h.get("seconds", 0.0) for h in result.history)
+    speed_lines = "\n".join(f"- {t.line()}" for t in timings)
+    mix = ", ".join(f"{k} {v:.0%}" for k, v in c.mix.items())
+    flops = restore_flops(result.generator)
+    train_table = (
+        f"\nOn the train split (scenes and renderers it was trained on), for comparison:\n\n"
+        f"{train_footage.table()}\n"
+        if train_footage is not None
+        else ""
+    )
+    return f"""# {c.name} {VERSION}
+
+{spec.description}
+
+| | |
+|---|---|
+| task | `{spec.task}`; default for scene conditions: {", ".join(spec.conditions)} (`[enhance.gating]`) |
+| architecture | `{c.arch}` ({count_parameters(result.generator):,} parameters, width {c.width}) |
+| file | `{MODEL_FILE}`, {size_bytes / 1024:.0f} KiB, ONNX opset {OPSET} |
+| input | float32 N×3×H×W, RGB, [0, 1]; H, W dynamic, padded to a multiple of {result.generator.stride} |
+| output | float32 N×3×H×W, RGB, [0, 1], same size |
+| ONNX check | onnxruntime vs PyTorch max abs difference {max_abs_diff:.2e} |
+| compute | {flops / 1e9:.1f} GFLOPs (multiply-adds ×2) per 1280×720 frame |
+| reproduce | `{RESTORE_COMMAND}` (seed {c.seed}; {seconds / 60:.1f} min of training) |
+
+## Architecture
+
+`RestoreGenerator` (`tools/gan/models.py`), two stages that both start as the identity:
+1. **Tone**: the fast model's thumbnail CNN (64×64 view of the whole frame) predicts a
+   per-channel curve and a 16×16 airlight gain grid. Brightness and colour cast are judged from
+   the whole frame, which a U-Net's receptive field does not see.
+2. **Detail**: seed 001's U-Net + residual + dense denoiser (dense residual submodules down,
+   a dense block at the bottom, upsampling modules adding the matching skip, a predicted
+   residual), run on the toned frame folded 2×2 into 12 channels (pixel unshuffle, as FFDNet
+   does): it sees every pixel but convolves at half resolution, about a quarter of the cost.
+
+## Training
+
+- Method (seed 001 and patent US 2022/0292642 ¶71–84): pairs of a good frame and a degraded
+  copy; the discriminator first learns good against poor frames ({c.d_pretrain_steps} steps),
+  then discriminator and generator alternate ({c.epochs} epochs × {c.steps_per_epoch} steps,
+  batch {c.batch_size} per process, {c.frame_width}×{c.height} crops, Adam lr G {c.lr_g} with
+  cosine decay, D {c.lr_d}), two processes under torchrun (DDP, gloo).
+- Generator loss: adversarial ({c.adversarial_kind}, PatchGAN) ×{w.adversarial}, reconstruction
+  (L1 + ½·L2) ×{w.reconstruction}, brightness difference ×{w.brightness} and texture difference
+  ×{w.texture} over the road-sign-like region (whole frame when none), perceptual (fixed random
+  conv features) ×{c.perceptual_weight}.
+- Data: every *train* scene of the footage bank (`tools/footage/splits.py`: the vtest street,
+  the handheld box clip, and 27 photos from OpenCV's and scikit-image's bundled samples; every
+  {data.BANK_VIDEO_STEP}th video frame), random crops, half of them given a darker or brighter
+  scene tone first. Nothing was downloaded from the web.
+- Degradations: {mix}. Low light, fog, motion blur and rain streaks come from the bank's
+  *train* renderer families (`gan`: the training pairs' own; `sensor`: a camera-pipeline model
+  with Bayer mosaic, Poisson-Gaussian noise, street-light white balance, JPEG); `noise` and
+  `clean` are the training pairs' own. The `atmos` family and the held-out scenes are never
+  used.
+- Last epoch losses: {last}.
+
+## Held-out quality
+
+`python -m tools.gan bench`: held-out scenes × the held-out `atmos` renderers (lens drops:
+the held-out `refract` soiling). Each model column runs the model alone on every frame ("raw");
+"default chain" is what the daemon and `vehicle-agent enhance` run (gating by scene condition,
+then the harm guard).
+
+{footage.table()}
+{train_table}
+## What each seed method added
+
+- Seed 001's U-Net + residual + dense architecture is the detail stage. Its camera-noise GAN
+  pairs and burst truth frames were tried as separate experiments (docs/benchmarks.md, "The
+  seeds' other training methods") and did not feed this model: the bank's sensor renderer
+  already models the camera noise it would learn, and there are no real bursts of street scenes.
+- Seed 002's deblur → derain transfer: not used here (measured in docs/benchmarks.md; the
+  transfer did not beat training on the mixed set directly).
+- Seeds 003/004 (EnlightenGAN): the attention-guided U-Net is not used; its unpaired training
+  is a separate experiment.
+
+## Speed (onnxruntime, CPU)
+
+{speed_lines}
+
+Measured here ({platform.machine()}, 2 shared CPU cores). TensorRT FP16 on Jetson Orin was
+not measured (no Jetson here); at {flops / 1e9:.1f} GFLOPs per 720p frame an Orin NX's GPU
+(~25 dense FP16 TFLOPs peak, typically 10–20 % reached by small convolutions) would be in the
+order of {flops / (25e12 * 0.15) * 1e3:.0f} ms — an estimate, not a measurement.
+
+## Limits
+
+- Trained on synthetic degradations of real daytime frames: no real night footage with ground
+  truth is available offline.
+- Absolute brightness is ambiguous: a dark scene and an under-exposed one can look alike; the
+  scene-tone augmentation teaches it to leave dark scenes with full tonal range alone.
+- It does not remove lens drops (the fan's job) and is not the fog model.
+"""
+
+
+def restore_flops(generator: Generator, height: int = 720, width: int = 1280) -> float:
+    """Multiply-adds ×2 of the convolutions and linear layers for one frame (hooks count them)."""
+    total = 0.0
+
+    def count(
+        module: torch.nn.Module, _inputs: tuple[torch.Tensor, ...], out: torch.Tensor
+    ) -> None:
+        nonlocal total
+        if isinstance(module, torch.nn.Conv2d):
+            k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels / module.groups
+            total += 2.0 * k * out.numel()
+        elif isinstance(module, torch.nn.Linear):
+            total += 2.0 * module.in_features * out.numel()
+
+    hooks = [m.register_forward_hook(count) for m in generator.modules()]
+    try:
+        with torch.no_grad():
+            generator(torch.zeros(1, 3, height, width))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total
+
+
 def ship(
     *,
     names: list[str] | None = None,
@@ -230,50 +400,176 @@ def ship(
     fresh: bool = False,
     peer: bool = True,
     log: Callable[[str], None] = print,
-) -> bench.Report:
+) -> None:
+    """Train (or resume), export, check, time, benchmark and write every named shipped model."""
     started = time.perf_counter()
     specs = [SHIPPED[n] for n in names] if names else list(SHIPPED.values())
-    log(f"data: {data.split_description()}")
-    samples = data.training_images()
-    images = [s.image for s in samples]
-    weights = data.balanced_weights(samples)
+    built: dict[str, Built] = {}
+    packaged: list[data.Sample] = []
+    if any(spec.config.data == "packaged" for spec in specs):
+        log(f"data: {data.split_description()}")
+        packaged = data.training_images()
     held_out = data.held_out_images()
-    results: dict[str, TrainResult] = {}
-    checks: dict[str, float] = {}
-    timings: dict[str, list[speed.Timing]] = {}
     for spec in specs:
         name = spec.config.name
         out = build_dir / name
         if fresh and out.exists():
             shutil.rmtree(out)
         log(f"{name}: training {spec.config.arch} into {out}")
-        result = train(spec.config, out, images=images, weights=weights, resume=True)
+        if spec.config.data == "packaged":
+            result = train(
+                spec.config,
+                out,
+                images=[s.image for s in packaged],
+                weights=data.balanced_weights(packaged),
+                resume=True,
+            )
+        else:
+            result = train(spec.config, out, resume=True)
         result.generator.eval()
-        results[name] = result
-        gate = calibrate(result.generator, samples, out)
+        gate = calibrate(result.generator, packaged, out) if packaged else None
         if gate is not None:
             log(f"{name}: dead zone widened to ±{gate:.4f} on the training frames (99 % untouched)")
-        model_dir = models_dir / name
-        path = model_dir / MODEL_FILE
+        path = models_dir / name / MODEL_FILE
         export_onnx(result.generator, path)
-        checks[name] = check_onnx(result.generator, path, images=[held_out[0].image])
-        log(f"{name}: exported {path}; onnxruntime vs PyTorch max abs diff {checks[name]:.2e}")
-        timings[name] = speed.measure(path, threads=2) + speed.measure(path, threads=1)
-        for t in timings[name]:
+        diff = check_onnx(result.generator, path, images=[held_out[0].image])
+        log(f"{name}: exported {path}; onnxruntime vs PyTorch max abs diff {diff:.2e}")
+        timings = speed.measure(path, threads=2) + speed.measure(path, threads=1)
+        for t in timings:
             log(f"{name}: {t.line()}")
+        built[name] = Built(result, diff, timings)
+    fast_specs = [s for s in specs if s.config.arch == "fast"]
+    if fast_specs:
+        _ship_fast(
+            fast_specs,
+            built,
+            held_out,
+            models_dir=models_dir,
+            build_dir=build_dir,
+            peer=peer,
+            log=log,
+        )
+    for spec in specs:
+        if spec.config.arch != "fast":
+            _ship_footage(spec, built[spec.config.name], models_dir=models_dir, peer=peer, log=log)
+    log(f"ship: done in {(time.perf_counter() - started) / 60:.1f} min")
+
+
+def _training_info(spec: ShipSpec, result: TrainResult, command: str) -> dict[str, Any]:
+    return {
+        "architecture": spec.config.arch,
+        "data": data.split_description()
+        if spec.config.data == "packaged"
+        else "footage bank train scenes × train renderer families (tools/footage/splits.py)",
+        "seed": spec.config.seed,
+        "command": command,
+        "framework": f"torch {torch.__version__}",
+        "seconds": round(sum(h.get("seconds", 0.0) for h in result.history), 1),
+        "identity_gate": getattr(result.generator, "gate", None),
+        "config": spec.config.model_dump(mode="json"),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Built:
+    """One trained and exported model: its training result, ONNX check and timings."""
+
+    result: TrainResult
+    max_abs_diff: float
+    timings: list[speed.Timing]
+
+
+def _ship_footage(
+    spec: ShipSpec,
+    built: Built,
+    *,
+    models_dir: Path,
+    peer: bool,
+    log: Callable[[str], None],
+) -> None:
+    """Benchmark a footage-bank model on the held-out (and train) enhance sets; write its files."""
+    name = spec.config.name
+    result = built.result
+    model_dir = models_dir / name
+    reports: dict[str, bench.FootageReport] = {}
+    for split in ("held_out", "train"):
+        footage = bench.build_enhance_set(split, bench.FOOTAGE_KINDS)
+        models = [models_dir / n / MODEL_FILE for n in SHIPPED if (models_dir / n).is_dir()]
+        methods, skipped = bench.footage_methods(models, peer=peer and split == "held_out", log=log)
+        try:
+            reports[split] = bench.evaluate_footage(
+                methods,
+                footage,
+                kinds=bench.FOOTAGE_KINDS,
+                log=log,
+                cache=BUILD / "bench-cache.json",
+                cacheable=("identity", "CLAHE", "auto-gamma", bench.PEER),
+                skipped=skipped,
+            )
+        finally:
+            bench.close_methods(methods)
+    held = reports["held_out"]
+    metrics: dict[str, float] = {}
+    column = f"{name} (raw)"
+    for kind in held.kinds:
+        cell = held.cells[(kind, column)]
+        metrics[f"psnr_{kind}"] = round(min(cell.mean_psnr, 99.0), 3)
+        metrics[f"worst_psnr_{kind}"] = round(min(cell.worst.psnr, 99.0), 3) if cell.worst else 0.0
+    metrics["held_out_images"] = float(len({p.scene for p in held.footage.pairs}))
+    metrics["onnx_max_abs_diff"] = built.max_abs_diff
+    metrics["parameters"] = float(count_parameters(result.generator))
+    metrics["gflops_1280x720"] = round(restore_flops(result.generator) / 1e9, 2)
+    for t in built.timings:
+        metrics[f"ms_{t.width}x{t.height}_cpu{t.threads}_median"] = round(t.median_ms, 2)
+    info = ManifestInfo(
+        name=name,
+        version=VERSION,
+        task=spec.task,
+        stride=result.generator.stride,
+        opset=OPSET,
+        training=_training_info(spec, result, RESTORE_COMMAND),
+        metrics=metrics,
+    )
+    write_manifest(model_dir, info)
+    size = (model_dir / MODEL_FILE).stat().st_size
+    card = restore_card(
+        spec,
+        result,
+        held,
+        reports.get("train"),
+        timings=built.timings,
+        max_abs_diff=built.max_abs_diff,
+        size_bytes=size,
+    )
+    (model_dir / "MODEL_CARD.md").write_text(card)
+    log(held.table())
+    log(f"{name}: wrote {model_dir}/manifest.json and MODEL_CARD.md ({size / 1024:.0f} KiB model)")
+
+
+def _ship_fast(
+    specs: list[ShipSpec],
+    built: dict[str, Built],
+    held_out: list[data.Sample],
+    *,
+    models_dir: Path,
+    build_dir: Path,
+    peer: bool,
+    log: Callable[[str], None],
+) -> bench.Report:
+    """The fast model's card and manifest, from the legacy held-out frames."""
     methods = bench.baselines(peer=peer, log=log)
     cacheable = tuple(methods)
     for spec in specs:
         methods[spec.config.name] = bench.onnx_model(
             models_dir / spec.config.name / MODEL_FILE,
-            stride=results[spec.config.name].generator.stride,
+            stride=built[spec.config.name].result.generator.stride,
         )
     report = bench.evaluate(
         methods, held_out, log=log, cache=build_dir / "bench-cache.json", cacheable=cacheable
     )
     for spec in specs:
         name = spec.config.name
-        result = results[name]
+        result = built[name].result
         model_dir = models_dir / name
         metrics: dict[str, float] = {}
         for kind in report.kinds:
@@ -281,28 +577,17 @@ def ship(
             metrics[f"psnr_{kind}"] = round(min(score.mean_psnr, 99.0), 3)
             metrics[f"ssim_{kind}"] = round(score.mean_ssim, 4)
         metrics["held_out_frames"] = float(report.frames)
-        metrics["onnx_max_abs_diff"] = checks[name]
+        metrics["onnx_max_abs_diff"] = built[name].max_abs_diff
         metrics["parameters"] = float(count_parameters(result.generator))
-        for t in timings[name]:
+        for t in built[name].timings:
             metrics[f"ms_{t.width}x{t.height}_cpu{t.threads}_median"] = round(t.median_ms, 2)
-        train_seconds = sum(h.get("seconds", 0.0) for h in result.history)
-        training = {
-            "architecture": spec.config.arch,
-            "data": data.split_description(),
-            "seed": spec.config.seed,
-            "command": COMMAND,
-            "framework": f"torch {torch.__version__}",
-            "seconds": round(train_seconds, 1),
-            "identity_gate": getattr(result.generator, "gate", None),
-            "config": spec.config.model_dump(mode="json"),
-        }
         info = ManifestInfo(
             name=name,
             version=VERSION,
             task=spec.task,
             stride=result.generator.stride,
             opset=OPSET,
-            training=training,
+            training=_training_info(spec, result, COMMAND),
             metrics=metrics,
         )
         write_manifest(model_dir, info)
@@ -311,8 +596,8 @@ def ship(
             spec,
             result,
             report,
-            timings=timings[name],
-            max_abs_diff=checks[name],
+            timings=built[name].timings,
+            max_abs_diff=built[name].max_abs_diff,
             size_bytes=size,
         )
         (model_dir / "MODEL_CARD.md").write_text(card)
@@ -322,5 +607,4 @@ def ship(
     build_dir.mkdir(parents=True, exist_ok=True)
     (build_dir / "benchmark.md").write_text(table(report) + "\n")
     log(table(report))
-    log(f"ship: done in {(time.perf_counter() - started) / 60:.1f} min")
     return report

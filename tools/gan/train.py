@@ -98,8 +98,12 @@ class TrainConfig(BaseModel):
     mix: dict[Kind, float] = Field(
         default_factory=lambda: dict(DEFAULT_MIX), description="Degradation kinds and shares."
     )
-    data: Literal["packaged", "photos"] = Field(
-        "packaged", description="packaged: vtest.avi + photos; photos: skimage photos only."
+    data: Literal["packaged", "photos", "bank"] = Field(
+        "packaged",
+        description=(
+            "packaged: vtest.avi + photos; photos: skimage photos only; bank: every train scene "
+            "of the footage bank, degraded by its train renderer families."
+        ),
     )
     tone: float = Field(
         0.5, ge=0, le=1, description="Share of frames given a darker/brighter scene tone first."
@@ -255,11 +259,12 @@ class Trainer:
             lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)),
         )
         if images is None:
-            samples = (
-                data.training_images()
-                if config.data == "packaged"
-                else [data.Sample(f"skimage.{n}", data.photo(n)) for n in data.TRAIN_PHOTOS]
-            )
+            if config.data == "bank":
+                samples = data.bank_training_images()
+            elif config.data == "packaged":
+                samples = data.training_images()
+            else:
+                samples = [data.Sample(f"skimage.{n}", data.photo(n)) for n in data.TRAIN_PHOTOS]
             images = [s.image for s in samples]
             if config.balance_sources:
                 weights = data.balanced_weights(samples)
@@ -273,6 +278,7 @@ class Trainer:
             rank=self.env.rank,
             weights=weights,
             tone=config.tone,
+            renderers="bank" if config.data == "bank" else "gan",
         )
         self.crop_rng = torch.Generator().manual_seed(config.seed * 7919 + self.env.rank)
         self._sync_progress()

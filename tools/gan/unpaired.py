@@ -157,7 +157,7 @@ def train_unpaired(
         good_images = list(images)
         good_w = list(weights) if weights is not None else [1.0] * len(good_images)
         poor_mix = {"clean": 1.0}  # real poor frames: no synthetic degradation
-    common = {
+    common: dict[str, Any] = {
         "height": config.height,
         "width": config.frame_width,
         "batch_size": config.batch_size,

@@ -1,10 +1,21 @@
-"""`vehicle-agent enhance`: the enhance stage's runtime applied offline to an image, a folder or a video."""
+"""`vehicle-agent enhance`: the enhance stage's runtime applied offline to an image, a folder or a
+video, gated as the daemon gates it.
+
+The daemon's gate picks the model from the scene condition the quality monitor reports on the
+raw frame. `SceneGate` reproduces that outside the pipeline: on a video, every frame is measured
+and classified through the monitor's `ConditionTracker` (same thresholds and hold times, in
+video time); an image is a scene of its own, judged as a stream's first frame would be, given to
+the gate `switch_after_frames` times (so the gating table applies at once) and with the harm
+guard's smoothing reset (the verdict repeating that frame would converge to). The benchmark
+(`tools.gan bench`, its default-chain column) runs the same class, so the two agree.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -12,6 +23,9 @@ import numpy as np
 from vehicle_agent.enhance.base import Enhancer, EnhancerError
 from vehicle_agent.output.sinks import FOURCC_BY_SUFFIX, SinkError, VideoWriter
 from vehicle_agent.records import Image
+
+if TYPE_CHECKING:
+    from vehicle_agent.config import Config
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg"})
@@ -40,17 +54,76 @@ class LazyEnhancer(Enhancer):
     def load(self) -> None:
         """Nothing yet: see the class."""
 
-    def _enhance(self, image: Image) -> Image:
+    def _ready(self) -> Enhancer:
         if self.inner is None:
             self.inner = self._make()
             self.inner.load()
-        out = self.inner.enhance(image)
-        self.name = self.inner.name
+        return self.inner
+
+    def _enhance(self, image: Image) -> Image:
+        inner = self._ready()
+        out = inner.enhance(image)
+        self.name = inner.name
         return out
+
+    def set_condition(self, condition: str | None) -> None:
+        self._ready().set_condition(condition)
+
+    def reset_guard(self) -> None:
+        """Forget the harm guard's smoothing (the next frame gets its own verdict)."""
+        guard = getattr(self._ready(), "guard", None)
+        if guard is not None:
+            guard.reset()
 
     def close(self) -> None:
         if self.inner is not None:
             self.inner.close()
+
+
+class SceneGate:
+    """The scene condition the daemon's quality monitor would report, fed to an enhancer's gate
+    before each frame (see the module docstring). `last` is the latest frame's condition."""
+
+    def __init__(self, config: Config) -> None:
+        from vehicle_agent.quality.condition import ConditionTracker  # noqa: PLC0415
+        from vehicle_agent.quality.monitor import settings_from_config  # noqa: PLC0415
+
+        settings = settings_from_config(config.quality, config.adhesion)
+        self.analysis_width = settings.analysis_width
+        self.thresholds = settings.thresholds
+        self.repeats = config.enhance.switch_after_frames
+        self._tracker = ConditionTracker(
+            settings.thresholds, settings.condition_hold_s, settings.low_light_hold_s
+        )
+        self.last: str | None = None
+
+    def condition(self, image: Image, t: float | None = None) -> str:
+        """`image` (BGR) as a still scene (`t` None) or as the frame at video time `t`."""
+        from vehicle_agent.quality.condition import classify  # noqa: PLC0415
+        from vehicle_agent.quality.metrics import measure, prepare  # noqa: PLC0415
+
+        metrics = measure(prepare(image, self.analysis_width))
+        if t is None:
+            return classify(metrics, None, adhesion_detected=False, thresholds=self.thresholds)
+        return self._tracker.update(metrics, t)
+
+    def enhance(self, enhancer: Enhancer, image: Image, t: float | None = None) -> Image:
+        """Gate `enhancer` on `image`'s condition, then enhance it."""
+        self.last = self.condition(image, t)
+        for _ in range(self.repeats if t is None else 1):
+            enhancer.set_condition(self.last)
+        if t is None:
+            reset = getattr(enhancer, "reset_guard", None)
+            guard = getattr(enhancer, "guard", None)
+            if reset is not None:
+                reset()
+            elif guard is not None:
+                guard.reset()
+        return enhancer.enhance(image)
+
+
+def _run(enhancer: Enhancer, gate: SceneGate | None, image: Image, t: float | None) -> Image:
+    return enhancer.enhance(image) if gate is None else gate.enhance(enhancer, image, t)
 
 
 def _read_image(path: Path) -> np.ndarray:
@@ -70,10 +143,16 @@ def _write_image(path: Path, image: np.ndarray) -> None:
     encoded.tofile(path)
 
 
-def enhance_image(enhancer: Enhancer, src: Path, dst: Path, result: OfflineResult) -> None:
+def enhance_image(
+    enhancer: Enhancer,
+    src: Path,
+    dst: Path,
+    result: OfflineResult,
+    gate: SceneGate | None = None,
+) -> None:
     try:
         image = _read_image(src)
-        _write_image(dst, enhancer.enhance(image))
+        _write_image(dst, _run(enhancer, gate, image, None))
     except (OfflineError, EnhancerError) as exc:
         result.failed.append((src, str(exc)))
         return
@@ -81,20 +160,28 @@ def enhance_image(enhancer: Enhancer, src: Path, dst: Path, result: OfflineResul
     result.frames += 1
 
 
-def enhance_video(enhancer: Enhancer, src: Path, dst: Path, result: OfflineResult) -> None:
+def enhance_video(
+    enhancer: Enhancer,
+    src: Path,
+    dst: Path,
+    result: OfflineResult,
+    gate: SceneGate | None = None,
+) -> None:
     if dst.suffix.lower() not in FOURCC_BY_SUFFIX:
         raise OfflineError(f"{dst}: unsupported output video type; use {sorted(FOURCC_BY_SUFFIX)}")
     cap = cv2.VideoCapture(str(src), cv2.CAP_FFMPEG)
     if not cap.isOpened():
         raise OfflineError(f"{src}: cannot decode video")
     fps = cap.get(cv2.CAP_PROP_FPS)
-    writer = VideoWriter(dst, fps if fps and fps > 0 else 10.0)
+    fps = fps if fps and fps > 0 else 10.0
+    writer = VideoWriter(dst, fps)
     try:
         while True:
             ok, frame = cap.read()
             if not ok:
                 break
-            writer.write(enhancer.enhance(np.asarray(frame)))
+            t = result.frames / fps
+            writer.write(_run(enhancer, gate, np.asarray(frame), t))
             result.frames += 1
     except (EnhancerError, SinkError) as exc:
         raise OfflineError(f"{src}: frame {result.frames}: {exc}") from exc
@@ -106,8 +193,11 @@ def enhance_video(enhancer: Enhancer, src: Path, dst: Path, result: OfflineResul
     result.written.append(dst)
 
 
-def enhance_path(enhancer: Enhancer, src: Path, out: Path) -> OfflineResult:
-    """Enhance `src` into `out`: image → image, folder → folder (same names), video → video."""
+def enhance_path(
+    enhancer: Enhancer, src: Path, out: Path, gate: SceneGate | None = None
+) -> OfflineResult:
+    """Enhance `src` into `out`: image → image, folder → folder (same names), video → video;
+    with `gate`, every frame is gated on its scene condition first."""
     result = OfflineResult()
     if src.is_dir():
         if out.exists() and not out.is_dir():
@@ -119,7 +209,7 @@ def enhance_path(enhancer: Enhancer, src: Path, out: Path) -> OfflineResult:
         if out.resolve() == src.resolve():
             raise OfflineError(f"{out}: output folder is the input folder; refusing to overwrite")
         for image in images:
-            enhance_image(enhancer, image, out / image.name, result)
+            enhance_image(enhancer, image, out / image.name, result, gate)
         return result
     if not src.exists():
         raise OfflineError(f"{src}: no such file or directory")
@@ -128,13 +218,13 @@ def enhance_path(enhancer: Enhancer, src: Path, out: Path) -> OfflineResult:
         dst = out / src.name if out.is_dir() else out
         if dst.suffix.lower() not in IMAGE_SUFFIXES:
             raise OfflineError(f"{dst}: output of an image must be an image file or a folder")
-        enhance_image(enhancer, src, dst, result)
+        enhance_image(enhancer, src, dst, result, gate)
         if result.failed:
             raise OfflineError(result.failed[0][1])
         return result
     if suffix in VIDEO_SUFFIXES:
         dst = out / f"{src.stem}.mp4" if out.is_dir() else out
-        enhance_video(enhancer, src, dst, result)
+        enhance_video(enhancer, src, dst, result, gate)
         return result
     raise OfflineError(
         f"{src}: not an image ({', '.join(sorted(IMAGE_SUFFIXES))}), "
