@@ -13,7 +13,10 @@ Measures, in the same run and through the daemon's own runtime (shared pre/post 
   3-level U-Net, 16 base channels, untrained) and `zero-dce-peer` (the MIT `neuro-low-light`
   wheel's Zero-DCE++ weights, loaded from the wheel's model.py; never a dependency);
 - the whole pipeline's sustained frame rate (capture → enhance → analyze → … → output) on a
-  720p clip made from the sample footage, decoding included.
+  720p clip made from the sample footage, decoding included;
+- `vehicle-agent enhance` itself on two 720p clips (the street as recorded, and darkened to
+  dusk), with the default config (gating, guard) and with `--backend classical` (CLAHE) in
+  the same run: what a user gets, decoding and encoding included (`--offline-only`: just this).
 
 Exporting needs torch (CPU build) — the `train` extra; the ONNX models are cached in the work
 directory between runs.
@@ -89,14 +92,16 @@ class Report:
     prepost: list[dict[str, Any]] = field(default_factory=list)
     enhance: list[Row] = field(default_factory=list)
     pipeline: list[dict[str, Any]] = field(default_factory=list)
+    offline: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
 
 # -- frames -----------------------------------------------------------------------------------
 
 
-def dusk_frames(count: int, size: tuple[int, int]) -> list[Image]:
-    """Real street frames from the sample footage, resized and darkened like dusk."""
+def dusk_frames(count: int, size: tuple[int, int], alpha: float = 0.35) -> list[Image]:
+    """Real street frames from the sample footage, resized and darkened like dusk (`alpha` 1:
+    as recorded)."""
     cap = cv2.VideoCapture(str(sample_video()))
     frames: list[Image] = []
     while len(frames) < count:
@@ -105,17 +110,17 @@ def dusk_frames(count: int, size: tuple[int, int]) -> list[Image]:
             cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
             continue
         resized = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-        frames.append(np.asarray(cv2.convertScaleAbs(resized, alpha=0.35), dtype=np.uint8))
+        frames.append(np.asarray(cv2.convertScaleAbs(resized, alpha=alpha), dtype=np.uint8))
     cap.release()
     return frames
 
 
-def make_clip(path: Path, count: int) -> Path:
+def make_clip(path: Path, count: int, alpha: float = 0.35) -> Path:
     """A 720p clip (mp4v) of dusk street frames: what the pipeline benchmark decodes."""
     if path.is_file():
         return path
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 30.0, (1280, 720))
-    for image in dusk_frames(count, (720, 1280)):
+    for image in dusk_frames(count, (720, 1280), alpha):
         writer.write(image)
     writer.release()
     return path
@@ -422,6 +427,36 @@ def bench_pipeline(report: Report, clip: Path, model_dir: Path, models: list[str
         print(f"  pipeline {label:24s} {found['sustained_fps']:7.1f} fps ({found['enhancer']})")
 
 
+def bench_offline(report: Report, clips: dict[str, Path]) -> None:
+    """`vehicle-agent enhance CLIP` as a user runs it (default config: gating, guard), and the
+    same clip through `--backend classical` (CLAHE + gamma) in the same run: frames per second
+    of the whole command, decoding and encoding included."""
+    from vehicle_agent.cli import main as cli_main  # noqa: PLC0415
+
+    for label, clip in clips.items():
+        frames = int(cv2.VideoCapture(str(clip)).get(cv2.CAP_PROP_FRAME_COUNT))
+        for chain, extra in (
+            ("default chain", []),
+            ("classical (CLAHE)", ["--backend", "classical"]),
+        ):
+            out = clip.with_name(f"{clip.stem}-{'default' if not extra else 'classical'}-out.mp4")
+            start = time.perf_counter()
+            code = cli_main(
+                ["--log-level", "warning", "enhance", str(clip), "--out", str(out), *extra]
+            )
+            seconds = time.perf_counter() - start
+            found = {
+                "clip": label,
+                "chain": chain,
+                "frames": frames,
+                "exit": code,
+                "seconds": round(seconds, 2),
+                "fps": round(frames / seconds, 1) if seconds > 0 else 0.0,
+            }
+            report.offline.append(found)
+            print(f"  offline {label:14s} {chain:18s} {found['fps']:7.1f} fps (exit {code})")
+
+
 # -- report ---------------------------------------------------------------------------------
 
 
@@ -443,6 +478,12 @@ def markdown(report: Report) -> str:
         f"{p['stage_p50_ms'].get('enhance', '')} |"
         for p in report.pipeline
     ]
+    if report.offline:
+        lines += ["", "| `vehicle-agent enhance` on a 720p clip | chain | frames | fps |"]
+        lines += ["|---|---|---|---|"]
+        lines += [
+            f"| {o['clip']} | {o['chain']} | {o['frames']} | {o['fps']} |" for o in report.offline
+        ]
     return "\n".join(lines)
 
 
@@ -455,6 +496,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "bench_enhance")
     parser.add_argument("--json", type=Path, default=ROOT / "build" / "bench_enhance.json")
     parser.add_argument("--no-pipeline", action="store_true", help="skip the pipeline run")
+    parser.add_argument(
+        "--offline-only",
+        action="store_true",
+        help="only `vehicle-agent enhance` on the 720p clips (default chain beside CLAHE)",
+    )
     parser.add_argument("--state-dir", type=Path, help="also benchmark models under DIR/models")
     args = parser.parse_args(argv)
     cv2.setNumThreads(max(1, os.cpu_count() or 1))
@@ -468,6 +514,16 @@ def main(argv: list[str] | None = None) -> int:
             "frames": args.frames,
         }
     )
+    clips = {
+        "street (day)": make_clip(
+            args.work / f"clip720_day_{args.clip_frames}.mp4", args.clip_frames, 1.0
+        ),
+        "street (dusk)": make_clip(args.work / f"clip720_{args.clip_frames}.mp4", args.clip_frames),
+    }
+    if args.offline_only:
+        print("vehicle-agent enhance…")
+        bench_offline(report, clips)
+        return _finish(report, args.json)
     frames = {size: dusk_frames(args.frames, hw) for size, hw in SIZES.items()}
     model_root = args.work / "models"
     print("exporting benchmark models…")
@@ -506,17 +562,22 @@ def main(argv: list[str] | None = None) -> int:
             )
     if not args.no_pipeline:
         print("pipeline…")
-        clip = make_clip(args.work / f"clip720_{args.clip_frames}.mp4", args.clip_frames)
-        bench_pipeline(report, clip, model_root, exported)
+        bench_pipeline(report, clips["street (dusk)"], model_root, exported)
+    print("vehicle-agent enhance…")
+    bench_offline(report, clips)
+    return _finish(report, args.json)
+
+
+def _finish(report: Report, path: Path) -> int:
     report.machine["load_avg_at_end"] = [round(v, 2) for v in os.getloadavg()]
-    args.json.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     data = asdict(report)
-    args.json.write_text(json.dumps(data, indent=2) + "\n")
+    path.write_text(json.dumps(data, indent=2) + "\n")
     print()
     print(markdown(report))
     for line in report.skipped:
         print(f"skipped: {line}", file=sys.stderr)
-    print(f"\nJSON: {args.json}")
+    print(f"\nJSON: {path}")
     return 0
 
 

@@ -34,6 +34,7 @@ def test_bench_on_held_out_footage_scores_every_method_per_condition(
         "CLAHE",
         "auto-gamma",
         "fast-enhance (raw)",
+        "restore (raw)",
         bench.CHAIN,
         bench.CHAIN_NO_GUARD,
     ]
