@@ -237,6 +237,7 @@ class ModelUpdater:
         now = time.monotonic()
         for name in await self._disk(self.installer.trials):
             self._confirm_at[name] = now + self.settings.confirm_after_s
+        await self._disk(self.installer.clean_staging)
         staged = []
         for offer in await self._disk(self.installer.staged_offers):
             model, version = str(offer.manifest.get("name")), offer.manifest.get("version")
