@@ -228,3 +228,31 @@ def test_recover_finishes_a_rollback_cut_short_after_marking_the_version_bad(
     assert installer.active_version("tiny") is None
     assert installer.trial("tiny") is None
     assert store(installer, shipped).resolve("tiny").label == "tiny@1.0.0"
+
+
+def test_staging_leftovers_of_a_cut_cleanup_are_removed_at_start(
+    tmp_path: Path, keys: Keys
+) -> None:
+    """A kill -9 during a staging cleanup left an empty folder that survived 10 restarts; now
+    recovery removes folders without their offer, folders of offers already handled and stray
+    files, and keeps a transfer that can resume and the outcomes."""
+    installer = ModelInstaller(tmp_path / "state" / "models")
+    model = tiny_model(tmp_path / "src", "1.0.1", "other")
+    resumable = offer_for(model, keys.new)
+    handled = offer_for(model, keys.new, version="1.0.2")
+    installer.stage_offer(resumable)
+    installer.stage_offer(handled)
+    assert handled.update_id != resumable.update_id
+    installer.remember_offer(handled.update_id, "refused:bad_chunk")
+    (installer.staging_root / "0123456789abcdef").mkdir()  # emptied, then cut
+    partial = installer.staging_root / "fedcba9876543210" / "chunks"
+    partial.mkdir(parents=True)
+    (partial / "3").write_bytes(b"x" * 1024)  # offer.json went first, the chunks did not
+    (installer.staging_root / "stray").write_bytes(b"?")
+    installer.recover(max_crashes=3)
+    assert sorted(p.name for p in installer.staging_root.iterdir()) == sorted(
+        ["outcomes.json", resumable.update_id]
+    )
+    assert [o.update_id for o in installer.staged_offers()] == [resumable.update_id]
+    assert installer.offer_outcome(handled.update_id) == "refused:bad_chunk"
+    assert installer.clean_staging() == []  # nothing left to remove

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.update.helpers import Keys, offer_for, tiny_model
 from vehicle_agent.config import parse_config
 from vehicle_agent.update.manifest import UpdateManifest
@@ -91,3 +93,73 @@ async def test_a_stalled_transfer_subscribes_again_and_skips_what_it_has(tmp_pat
     assert wanted == dropped  # no chunk subscription is left behind
     manifest = UpdateManifest.model_validate(offer.manifest)
     assert updater.installer.active_version("tiny") == manifest.version
+
+
+Events = list[tuple[str, dict[str, Any]]]
+
+
+def updater_for(tmp_path: Path, keys: Keys, **update: Any) -> tuple[ModelUpdater, Topics, Events]:
+    shipped = tmp_path / "shipped"
+    tiny_model(shipped, "1.0.0")
+    config = parse_config(
+        {
+            "agent": {"vehicle_id": "veh-1", "state_dir": str(tmp_path / "state")},
+            "enhance": {"model": "tiny", "model_dirs": [str(shipped)]},
+            "update": {"trusted_keys": keys.trusted(), "device": "d", "golden_count": 1, **update},
+        }
+    )
+    topics = Topics("fleet", "veh-1")
+    events: Events = []
+    updater = ModelUpdater(config, topics, lambda type_, **data: events.append((type_, data)))
+    return updater, topics, events
+
+
+@pytest.mark.parametrize(
+    ("index", "payload", "words"),
+    [
+        (-1, b"x" * 2000, "is 2000 bytes, expected"),  # the last chunk, too long
+        (0, b"x" * 1000, "chunk 0 is 1000 bytes, expected 1024"),
+        (99, b"x" * 1024, "chunk 99 out of range"),  # more chunks than the manifest says
+    ],
+    ids=["oversize-last", "short", "beyond-the-manifest"],
+)
+async def test_a_chunk_that_breaks_the_manifest_refuses_the_update_and_ends_the_transfer(
+    tmp_path: Path, index: int, payload: bytes, words: str
+) -> None:
+    keys = Keys()
+    updater, topics, events = updater_for(tmp_path, keys, stall_s=0.5, window_chunks=3)
+    subs = FakeSubscriptions()
+    updater.subscriptions = subs
+    model = tiny_model(tmp_path / "src", "1.0.1", "other")
+    offer = offer_for(model, keys.new)
+    manifest = UpdateManifest.model_validate(offer.manifest)
+    chunks = split((model / "model.onnx").read_bytes(), 1024)
+    index = index % manifest.chunks if index < 0 else index
+    task = asyncio.create_task(updater.run())
+    try:
+        updater.on_message(topics.update_offer, offer.to_bytes())
+        await wait_until(lambda: any(t == "model_update_offered" for t, _ in events))
+        updater.on_message(topics.update_chunk(offer.update_id, 1), chunks[1])
+        updater.on_message(topics.update_chunk(offer.update_id, index), payload)
+        await wait_until(lambda: any(t == "model_update_refused" for t, _ in events), 0.5)
+        await asyncio.sleep(1.2)  # two stall_s: nothing is asked for again
+        # The same offer again (a reconnect) is ignored: it was handled.
+        updater.on_message(topics.update_offer, offer.to_bytes())
+        await asyncio.sleep(0.1)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await updater.close()
+    [(_, refused)] = [e for e in events if e[0] == "model_update_refused"]
+    assert refused["reason"] == "bad_chunk"
+    assert refused["update_id"] == offer.update_id
+    assert words in str(refused["detail"])
+    assert f"{manifest.chunks} chunks of 1024 bytes" in str(refused["detail"])
+    assert [t for t, _ in events].count("model_update_offered") == 1
+    assert not [c for c in subs.calls if c[0] == "refresh"]
+    wanted = {t for kind, t in subs.calls if kind == "want" and "/data/" in t}
+    dropped = {t for kind, t in subs.calls if kind == "drop"}
+    assert wanted == dropped  # every chunk subscription ended
+    assert not updater.installer.staging(offer.update_id).exists()
+    assert updater.installer.offer_outcome(offer.update_id) == "refused:bad_chunk"

@@ -14,6 +14,7 @@ import pytest
 
 from vehicle_agent.config import MqttUplinkConfig
 from vehicle_agent.uplink.commands import (
+    Admitted,
     CommandFailedError,
     CommandProcessor,
     IncomingCommand,
@@ -228,7 +229,7 @@ async def test_a_response_topic_outside_replies_is_refused_on_the_default_topic(
 async def test_without_response_topic_the_reply_goes_to_replies(
     ledger: OutboxLedger, calls: Calls
 ) -> None:
-    outcome, reply = await handle(processor(ledger, calls), command(), None, None)
+    outcome, reply = await handle(processor(ledger, calls), command(), None)
     assert reply.ok
     assert outcome.reply.topic == "fleet/veh-1/replies"
 
@@ -255,3 +256,144 @@ def test_set_config_validates_with_the_config_bounds_and_names_the_key() -> None
     ):
         with pytest.raises(SettingsError, match=words):
             apply_settings(base, changes)
+
+
+async def test_deeply_nested_json_gets_one_malformed_reply_not_a_recursion_error(
+    ledger: OutboxLedger, calls: Calls
+) -> None:
+    """5,000 nested brackets (10 kB, under the size limit) used to raise RecursionError past the
+    handler; 100 levels parse but are still refused; nesting inside `args` counts too."""
+    proc = processor(ledger, calls)
+    proc.max_bytes = 16_384
+    deep = b"[" * 5000 + b"]" * 5000
+    assert len(deep) == 10_000
+    nested_args: dict[str, Any] = {}
+    node = nested_args
+    for _ in range(100):
+        node["a"] = {}
+        node = node["a"]
+    for payload in (
+        deep,
+        b'{"id": "c-1", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+        b'{"a": ' * 100 + b"1" + b"}" * 100,
+        command(args=nested_args),
+    ):
+        outcome, reply = await handle(proc, payload)
+        assert reply.error is not None
+        assert reply.error.code == "malformed"
+        assert "nested deeper than 32 levels" in reply.error.message
+        assert outcome.reply.correlation == b"corr"
+    assert calls.calls == []
+    _, ok = await handle(proc, command(cid="c-after"))
+    assert ok.ok  # and the processor goes on
+
+
+async def test_a_command_without_correlation_data_is_refused_with_a_reply_naming_it(
+    ledger: OutboxLedger, calls: Calls, caplog: pytest.LogCaptureFixture
+) -> None:
+    outcome, reply = await handle(processor(ledger, calls), command(cid="c-nc"), correlation=None)
+    assert calls.calls == []
+    assert (reply.id, reply.name, reply.ok) == ("c-nc", "ping", False)
+    assert reply.error is not None
+    assert reply.error.code == "malformed"
+    assert "no Correlation Data" in reply.error.message
+    assert outcome.reply.topic == "fleet/veh-1/replies/console"
+    assert outcome.reply.correlation is None
+    assert "has no Correlation Data" in caplog.text
+    # Refused, not recorded: sent again with Correlation Data it runs.
+    _, again = await handle(processor(ledger, calls), command(cid="c-nc"))
+    assert again.ok
+
+
+class Slow:
+    """A background command (`clean_lens`) that runs until released."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.started: list[str] = []
+
+    async def clean(self, _args: Any, cid: str) -> dict[str, Any]:
+        self.started.append(cid)
+        await self.release.wait()
+        return {"cleaned": cid}
+
+
+def background_processor(ledger: OutboxLedger, calls: Calls, slow: Slow) -> CommandProcessor:
+    return CommandProcessor(
+        TOPICS,
+        "veh-1",
+        ledger,
+        {"ping": calls.ping, "clean_lens": slow.clean},
+        max_bytes=1024,
+    )
+
+
+async def test_a_background_command_runs_beside_short_ones_and_its_twin_is_busy(
+    ledger: OutboxLedger, calls: Calls
+) -> None:
+    slow = Slow()
+    proc = background_processor(ledger, calls, slow)
+    admitted = await proc.admit(IncomingCommand(command("clean_lens", "c-long"), None, b"long"))
+    assert isinstance(admitted, Admitted)
+    assert admitted.background
+    running = asyncio.create_task(proc.execute(admitted))
+    await asyncio.sleep(0)
+    # While it runs: short commands are answered, another clean_lens is busy, and a redelivery
+    # of the same id waits for the first reply.
+    _, pong = await handle(proc, command(cid="c-ping"))
+    assert pong.ok
+    busy, busy_reply = await handle(proc, command("clean_lens", "c-long-2"))
+    assert busy.error == "busy"
+    assert busy_reply.error is not None
+    assert "clean_lens c-long is running" in busy_reply.error.message
+    again = await proc.admit(IncomingCommand(command("clean_lens", "c-long"), None, b"again"))
+    assert isinstance(again, Admitted)
+    twin = asyncio.create_task(proc.execute(again))
+    await asyncio.sleep(0.05)
+    assert not running.done()
+    assert not twin.done()
+    slow.release.set()
+    first, second = await running, await twin
+    assert slow.started == ["c-long"]  # run once
+    assert first.ok
+    assert second.duplicate
+    assert second.reply.payload == first.reply.payload
+    assert second.reply.correlation == b"again"
+    # Done: the next clean_lens is admitted again.
+    slow.release.clear()
+    nxt = await proc.admit(IncomingCommand(command("clean_lens", "c-long-3"), None, b"n"))
+    assert isinstance(nxt, Admitted)
+
+
+async def test_a_cancelled_background_command_stores_interrupted_as_its_first_reply(
+    ledger: OutboxLedger, calls: Calls
+) -> None:
+    slow = Slow()
+    proc = background_processor(ledger, calls, slow)
+    admitted = await proc.admit(IncomingCommand(command("clean_lens", "c-stop"), None, b"s"))
+    assert isinstance(admitted, Admitted)
+    task = asyncio.create_task(proc.execute(admitted))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    stored = CommandReply.model_validate_json(ledger.queued[-1].payload)
+    assert stored.error is not None
+    assert (stored.id, stored.error.code) == ("c-stop", "interrupted")
+    assert ledger.queued[-1].correlation == b"s"
+    seen, first = ledger.outbox.command_reply("c-stop")
+    assert seen
+    assert first == ledger.queued[-1].payload
+
+
+def test_a_refusal_without_the_ledger_names_the_id_when_it_can(
+    ledger: OutboxLedger, calls: Calls
+) -> None:
+    proc = processor(ledger, calls)
+    incoming = IncomingCommand(command(cid="c-b"), "fleet/veh-1/replies/x", b"b")
+    outcome = proc.refusal(incoming, "busy", "64 commands are waiting")
+    reply = CommandReply.model_validate_json(outcome.reply.payload)
+    assert (reply.id, reply.name, outcome.error) == ("c-b", "ping", "busy")
+    assert (outcome.reply.topic, outcome.reply.correlation) == ("fleet/veh-1/replies/x", b"b")
+    deep = proc.refusal(IncomingCommand(b"[" * 5000, None, b"d"), "busy", "full")
+    assert deep.id is None

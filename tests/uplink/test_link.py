@@ -116,7 +116,7 @@ def test_a_socket_closed_after_the_loop_ended_is_ignored_on_any_thread() -> None
     async def make() -> _Link:
         link = _Link(
             client_id="gc-test", username=None, password=None, tls=None, will_topic="t/status",
-            keepalive=30, connect_timeout=1.0, on_message=lambda _m: None, on_lost=lambda: None,
+            keepalive=30, connect_timeout=1.0, on_message=lambda _m, _s: None, on_lost=lambda: None,
         )  # fmt: skip
         link._misc = asyncio.get_running_loop().create_task(asyncio.sleep(60))  # the keep-alive
         await asyncio.sleep(0)

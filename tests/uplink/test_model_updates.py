@@ -224,6 +224,46 @@ async def test_a_transfer_resumes_after_a_broker_outage(
     assert running(config) == "tiny@1.0.1"
 
 
+async def test_an_oversize_last_chunk_is_refused_within_one_stall_and_not_asked_for_again(
+    broker: Broker, certs: Certs, tmp_path: Path, operator: FleetClient
+) -> None:
+    """Issue 25: a last chunk 70,000 bytes longer than signed was ignored, and the transfer
+    subscribed again every `stall_s` until the offer expired (an hour), never refused."""
+    keys = Keys()
+    stall_s = 3.0
+    config = update_config(broker, certs, tmp_path, keys, stall_s=stall_s)
+    model = tiny_model(tmp_path / "src", "1.0.1", "other")
+    data = (model / "model.onnx").read_bytes()
+    offer = offer_for(model, keys.new, chunk_size=1024)
+    manifest = UpdateManifest.model_validate(offer.manifest)
+    last = manifest.chunks - 1
+    await publish_chunks(operator, offer, data, range(last))
+    oversize = split(data, 1024)[last] + b"x" * 70_000
+    topic = f"fleet/veh-1/update/data/{offer.update_id}/{last}"
+    await operator.client.publish(topic, oversize, qos=1, retain=True)
+    uplink, recorder = await started(config)
+    try:
+        start = time.monotonic()
+        await publish_offer(operator, offer)
+        await wait_for(has(recorder, "model_update_refused"), stall_s, "refused within stall_s")
+        took = time.monotonic() - start
+        await asyncio.sleep(2 * stall_s)  # two more stalls: nothing is asked for again
+        wanted = sorted(uplink._wanted)
+    finally:
+        await uplink.close()
+    refused = recorder.of("model_update_refused")[0].data
+    print(f"oversize last chunk refused {took:.2f} s after the offer (stall_s {stall_s})")
+    assert refused["reason"] == "bad_chunk"
+    assert refused["update_id"] == offer.update_id
+    assert f"chunk {last} is {len(oversize)} bytes" in str(refused["detail"])
+    assert len(recorder.of("model_update_refused")) == 1
+    assert wanted == ["fleet/veh-1/update/offer"]  # no chunk subscription is left
+    assert not recorder.of("model_update_installed")
+    staging = config.agent.state_dir / "models" / ".staging"
+    assert [p.name for p in staging.iterdir()] == ["outcomes.json"]
+    assert running(config) == "tiny@1.0.0"
+
+
 async def test_a_model_that_fails_its_health_check_is_rolled_back_and_never_retried(
     broker: Broker, certs: Certs, tmp_path: Path, operator: FleetClient
 ) -> None:

@@ -4,6 +4,7 @@ persisted (set_config), and queued by the broker while the vehicle is offline.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Mapping
@@ -237,3 +238,164 @@ async def test_a_command_sent_while_the_vehicle_is_offline_is_answered_when_it_r
     assert message.correlation == b"late"
     assert json.loads(message.payload)["id"] == "late-1"
     assert json.loads(message.payload)["ok"] is True
+
+
+def body(cid: str, name: str, args: dict[str, Any] | None = None) -> bytes:
+    return json.dumps(
+        {"id": cid, "name": name, "args": args or {}, "expires_at": time.time() + 120}
+    ).encode()
+
+
+async def test_a_burst_of_pings_during_a_long_clean_lens_gets_every_reply(
+    broker: Broker, certs: Certs, tmp_path: Path, operator: FleetClient
+) -> None:
+    """Issue 25: a 10 s clean_lens, then 150 QoS 1 pings (more than the vehicle's Receive
+    Maximum): each ping gets exactly one reply, all while clean_lens runs; a second clean_lens
+    meanwhile is `busy`; nothing is refused for a full queue."""
+
+    async def clean_lens(duration_s: float) -> Mapping[str, Any]:
+        await asyncio.sleep(duration_s)
+        return {"cleaned_s": duration_s}
+
+    uplink, recorder = make_uplink(config_for(broker, certs, tmp_path), clean_lens=clean_lens)
+    await operator.subscribe("fleet/veh-1/replies/#")
+    replies: dict[bytes, list[tuple[float, dict[str, Any]]]] = {}
+    to = "fleet/veh-1/replies/burst"
+    await uplink.start()
+    try:
+        async with operator.listen() as queue:
+            await wait_for(lambda: uplink.connected, 10, "connected")
+            start = time.monotonic()
+            await operator.publish_command(
+                "veh-1",
+                body("clean-1", "clean_lens", {"duration_s": 10}),
+                correlation=b"clean-1",
+                response_topic=to,
+            )
+            await operator.publish_command(
+                "veh-1",
+                body("clean-2", "clean_lens", {"duration_s": 1}),
+                correlation=b"clean-2",
+                response_topic=to,
+            )
+            for i in range(150):
+                await operator.publish_command(
+                    "veh-1",
+                    body(f"p-{i}", "ping"),
+                    correlation=f"p-{i}".encode(),
+                    response_topic=to,
+                )
+            await operator.publish_command(
+                "veh-1", body("s-1", "get_status"), correlation=b"status", response_topic=to
+            )
+            published = time.monotonic() - start
+            deadline = time.monotonic() + 40
+            while b"clean-1" not in replies:
+                message = await asyncio.wait_for(queue.get(), deadline - time.monotonic())
+                assert message.correlation is not None
+                replies.setdefault(message.correlation, []).append(
+                    (time.monotonic() - start, json.loads(message.payload))
+                )
+            await asyncio.sleep(1.0)  # a second reply to anything would arrive meanwhile
+            while not queue.empty():
+                message = queue.get_nowait()
+                assert message.correlation is not None
+                replies.setdefault(message.correlation, []).append(
+                    (time.monotonic() - start, json.loads(message.payload))
+                )
+    finally:
+        await uplink.close()
+    pings = {k: v for k, v in replies.items() if k.startswith(b"p-")}
+    answered = sum(1 for v in pings.values() if len(v) == 1 and v[0][1]["ok"])
+    last_ping = max(v[0][0] for v in pings.values())
+    clean_at = replies[b"clean-1"][0][0]
+    print(
+        f"{answered}/150 pings answered (published in {published:.2f} s, the last reply at "
+        f"{last_ping:.2f} s); clean_lens answered at {clean_at:.2f} s; "
+        f"{sum(len(v) for v in replies.values())} replies in all"
+    )
+    assert len(pings) == 150
+    assert answered == 150
+    assert all(len(v) == 1 for v in replies.values()), {k: len(v) for k, v in replies.items()}
+    assert replies[b"clean-1"][0][1]["ok"]
+    assert replies[b"clean-1"][0][1]["result"] == {"cleaned_s": 10.0}
+    assert clean_at >= 10.0
+    assert last_ping < clean_at  # answered while clean_lens ran
+    status_at, status = replies[b"status"][0]
+    assert status["ok"]
+    assert status_at < clean_at
+    busy = replies[b"clean-2"][0][1]
+    assert busy["error"]["code"] == "busy"
+    assert "clean_lens clean-1 is running" in busy["error"]["message"]
+    assert uplink.commands_busy == 0  # the broker held the burst: the queue never overflowed
+    handled = recorder.of("command_handled")
+    assert len(handled) == 153
+
+
+async def test_a_deeply_nested_or_uncorrelated_command_through_the_broker_gets_one_reply(
+    broker: Broker, certs: Certs, tmp_path: Path, operator: FleetClient
+) -> None:
+    """5,000 nested brackets (10 kB, under `command_max_bytes`) get one `malformed` reply and
+    the next ping is answered at once; a command without Correlation Data is not run: its
+    `malformed` reply names the missing property and carries the id."""
+    uplink, recorder = make_uplink(config_for(broker, certs, tmp_path))
+    await operator.subscribe("fleet/veh-1/replies/#")
+    await uplink.start()
+    try:
+        await wait_for(lambda: uplink.connected, 10, "connected")
+        deep = b"[" * 5000 + b"]" * 5000
+        for _ in range(3):
+            reply = await operator.request("veh-1", deep)
+            assert reply.error is not None
+            assert reply.error.code == "malformed"
+            assert "nested deeper" in reply.error.message
+        start = time.monotonic()
+        pong = await operator.send("veh-1", "ping")
+        took = time.monotonic() - start
+        assert pong.ok
+        assert took < 2.0, took
+        async with operator.listen() as queue:
+            await operator.publish_command(
+                "veh-1", body("nc-1", "ping"), response_topic="fleet/veh-1/replies/nc"
+            )
+            message = await asyncio.wait_for(queue.get(), 10)
+    finally:
+        await uplink.close()
+    assert message.topic == "fleet/veh-1/replies/nc"
+    assert message.correlation is None
+    refused = json.loads(message.payload)
+    assert (refused["id"], refused["ok"], refused["error"]["code"]) == ("nc-1", False, "malformed")
+    assert "no Correlation Data" in refused["error"]["message"]
+    ran = [e for e in recorder.of("command_handled") if e.data["ok"]]
+    assert [e.data["name"] for e in ran] == ["ping"]
+
+
+async def test_a_clean_lens_running_at_a_clean_stop_is_answered_interrupted(
+    broker: Broker, certs: Certs, tmp_path: Path, operator: FleetClient
+) -> None:
+    started = asyncio.Event()
+
+    async def clean_lens(duration_s: float) -> Mapping[str, Any]:
+        started.set()
+        await asyncio.sleep(duration_s)
+        return {"cleaned_s": duration_s}
+
+    uplink, _ = make_uplink(config_for(broker, certs, tmp_path), clean_lens=clean_lens)
+    await operator.subscribe("fleet/veh-1/replies/#")
+    await uplink.start()
+    async with operator.listen() as queue:
+        try:
+            await wait_for(lambda: uplink.connected, 10, "connected")
+            await operator.publish_command(
+                "veh-1",
+                body("cl-stop", "clean_lens", {"duration_s": 20}),
+                correlation=b"cl-stop",
+                response_topic="fleet/veh-1/replies/stop",
+            )
+            await asyncio.wait_for(started.wait(), 10)
+        finally:
+            await uplink.close()
+        message = await asyncio.wait_for(queue.get(), 10)
+    assert message.correlation == b"cl-stop"
+    reply = json.loads(message.payload)
+    assert (reply["id"], reply["ok"], reply["error"]["code"]) == ("cl-stop", False, "interrupted")

@@ -259,6 +259,28 @@ class ModelInstaller:
     def discard(self, update_id: str) -> None:
         _remove(self.staging(update_id))
 
+    def clean_staging(self) -> list[str]:
+        """Remove what a crash during a staging cleanup left: a folder without its offer (empty,
+        or chunks only), one whose offer was handled already (installed, refused, rolled back,
+        superseded), and anything else but the outcomes file. Returns the names removed."""
+        if not self.staging_root.is_dir():
+            return []
+        outcomes = self._outcomes()
+        removed = []
+        for path in sorted(self.staging_root.iterdir()):
+            if path.name == OUTCOMES:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                offer = path / OFFER_FILE
+                if offer.is_file() and path.name not in outcomes:
+                    continue
+            _remove(path)
+            removed.append(path.name)
+        if removed:
+            logger.info("removed staging leftovers: %s", ", ".join(removed))
+            fsync_dir(self.staging_root)
+        return removed
+
     def install(self, offer: SignedUpdate, manifest: UpdateManifest, onnx_file: Path) -> Path:
         """Move a verified file into `.versions/<name>/<version>/` with its manifest and the
         offer, atomically (a directory rename). Not active yet: see `activate`."""
@@ -385,6 +407,7 @@ class ModelInstaller:
             return []
         for leftover in self.root.rglob(f"*{TMP_MARK}*"):
             _remove(leftover)
+        self.clean_staging()
         ledger = self.ledger()
         reports: list[Report] = []
         for name, entry in ledger["models"].items():

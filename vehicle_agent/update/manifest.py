@@ -40,6 +40,7 @@ RefusalReason = Literal[
     "not_newer",
     "bad_version",
     "hash_mismatch",
+    "bad_chunk",
     "install_failed",
 ]
 REFUSAL_REASONS: Mapping[str, str] = {
@@ -55,6 +56,8 @@ REFUSAL_REASONS: Mapping[str, str] = {
     "restarts)",
     "bad_version": "this version failed its health check or crashed the daemon before",
     "hash_mismatch": "the transferred file's size or sha256 differs from the manifest",
+    "bad_chunk": "a chunk of another length than the manifest says, or with an index beyond its "
+    "chunks: the sender breaks the protocol, and a retained chunk would come back the same",
     "install_failed": "the disk refused the staging or the install (message says why)",
 }
 

@@ -4,7 +4,8 @@ Each chunk is one file, `chunks/<index>`, written beside itself, fsynced and ren
 file exists whole or not at all, so after a disconnect or a restart `Transfer` knows what it
 has and takes only the rest. Index and length are checked against the signed manifest (index
 below `chunks`, length `chunk_size` except the last), so the transfer can never hold more than
-the manifest's `size`. Blocking (disk): call from a worker thread.
+the manifest's `size`; a chunk that fails them ends the transfer (the updater refuses the update
+with `bad_chunk`). Blocking (disk): call from a worker thread.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ ASSEMBLED = "model.onnx.assembled"
 
 
 class ChunkError(ValueError):
-    """A chunk that does not belong to the transfer (index or length); it is ignored."""
+    """A chunk that does not fit the manifest (index or length): a protocol violation."""
 
 
 class Transfer:

@@ -237,6 +237,7 @@ class ModelUpdater:
         now = time.monotonic()
         for name in await self._disk(self.installer.trials):
             self._confirm_at[name] = now + self.settings.confirm_after_s
+        await self._disk(self.installer.clean_staging)
         staged = []
         for offer in await self._disk(self.installer.staged_offers):
             model, version = str(offer.manifest.get("name")), offer.manifest.get("version")
@@ -363,6 +364,15 @@ class ModelUpdater:
         await self._disk(self.installer.discard, current.update_id)
         await self._disk(self.installer.remember_offer, current.update_id, "superseded")
 
+    async def _give_up(self, current: _Transferring, exc: UpdateRefusedError) -> None:
+        """End a transfer for good: no more subscriptions, staging removed, the refusal
+        reported and remembered (a redelivered offer is ignored). Remembered before staging
+        goes, so that what a crash between the two leaves is removed at start."""
+        self._close_window(current)
+        self._current = None
+        await self._refuse(current.update_id, current.manifest.label, exc)
+        await self._disk(self.installer.discard, current.update_id)
+
     async def _refuse(
         self,
         update_id: str,
@@ -395,15 +405,13 @@ class ModelUpdater:
         try:
             added = await self._disk(current.transfer.add, index, payload)
         except ChunkError as exc:
-            logger.warning("model update %s: %s; ignored", current.update_id, exc)
+            # Retained, it would come back the same at every refresh until the offer expires.
+            m = current.manifest
+            detail = f"{exc} ({m.chunks} chunks of {m.chunk_size} bytes, {m.size} in all)"
+            await self._give_up(current, UpdateRefusedError("bad_chunk", detail))
             return
         except OSError as exc:
-            await self._abandon(current)
-            await self._refuse(
-                current.update_id,
-                current.manifest.label,
-                UpdateRefusedError("install_failed", f"staging: {exc}"),
-            )
+            await self._give_up(current, UpdateRefusedError("install_failed", f"staging: {exc}"))
             return
         if index in current.window:
             current.window.discard(index)

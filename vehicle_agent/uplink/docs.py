@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from vehicle_agent.config import OutboxConfig
 from vehicle_agent.uplink import topics
-from vehicle_agent.uplink.commands import settable_descriptions
+from vehicle_agent.uplink.commands import COMMAND_WINDOW, MAX_DEPTH, settable_descriptions
 
 
 def mqtt_markdown() -> str:
@@ -18,4 +18,6 @@ def mqtt_markdown() -> str:
         "telemetry": outbox.ttl_telemetry_s,
         "frame": outbox.ttl_frame_s,
     }
-    return topics.mqtt_markdown(settable_descriptions(), ttl)
+    return topics.mqtt_markdown(
+        settable_descriptions(), ttl, command_window=COMMAND_WINDOW, max_depth=MAX_DEPTH
+    )

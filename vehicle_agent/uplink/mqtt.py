@@ -10,6 +10,11 @@ paho-mqtt is driven from the event loop directly, the way aiomqtt does it (socke
 `loop_read`/`loop_write`/`loop_misc`), because aiomqtt's `publish()` does not tell the PUBACK
 reason code, and a refused publish must not count as delivered. Each connection attempt uses a
 fresh paho client: its in-memory session is disposable, the outbox is the truth.
+
+Incoming messages are acknowledged by us, in arrival order, not by paho on receipt: a command
+only once it is answered (or has started, in the background). With the Receive Maximum we
+announce, that is the backpressure that keeps a burst of commands in the broker's session
+instead of overflowing our queue, and a command cut short by a crash is delivered again.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -53,10 +58,13 @@ from vehicle_agent.secrets import SecretError, SecretValue, read_secret
 from vehicle_agent.update.updater import ModelUpdater
 from vehicle_agent.uplink.base import PipelineHooks, Uplink
 from vehicle_agent.uplink.commands import (
+    COMMAND_WINDOW,
+    Admitted,
     CommandFailedError,
     CommandProcessor,
     Handler,
     IncomingCommand,
+    Outcome,
     SettingsError,
     apply_settings,
     current_settings,
@@ -110,7 +118,6 @@ frames before and after a cleaning; a `clean_lens` command triggers them itself.
 STABLE_LINK_S = 10.0
 """A link up this long resets the reconnect backoff."""
 UPLOAD_QUEUE = 8
-COMMAND_QUEUE = 64
 
 _ENHANCER_CONFIG: TypeAdapter[Any] = TypeAdapter(EnhancerConfig)
 
@@ -150,6 +157,18 @@ def tls_context(config: MqttUplinkConfig) -> ssl.SSLContext:
     return context
 
 
+@dataclass(eq=False)
+class _Delivery:
+    """A QoS 1 message received and not yet acknowledged."""
+
+    mid: int
+    settled: bool = field(default=False)
+
+
+def _nothing() -> None:
+    pass
+
+
 def _retrieve(future: asyncio.Future[Any]) -> None:
     """Mark a future's exception as seen (nobody may be waiting for it any more)."""
     if not future.cancelled():
@@ -169,7 +188,7 @@ class _Link:
         will_topic: str,
         keepalive: int,
         connect_timeout: float,
-        on_message: Callable[[mqtt.MQTTMessage], None],
+        on_message: Callable[[mqtt.MQTTMessage, Callable[[], None]], None],
         on_lost: Callable[[], None],
     ) -> None:
         self.loop = asyncio.get_running_loop()
@@ -179,6 +198,7 @@ class _Link:
             client_id=client_id,
             protocol=mqtt.MQTTv5,
             reconnect_on_failure=False,
+            manual_ack=True,
         )
         client.connect_timeout = connect_timeout
         # Our sender keeps the window (the broker's Receive Maximum); paho must not queue.
@@ -193,7 +213,7 @@ class _Link:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_subscribe = self._on_subscribe
-        client.on_message = lambda _c, _u, message: on_message(message)
+        client.on_message = lambda _c, _u, message: self._deliver(message)
         client.on_socket_open = self._on_socket_open
         client.on_socket_close = self._on_socket_close
         client.on_socket_register_write = self._on_socket_register_write
@@ -201,6 +221,9 @@ class _Link:
         self.client = client
         self.keepalive = keepalive
         self._on_lost = on_lost
+        self._on_message = on_message
+        self._unacked: deque[_Delivery] = deque()
+        """Received QoS 1 messages in arrival order; PUBACKs go out in that order."""
         self.window = 65535
         """Messages that may be in flight: the broker's Receive Maximum (MQTT 5)."""
         self.connected: asyncio.Future[bool] = self.loop.create_future()
@@ -227,6 +250,7 @@ class _Link:
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = session_expiry_s
         properties.MaximumPacketSize = max_packet
+        properties.ReceiveMaximum = COMMAND_WINDOW
         connect = functools.partial(
             self.client.connect,
             host,
@@ -328,6 +352,31 @@ class _Link:
         callback = self._acks.pop(mid, None)
         if callback is not None:
             callback(reason_code)
+
+    # -- receiving ----------------------------------------------------------------------------
+
+    def _deliver(self, message: mqtt.MQTTMessage) -> None:
+        """Pass a message on with the function that acknowledges it (once, in arrival order:
+        MQTT 5 §4.6); one whose handler raises is acknowledged at once."""
+        if message.qos == 0:
+            self._on_message(message, _nothing)
+            return
+        delivery = _Delivery(message.mid)
+        self._unacked.append(delivery)
+        settle = functools.partial(self._settle, delivery)
+        try:
+            self._on_message(message, settle)
+        except BaseException:
+            settle()
+            raise
+
+    def _settle(self, delivery: _Delivery) -> None:
+        delivery.settled = True
+        while self._unacked and self._unacked[0].settled:
+            mid = self._unacked.popleft().mid
+            # After the link dropped the broker delivers it again on the next one.
+            if not self.lost.done():
+                self.client.ack(mid, 1)
 
     async def subscribe(self, topic: str) -> list[ReasonCode]:
         future: asyncio.Future[list[ReasonCode]] = self.loop.create_future()
@@ -535,7 +584,16 @@ class MqttUplink(Uplink):
         self._aggregator = TelemetryAggregator(agent.vehicle_id, agent.camera_id)
         self._uploads = UploadPolicy(config.upload)
         self._upload_queue: asyncio.Queue[UploadJob] = asyncio.Queue(UPLOAD_QUEUE)
-        self._commands: asyncio.Queue[IncomingCommand] = asyncio.Queue(COMMAND_QUEUE)
+        self._commands: asyncio.Queue[IncomingCommand] = asyncio.Queue(COMMAND_WINDOW)
+        self._processor = CommandProcessor(
+            self.topics,
+            agent.vehicle_id,
+            _Ledger(self),
+            self._handlers(),
+            max_bytes=config.command_max_bytes,
+        )
+        self._command_tasks: set[asyncio.Task[None]] = set()
+        """Background commands running now (`clean_lens`, `set_enhancement`)."""
         self._sampler: SystemSampler | None = None
         self._telemetry_seq = 0
         self._event_seq = 0
@@ -554,7 +612,7 @@ class MqttUplink(Uplink):
         self.connects = 0
         self.sent = 0
         self.uploads_dropped = 0
-        self.commands_dropped = 0
+        self.commands_busy = 0
         self.write_failures = 0
         self._wanted: set[str] = set()
         """Extra subscriptions (model updates), made again on every connection."""
@@ -669,7 +727,9 @@ class MqttUplink(Uplink):
                 await self.updates.close()
 
     async def _close_running(self) -> None:
-        # A last snapshot, so that even a short run reports, then what can leave in time.
+        # Background commands end first, so that their `interrupted` replies can still leave;
+        # then a last snapshot, so that even a short run reports, then what can leave in time.
+        await self._stop_commands()
         await self._emit_telemetry()
         await self._write_pending()
         deadline = time.monotonic() + self.settings.drain_on_close_s
@@ -1145,41 +1205,92 @@ class MqttUplink(Uplink):
 
     # -- commands -----------------------------------------------------------------------------
 
-    def _on_message(self, message: mqtt.MQTTMessage) -> None:
+    def _on_message(self, message: mqtt.MQTTMessage, settle: Callable[[], None]) -> None:
         if message.topic != self.topics.commands:
             if self.updates is not None and message.topic.startswith(self.topics.root + "/update/"):
                 self.updates.on_message(message.topic, bytes(message.payload))
+            settle()
             return
         properties = message.properties
         response_topic = getattr(properties, "ResponseTopic", None)
         correlation = getattr(properties, "CorrelationData", None)
+        incoming = IncomingCommand(bytes(message.payload), response_topic, correlation, settle)
         try:
-            self._commands.put_nowait(
-                IncomingCommand(bytes(message.payload), response_topic, correlation)
-            )
+            self._commands.put_nowait(incoming)
         except asyncio.QueueFull:
-            self.commands_dropped += 1
-            logger.warning("command queue full: a command was dropped without a reply")
+            # Only a broker that ignores our Receive Maximum gets here.
+            self.commands_busy += 1
+            logger.warning("command queue full: a command was refused with 'busy'")
+            outcome = self._processor.refusal(
+                incoming, "busy", f"{COMMAND_WINDOW} commands are waiting; send it again later"
+            )
+            self._enqueue([outcome.reply])
+            self._command_handled(outcome)
+            settle()
+
+    def _command_handled(self, outcome: Outcome) -> None:
+        self._emit(
+            "command_handled",
+            id=outcome.id,
+            name=outcome.name,
+            ok=outcome.ok,
+            error=outcome.error,
+            duplicate=outcome.duplicate,
+        )
 
     async def _command_loop(self) -> None:
-        processor = CommandProcessor(
-            self.topics,
-            self.agent.vehicle_id,
-            _Ledger(self),
-            self._handlers(),
-            max_bytes=self.config.command_max_bytes,
-        )
-        while True:
-            incoming = await self._commands.get()
-            outcome = await processor.handle(incoming)
-            self._emit(
-                "command_handled",
-                id=outcome.id,
-                name=outcome.name,
-                ok=outcome.ok,
-                error=outcome.error,
-                duplicate=outcome.duplicate,
+        """Check the commands in arrival order and run them: short ones here, one at a time,
+        background ones in tasks of their own; acknowledge each once it is answered (started,
+        in the background)."""
+        processor = self._processor
+        try:
+            while True:
+                incoming = await self._commands.get()
+                try:
+                    admitted = await processor.admit(incoming)
+                    if isinstance(admitted, Outcome):
+                        self._command_handled(admitted)
+                    elif admitted.background:
+                        task = asyncio.get_running_loop().create_task(
+                            self._run_command(admitted), name=f"uplink-command-{admitted.name}"
+                        )
+                        self._command_tasks.add(task)
+                        task.add_done_callback(self._command_tasks.discard)
+                    else:
+                        try:
+                            await self._run_command(admitted)
+                        finally:
+                            incoming.settle()  # answered (`interrupted` when cancelled)
+                except Exception as exc:
+                    # A bug must not leave a command unanswered (nor end this task).
+                    logger.exception("command could not be handled")
+                    outcome = processor.refusal(incoming, "failed", f"{type(exc).__name__}: {exc}")
+                    self._enqueue([outcome.reply])
+                    self._command_handled(outcome)
+                # Not when cancelled (the daemon stops) before it was answered: unacknowledged,
+                # the broker delivers it again at the next connection. (Settling is idempotent.)
+                incoming.settle()
+        finally:
+            await self._stop_commands()
+
+    async def _run_command(self, admitted: Admitted) -> None:
+        try:
+            outcome = await self._processor.execute(admitted)
+        except Exception as exc:
+            logger.exception("command %s (%s) could not be answered", admitted.id, admitted.name)
+            outcome = self._processor.refusal(
+                admitted.incoming, "failed", f"{type(exc).__name__}: {exc}"
             )
+            self._enqueue([outcome.reply])
+        self._command_handled(outcome)
+
+    async def _stop_commands(self) -> None:
+        """Cancel the background commands; each stores its `interrupted` reply as it ends."""
+        tasks = list(self._command_tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     def _handlers(self) -> dict[str, Handler]:
         return {

@@ -182,6 +182,7 @@ class CommandErrorInfo(Payload):
         "invalid_args",
         "unavailable",
         "interrupted",
+        "busy",
         "failed",
     ] = Field(description="What went wrong (see the command section).")
     message: str = Field(description="Human-readable detail naming the problem.")
@@ -284,6 +285,8 @@ class CommandSpec:
     args: type[Payload]
     result: type[Payload] | None
     """None when the result depends on the handler the daemon was built with."""
+    background: bool = False
+    """Runs beside the other commands (it may take seconds), one of its name at a time."""
 
 
 COMMANDS: Mapping[str, CommandSpec] = {
@@ -298,6 +301,7 @@ COMMANDS: Mapping[str, CommandSpec] = {
         "with 'unavailable' when the daemon has no lens cleaner.",
         CleanLensArgs,
         None,
+        background=True,
     ),
     "set_config": CommandSpec(
         "Change settable keys (validated, persisted in the outbox database).",
@@ -311,6 +315,7 @@ COMMANDS: Mapping[str, CommandSpec] = {
         "Switch enhancement on or off, or to another backend, while running.",
         SetEnhancementArgs,
         SetEnhancementResult,
+        background=True,
     ),
 }
 
@@ -536,8 +541,16 @@ def _payload_models(annotation: Any) -> list[type[Payload]]:
     return [m for a in get_args(annotation) for m in _payload_models(a)]
 
 
-def mqtt_markdown(settable: Mapping[str, str], ttl_defaults: Mapping[str, float]) -> str:
-    """docs/mqtt.md: topics, payloads, commands, errors and the outbox rules."""
+def mqtt_markdown(
+    settable: Mapping[str, str],
+    ttl_defaults: Mapping[str, float],
+    *,
+    command_window: int,
+    max_depth: int,
+) -> str:
+    """docs/mqtt.md: topics, payloads, commands, errors and the outbox rules (`command_window`:
+    the Receive Maximum the vehicle announces; `max_depth`: the JSON nesting a command may have)."""
+    background = " and ".join(f"`{n}`" for n, c in COMMANDS.items() if c.background)
     out = [
         "# MQTT fleet link",
         "",
@@ -598,22 +611,43 @@ def mqtt_markdown(settable: Mapping[str, str], ttl_defaults: Mapping[str, float]
         "A command is a [CommandRequest](#commandrequest) on `commands` with the MQTT 5 Response",
         "Topic and Correlation Data set; the [CommandReply](#commandreply) goes to that Response",
         "Topic (it must lie under the vehicle's `replies`; otherwise the reply goes to `replies`",
-        "with error `bad_response_topic` and the command is not run) and carries the same",
-        "Correlation Data. Each id runs at most once: a redelivered command gets the first",
-        "reply again; one that was running when the daemon stopped gets `interrupted`. Checks,",
-        "in order, each refusing the command without changing anything:",
+        "with error `bad_response_topic` and the command is not run; without a Response Topic it",
+        "goes to `replies`) and carries the same Correlation Data. Every command gets one reply.",
+        "Each id runs at most once: a redelivered command gets the first reply again (a",
+        "redelivery of one still running gets it when that one finishes); one that was running",
+        "when the daemon stopped gets `interrupted`. Checks, in order, each refusing the command",
+        "without changing anything:",
         "",
         "1. `too_large`: the payload exceeds `command_max_bytes` (the vehicle announces a",
         "   Maximum Packet Size of 4 × that + 1 KiB: the broker drops anything larger unanswered);",
-        "2. `malformed`: not a JSON object matching CommandRequest (the message names the field);",
+        "2. `malformed`: not a JSON object matching CommandRequest, nested deeper than",
+        f"   {max_depth} levels, or without Correlation Data (the message names the problem;",
+        "   the reply to a command without Correlation Data has none either: match it by `id`);",
         "3. `bad_response_topic`: the Response Topic lies outside `replies`;",
         "4. (an id already handled gets its first reply again);",
         "5. `expired`: `expires_at` has passed;",
         "6. `unknown_command`: `name` is not one below;",
         "7. `invalid_args`: `args` do not match the command (the message names the key and bound);",
-        "8. `unavailable`: the daemon has no handler for it (e.g. no lens cleaner).",
+        "8. `unavailable`: the daemon has no handler for it (e.g. no lens cleaner);",
+        "9. `busy`: a background command of the same name is running (see below).",
         "",
         "A handler that fails replies `failed`.",
+        "",
+        f"{background} run in the background: the commands after them are",
+        "answered while they run (a `ping` during a 10 s `clean_lens` is answered at once); the",
+        "others run one at a time, in arrival order.",
+        "",
+        "The vehicle acknowledges a command to the broker (PUBACK, in arrival order) only once",
+        "its reply is in the outbox (a background command: once it has started), and announces",
+        f"a Receive Maximum of {command_window}: the broker sends no more than that many",
+        "unacknowledged messages and keeps the rest in the vehicle's session (Mosquitto: up to",
+        "`max_queued_messages`, 1000 by default, beyond which it drops messages silently). So a",
+        "burst is answered in full, and a command that a `kill -9` cut short before its reply",
+        "was stored is delivered again and answered then (`interrupted` if it had started). A",
+        f"command that still finds {command_window} commands waiting (a broker that ignores",
+        "the Receive Maximum) is refused with `busy`. A background command running when the",
+        "daemon stops cleanly is answered `interrupted`; one running at a `kill -9` had been",
+        "acknowledged, so it is answered only if sent again (same id: `interrupted`).",
         "",
         "| command | args | result | what it does |",
         "|---|---|---|---|",
