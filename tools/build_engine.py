@@ -6,9 +6,11 @@ python -m tools.build_engine --config FILE --model fast-enhance --precision int8
 
 Builds for each model the config's gating may run (or the ones named), with the `tensorrt`
 entry of `[[enhance.chain]]` (or its defaults), into the same cache the daemon reads
-(`<agent.state_dir>/engines`, keyed by model sha256, TensorRT version, GPU and precision). An
-engine that is already current is left alone unless --force. Exit 1 when a build failed, 2 on
-a usage error (no tensorrt here, unknown model).
+(`<agent.state_dir>/engines/<model>/<version>.<precision>.engine`, keyed by model version and
+sha256, TensorRT version, GPU, precision and typing, workspace, profile and calibration images).
+An engine that is already current is left alone unless --force. Exit 1 when a build failed (INT8
+on a TensorRT without calibration is one, with the reason), 2 on a usage error (no tensorrt
+here, unknown model).
 """
 
 from __future__ import annotations

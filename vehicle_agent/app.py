@@ -476,7 +476,8 @@ class Pipeline:
                     cleaning_clock=parts.cleaning_clock,
                 )
             )
-            # Loading can take long (a TensorRT engine build); a stop meanwhile must not wait.
+            # Loading takes a while (models verified and warmed up; a TensorRT engine build goes
+            # to the chain's loader thread instead); a stop meanwhile must not wait.
             load = loop.run_in_executor(None, parts.enhancer.load)
             stopper = asyncio.ensure_future(stop.wait())
             waiters: set[asyncio.Future[Any]] = {load, stopper}

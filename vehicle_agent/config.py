@@ -323,6 +323,13 @@ class EnhanceHealthConfig(ConfigModel):
         description="A demoted backend gets a health check this long after its demotion; "
         "passing it promotes it back.",
     )
+    promote_max_s: float = Field(
+        900.0,
+        ge=0.0,
+        le=86_400.0,
+        description="Each failed health check doubles the wait before the next one, from "
+        "promote_after_s up to this (never below promote_after_s), seconds.",
+    )
     blank_std: float = Field(
         1.0,
         ge=0.0,

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.enhance.fake_tensorrt import FakeGpu, install, uninstall
 from tests.enhance.helpers import FakeClock, model_dir
 
 
@@ -34,3 +35,18 @@ def models(tmp_path: Path) -> Path:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGpu]:
+    """TensorRT 10.3 (JetPack 6.2) and pycuda faked on an 'Orin': the real TensorRT code runs on
+    them; afterwards the backends imported on the fakes are forgotten."""
+    yield install(monkeypatch)
+    uninstall()
+
+
+@pytest.fixture
+def fake_trt(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], FakeGpu]]:
+    """`fake_trt(version)`: like `fake_gpu`, for another TensorRT version."""
+    yield lambda version: install(monkeypatch, version)
+    uninstall()

@@ -161,8 +161,62 @@ class ScriptedEnhancer(ModelEnhancer):
         return tensor * self.gain
 
 
+@dataclass
+class Builder:
+    """What a scripted backend's one-time preparation (its 'engine build') does."""
+
+    needed: bool = True
+    fails: bool = False
+    hold: threading.Event | None = None
+    """When set, preparations wait for it (or for their cancel)."""
+    builds: int = 0
+    cancelled: int = 0
+
+
+@dataclass(frozen=True)
+class PreparedConfig:
+    script: Script
+    builder: Builder
+    type: str = "prepared"
+    gain: float = field(default=0.5)
+
+
+class PreparedScriptedEnhancer(ScriptedEnhancer):
+    """A scripted backend that is a `PreparedEnhancer`: like TensorRT, its first load needs a
+    build, which succeeds or fails as its `Builder` says."""
+
+    backend = "prepared"
+
+    def __init__(self, config: PreparedConfig, **kwargs: Any) -> None:
+        super().__init__(ScriptedConfig(config.script, gain=config.gain), **kwargs)
+        self.builder = config.builder
+
+    def preparation_needed(self) -> str | None:
+        return "engine build (no cached engine)" if self.builder.needed else None
+
+    def prepare(self, cancel: threading.Event) -> None:
+        builder = self.builder
+        if not builder.needed:
+            return
+        builder.builds += 1
+        if builder.hold is not None:
+            while not builder.hold.wait(0.01):
+                if cancel.is_set():
+                    builder.cancelled += 1
+                    raise RuntimeError("engine build cancelled")
+        if builder.fails:
+            raise RuntimeError("engine build failed: out of memory")
+        builder.needed = False
+
+    def load(self) -> None:
+        self.prepare(threading.Event())  # as TensorRT's load builds when nothing is cached
+        super().load()
+
+
 def factory(config: Any, **context: Any) -> Enhancer:
-    """The registry, plus the scripted backend."""
+    """The registry, plus the scripted backends."""
+    if isinstance(config, PreparedConfig):
+        return PreparedScriptedEnhancer(config, **context)
     if isinstance(config, ScriptedConfig):
         return ScriptedEnhancer(config, **context)
     return create_enhancer(config, **context)

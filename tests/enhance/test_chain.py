@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from tests.enhance.helpers import (
+    Builder,
     FakeClock,
+    PreparedConfig,
     Script,
     ScriptedConfig,
     factory,
@@ -27,6 +29,7 @@ from vehicle_agent.enhance.base import BackendUnavailableError, Enhancer, Enhanc
 from vehicle_agent.enhance.chain import BackendSpec, EnhancerChain, Gate
 from vehicle_agent.enhance.classical import ClassicalEnhancer
 from vehicle_agent.enhance.store import ModelStore
+from vehicle_agent.records import Image
 
 PROMOTE_S = 10.0
 
@@ -131,12 +134,20 @@ def test_a_demoted_backend_is_checked_after_promote_after_s_and_promoted_when_he
     clock.advance(PROMOTE_S - 1)
     chain.enhance(frame())
     assert script.loads == loads
-    # Due, but still broken: the check fails quietly (no second demotion event), retried later.
+    # Due, but still broken: the failed check is reported (not as a second demotion), and the
+    # next one waits twice as long.
     clock.advance(2)
     chain.enhance(frame())
     assert script.loads == loads + 1
-    assert chain.drain_events() == []
+    (failed,) = chain.drain_events()
+    assert failed.type == "enhancer_check_failed"
+    assert failed.data["kind"] == "load"  # its warm-up frame raised
+    assert "illegal memory access" in str(failed.data["reason"])
+    assert (failed.data["failed_checks"], failed.data["retry_in_s"]) == (1, 2 * PROMOTE_S)
     assert chain.name == "classical"
+    clock.advance(PROMOTE_S)
+    chain.enhance(frame())
+    assert script.loads == loads + 1  # not due yet: backing off
     # Fixed: the next check (a fresh load + one probe frame) promotes it, on that very frame.
     script.mode = "ok"
     clock.advance(PROMOTE_S)
@@ -146,7 +157,7 @@ def test_a_demoted_backend_is_checked_after_promote_after_s_and_promoted_when_he
     assert types(events) == ["model_loaded", "enhancer_promoted", "model_swapped"]
     promoted = events[1]
     assert promoted.data["backend"] == "scripted"
-    assert promoted.data["demoted_s"] == pytest.approx(2 * PROMOTE_S + 1)
+    assert promoted.data["demoted_s"] == pytest.approx(3 * PROMOTE_S + 1)
     assert events[2].data["reason"] == "promoted"
     assert chain.name == "scripted:tiny"
     chain.close()
@@ -325,3 +336,117 @@ def test_a_condition_flickering_at_a_threshold_does_not_switch_models() -> None:
     for _ in range(3):
         gate.observe("normal")
     assert gate.current == ("none", "normal")
+
+
+# -- backends that prepare in the background (a TensorRT engine build) -------------------------
+
+
+def prepared_chain(
+    models: Path, clock: FakeClock, builder: Builder, *, background: bool = True
+) -> EnhancerChain:
+    script = Script(clock=clock)
+    return EnhancerChain(
+        [
+            BackendSpec("prepared", PreparedConfig(script, builder, gain=0.25), needs_model=True),
+            BackendSpec("scripted", ScriptedConfig(script), needs_model=True),
+        ],
+        Gate("tiny", {}),
+        ModelStore([models]),
+        EnhanceHealthConfig(promote_after_s=PROMOTE_S, promote_max_s=4 * PROMOTE_S),
+        background=background,
+        clock=clock,
+        factory=factory,
+        guard=None,
+    )
+
+
+def quartered(image: Image) -> Image:
+    return np.asarray(np.clip(image.astype(np.float32) * 0.25 + 0.5, 0, 255), np.uint8)
+
+
+def test_load_does_not_wait_for_a_build_and_the_built_backend_is_promoted_when_done(
+    models: Path, clock: FakeClock
+) -> None:
+    builder = Builder(hold=threading.Event())
+    chain = prepared_chain(models, clock, builder)
+    chain.load()  # returns while the build is held: start-up is not the build's time
+    events = chain.drain_events()
+    assert types(events) == ["enhancer_preparing", "model_loaded"]
+    assert events[0].data == {
+        "backend": "prepared",
+        "model": "tiny",
+        "reason": "engine build (no cached engine)",
+    }
+    assert events[1].data["backend"] == "scripted"
+    assert chain.name == "scripted:tiny"
+    assert chain.model_label == "tiny@1.0.0"
+    image = frame()
+    np.testing.assert_allclose(chain.enhance(image), halved(image), atol=1)
+    clock.advance(5)
+    builder.hold.set()  # type: ignore[union-attr]
+    chain.wait_idle()
+    np.testing.assert_allclose(chain.enhance(image), quartered(image), atol=1)
+    events = chain.drain_events()
+    assert types(events) == ["model_loaded", "enhancer_prepared", "model_swapped"]
+    assert events[1].data["prepare_s"] == pytest.approx(5.0)
+    assert events[2].data["reason"] == "promoted"
+    assert events[2].data["current"] == "prepared:tiny"
+    assert builder.builds == 1
+    chain.close()
+
+
+def test_a_failed_build_is_a_load_demotion_retried_with_a_growing_wait(
+    models: Path, clock: FakeClock
+) -> None:
+    builder = Builder(fails=True)
+    chain = prepared_chain(models, clock, builder)
+    chain.load()
+    chain.wait_idle()
+    image = frame()
+    np.testing.assert_allclose(chain.enhance(image), halved(image), atol=1)
+    events = chain.drain_events()
+    demoted = next(e for e in events if e.type == "enhancer_demoted")
+    assert (demoted.data["kind"], demoted.data["retry_in_s"]) == ("load", PROMOTE_S)
+    assert "engine build failed: out of memory" in str(demoted.data["reason"])
+    waits: list[object] = []
+    for wait in (PROMOTE_S, 2 * PROMOTE_S, 4 * PROMOTE_S):
+        clock.advance(wait - 1)
+        chain.enhance(image)
+        chain.wait_idle()
+        assert builder.builds == len(waits) + 1  # not due yet: no new attempt
+        clock.advance(1)
+        chain.enhance(image)
+        chain.wait_idle()
+        chain.enhance(image)
+        (failed,) = [e for e in chain.drain_events() if e.type == "enhancer_check_failed"]
+        waits.append(failed.data["retry_in_s"])
+    assert waits == [2 * PROMOTE_S, 4 * PROMOTE_S, 4 * PROMOTE_S]  # capped at promote_max_s
+    assert chain.name == "scripted:tiny"
+    builder.fails = False
+    clock.advance(4 * PROMOTE_S)
+    chain.enhance(image)
+    chain.wait_idle()
+    np.testing.assert_allclose(chain.enhance(image), quartered(image), atol=1)
+    assert "enhancer_promoted" in types(chain.drain_events())
+    chain.close()
+
+
+def test_without_a_background_thread_the_build_happens_in_load(
+    models: Path, clock: FakeClock
+) -> None:
+    builder = Builder()
+    chain = prepared_chain(models, clock, builder, background=False)  # offline enhancement
+    chain.load()
+    assert types(chain.drain_events()) == ["model_loaded"]
+    assert chain.name == "prepared:tiny"
+    assert builder.builds == 1
+    chain.close()
+
+
+def test_closing_the_chain_cancels_a_build_still_running(models: Path, clock: FakeClock) -> None:
+    builder = Builder(hold=threading.Event())
+    chain = prepared_chain(models, clock, builder)
+    chain.load()
+    chain.close()
+    assert builder.cancelled == 1
+    assert not any(t.name.startswith("enhance-loader") for t in threading.enumerate())

@@ -1,7 +1,8 @@
-"""TensorRT on a GPU: engine build, cache hit, rebuild on a new model, output against numpy.
+"""TensorRT on a GPU: engine build, cache hit, an engine per model version, output against numpy.
 
-Marked `gpu`: they skip with the reason where tensorrt/pycuda or a CUDA device are absent (the
-cache logic itself is tested without a GPU in test_engine_cache.py)."""
+Marked `gpu`: they skip with the reason where tensorrt/pycuda or a CUDA device are absent. The
+same code runs without a GPU on faked TensorRT and pycuda in test_tensorrt_fake.py; the cache,
+flag and I/O-plan logic is tested alone in test_engine_cache.py and test_tensorrt_plan.py."""
 
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ def test_an_engine_is_built_cached_and_matches_the_reference(
     second.close()
 
 
-def test_a_new_model_version_rebuilds_the_engine(
+def test_a_new_model_version_builds_its_own_engine(
     backend: ModuleType, tmp_path: Path, models: Path
 ) -> None:
     store = ModelStore([models])
@@ -74,8 +75,13 @@ def test_a_new_model_version_rebuilds_the_engine(
     model_dir(models, "tiny", "1.1.0", bias=np.zeros(3, np.float32))
     rebuilt = create_enhancer(config(tmp_path), model=store.resolve("tiny"))
     rebuilt.load()
-    assert "model file changed" in rebuilt.cache_status  # type: ignore[attr-defined]
+    # Its own engine: the running version's stays for a rollback.
+    assert rebuilt.cache_status == "built (no cached engine)"  # type: ignore[attr-defined]
     rebuilt.close()
+    assert sorted(p.name for p in (tmp_path / "engines" / "tiny").glob("*.engine")) == [
+        "1.0.0.fp16.engine",
+        "1.1.0.fp16.engine",
+    ]
 
 
 def test_int8_calibrates_on_a_folder_of_frames(
@@ -92,5 +98,5 @@ def test_int8_calibrates_on_a_folder_of_frames(
     image = frame(9, (48, 64))
     diff = np.abs(enhancer.enhance(image).astype(int) - reference(image).astype(int))
     assert diff.mean() < 6
-    assert list((tmp_path / "engines").glob("tiny.*.calib"))
+    assert list((tmp_path / "engines" / "tiny").glob("1.0.0.int8.*.calib"))
     enhancer.close()

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import abc
 import importlib
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -69,6 +70,21 @@ class Enhancer(abc.ABC):
     def drain_events(self) -> list[EnhancerEvent]:
         """Events that happened since the last call (demotions, swaps), for the event loop."""
         return []
+
+
+@runtime_checkable
+class PreparedEnhancer(Protocol):
+    """An enhancer whose `load` may first need slow one-time work (a TensorRT engine build: minutes
+    on a Jetson). The chain asks before loading it and, when there is work, does it on its loader
+    thread while the next backend gives the frames; `load` alone still does everything."""
+
+    def preparation_needed(self) -> str | None:
+        """Why `load` would be slow now (e.g. 'no cached engine'), or None when it would not."""
+        ...  # pragma: no cover - protocol
+
+    def prepare(self, cancel: threading.Event) -> None:
+        """Do that work (blocking); give up soon after `cancel` is set. `load` is fast after it."""
+        ...  # pragma: no cover - protocol
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,13 @@ built with `guard=None`), which falls back towards the input where the output is
 help; passthrough frames skip it. A backend that fails to load, fails on a frame, or is slower
 than `max_latency_ms` for `slow_frames` frames in a row is demoted; `promote_after_s` later a
 health check (a fresh load, warmed up, then one probe frame) runs in the background and, if it
-passes, promotes it back between two frames. Loads and checks never block the frame path.
+passes, promotes it back between two frames; each failed check is reported and doubles the wait
+before the next, up to `promote_max_s`. Loads and checks never block the frame path.
+
+A backend whose load first needs slow one-time work (`PreparedEnhancer`: a TensorRT engine
+build) is not loaded in `load`: its work runs on the loader thread while the next backend of the
+chain serves the frames, and it is promoted between two frames once it is done (a build that
+fails is a demotion like any load failure). `close` cancels work still running.
 
 Everything that changes state runs on the enhance thread (or in `load`, before frames flow);
 the loader thread only builds new backends. Events are queued and the pipeline emits them on
@@ -19,6 +25,7 @@ the event loop (`drain_events`), since the event bus is not thread-safe.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -29,6 +36,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from vehicle_agent.backoff import backoff_delay
 from vehicle_agent.config import (
     GATE_WORDS,
     MODEL_BACKENDS,
@@ -39,6 +47,7 @@ from vehicle_agent.enhance.base import (
     BackendUnavailableError,
     Enhancer,
     EnhancerEvent,
+    PreparedEnhancer,
     create_enhancer,
 )
 from vehicle_agent.enhance.guard import GuardParams, HarmGuard
@@ -125,8 +134,12 @@ class Candidate:
     spec: BackendSpec
     model: str | None
     enhancer: Enhancer | None = None
-    state: Literal["idle", "ready", "demoted", "unavailable"] = "idle"
+    state: Literal["idle", "building", "ready", "demoted", "unavailable"] = "idle"
+    """'building': its one-time preparation (an engine build) runs in the background."""
     job: Future[Enhancer] | None = None
+    cancel: threading.Event | None = None
+    """Set by `close` to stop the job's preparation (an engine build) early."""
+    building_since: float | None = None
     retry_at: float = 0.0
     demoted_at: float | None = None
     reason: str = ""
@@ -216,16 +229,29 @@ class EnhancerChain(Enhancer):
 
     # -- loading -------------------------------------------------------------------------------
 
-    def _build(self, cand: Candidate, probe: Image | None) -> Enhancer:
-        """Load a fresh instance (model verified, warmed up) and check it on `probe` if given.
-
-        Runs on the loader thread: it touches nothing but the new instance."""
+    def _create(self, cand: Candidate) -> Enhancer:
         context: dict[str, Any] = {}
         if cand.spec.needs_model:
             assert cand.model is not None  # noqa: S101 - model candidates always name one
             context = {"model": self.store.resolve(cand.model), "state_dir": self.state_dir}
-        enhancer = self.factory(cand.spec.config, **context)
+        return self.factory(cand.spec.config, **context)
+
+    def _build(
+        self,
+        cand: Candidate,
+        probe: Image | None,
+        enhancer: Enhancer | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Enhancer:
+        """Load a fresh instance (model verified, prepared, warmed up) and check it on `probe`
+        if given; `enhancer`: one already made.
+
+        Runs on the loader thread: it touches nothing but the new instance."""
+        if enhancer is None:
+            enhancer = self._create(cand)
         try:
+            if cancel is not None and isinstance(enhancer, PreparedEnhancer):
+                enhancer.prepare(cancel)
             enhancer.load()
             if probe is not None:
                 self._probe(enhancer, probe)
@@ -266,14 +292,18 @@ class EnhancerChain(Enhancer):
             return False
         return float(np.std(image[::step, ::step])) >= threshold
 
-    def _submit(self, cand: Candidate, probe: Image | None) -> None:
+    def _submit(
+        self, cand: Candidate, probe: Image | None, enhancer: Enhancer | None = None
+    ) -> None:
         if self._executor is None:
             self._executor = (
                 ThreadPoolExecutor(1, thread_name_prefix="enhance-loader")
                 if self.background
                 else _InlineExecutor()
             )
-        cand.job = self._executor.submit(lambda: self._build(cand, probe))
+        cancel = threading.Event()
+        cand.cancel = cancel
+        cand.job = self._executor.submit(lambda: self._build(cand, probe, enhancer, cancel))
         self._harvest(cand)
 
     def _harvest(self, cand: Candidate) -> None:
@@ -281,6 +311,7 @@ class EnhancerChain(Enhancer):
         if job is None or not job.done():
             return
         cand.job = None
+        cand.cancel = None
         now = self.clock()
         try:
             enhancer = job.result()
@@ -294,8 +325,10 @@ class EnhancerChain(Enhancer):
             self._check_failed(cand, "load", f"{type(exc).__name__}: {exc}", now)
             return
         cand.enhancer = enhancer
+        prepared = cand.state == "building"
         cand.state = "ready"
         cand.slow_run = 0
+        cand.checks_failed = 0
         if isinstance(enhancer, ModelEnhancer) and enhancer.model is not None:
             model = enhancer.model
             self._record(
@@ -306,6 +339,18 @@ class EnhancerChain(Enhancer):
                 load_s=round(enhancer.load_s, 3),
                 warmup_ms=round(enhancer.warmup_ms, 1),
             )
+        if prepared and cand.building_since is not None:
+            prepare_s = now - cand.building_since
+            logger.info(
+                "enhance: %s prepared in %.1f s; it takes the next frame", cand.label, prepare_s
+            )
+            self._record(
+                "enhancer_prepared",
+                backend=cand.spec.type,
+                model=cand.model,
+                prepare_s=round(prepare_s, 3),
+            )
+        cand.building_since = None
         if cand.demoted_at is not None:
             demoted_s = now - cand.demoted_at
             cand.demoted_at = None
@@ -319,12 +364,33 @@ class EnhancerChain(Enhancer):
 
     def _check_failed(self, cand: Candidate, kind: DemotionKind, reason: str, now: float) -> None:
         if cand.state == "demoted":
-            # Already demoted (and reported): wait for the next check, quietly.
+            # Already demoted: the next check waits twice as long (up to the cap).
             cand.checks_failed += 1
-            cand.retry_at = now + self.health.promote_after_s
-            logger.info("enhance: health check of %s failed: %s", cand.label, reason)
+            delay = self._retry_delay(cand)
+            cand.retry_at = now + delay
+            logger.warning(
+                "enhance: health check %d of %s failed (%s): %s; next in %.0f s",
+                cand.checks_failed,
+                cand.label,
+                kind,
+                reason,
+                delay,
+            )
+            self._record(
+                "enhancer_check_failed",
+                backend=cand.spec.type,
+                model=cand.model,
+                kind=kind,
+                reason=reason,
+                failed_checks=cand.checks_failed,
+                retry_in_s=delay,
+            )
             return
         self._demote(cand, kind, reason)
+
+    def _retry_delay(self, cand: Candidate) -> float:
+        health = self.health
+        return backoff_delay(cand.checks_failed, health.promote_after_s, health.promote_max_s)
 
     def _kick(self, cand: Candidate, image: Image) -> None:
         """Start a first load, or a health check when a demoted candidate is due."""
@@ -350,9 +416,42 @@ class EnhancerChain(Enhancer):
         logger.info("enhance: chain %s; running %s", self.describe(), self.name)
 
     def _load_now(self, cand: Candidate) -> None:
-        inline = _InlineExecutor()
-        cand.job = inline.submit(lambda: self._build(cand, None))
+        """Load `cand` at once, unless it first needs slow preparation: that starts in the
+        background (the chain's next backend serves meanwhile) and promotes it when done."""
+        try:
+            enhancer = self._create(cand)
+        except Exception as exc:
+            self._failed_now(cand, exc)
+            return
+        try:
+            pending = self._preparation(enhancer)
+        except Exception as exc:
+            enhancer.close()
+            self._failed_now(cand, exc)
+            return
+        if pending is not None:
+            cand.state = "building"
+            cand.building_since = self.clock()
+            logger.info("enhance: %s prepares in the background: %s", cand.label, pending)
+            self._record(
+                "enhancer_preparing", backend=cand.spec.type, model=cand.model, reason=pending
+            )
+            self._submit(cand, None, enhancer)
+            return
+        cand.job = _InlineExecutor().submit(lambda: self._build(cand, None, enhancer))
         self._harvest(cand)
+
+    def _failed_now(self, cand: Candidate, exc: Exception) -> None:
+        failed: Future[Enhancer] = Future()
+        failed.set_exception(exc)
+        cand.job = failed
+        self._harvest(cand)
+
+    def _preparation(self, enhancer: Enhancer) -> str | None:
+        """What slow work `enhancer` needs before it loads, when the chain can defer it."""
+        if not self.background or not isinstance(enhancer, PreparedEnhancer):
+            return None
+        return enhancer.preparation_needed()
 
     def _first_ready_label(self, choice: str) -> str:
         for cand in self.candidates_for(choice):
@@ -368,8 +467,10 @@ class EnhancerChain(Enhancer):
         cand.state = "unavailable" if permanent else "demoted"
         cand.reason = reason
         cand.demoted_at = now
-        cand.retry_at = now + self.health.promote_after_s
+        delay = self._retry_delay(cand)
+        cand.retry_at = now + delay
         cand.slow_run = 0
+        cand.building_since = None
         cand.history.append(kind)
         if cand.enhancer is not None:
             try:
@@ -384,7 +485,7 @@ class EnhancerChain(Enhancer):
             model=cand.model,
             kind=kind,
             reason=reason,
-            retry_in_s=None if permanent else self.health.promote_after_s,
+            retry_in_s=None if permanent else delay,
         )
 
     def _try(self, cand: Candidate, image: Image) -> Image | None:
@@ -494,6 +595,9 @@ class EnhancerChain(Enhancer):
         if self.closed:
             return
         self.closed = True
+        for cand in self.candidates.values():
+            if cand.cancel is not None:
+                cand.cancel.set()  # an engine build stops at its next step
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
         for cand in self.candidates.values():

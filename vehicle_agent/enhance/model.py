@@ -112,15 +112,19 @@ class ModelEnhancer(Enhancer):
     def infer(self, tensor: Tensor) -> npt.NDArray[np.generic]:
         """Run the model on one input tensor."""
 
-    def load(self) -> None:
-        """Find and verify the model, open it, check its tensors, and warm up."""
-        start = time.perf_counter()
+    def resolve_model(self) -> ModelRef:
+        """The model to run: the one given, else the store's `DEFAULT_MODEL` (verified)."""
         if self.model is None:
             try:
                 self.model = ModelStore(default_dirs(self.state_dir)).resolve(DEFAULT_MODEL)
             except (ModelNotFoundError, ManifestError) as exc:
                 raise EnhancerError(self.backend, str(exc)) from exc
-        model = self.model
+        return self.model
+
+    def load(self) -> None:
+        """Find and verify the model, open it, check its tensors, and warm up."""
+        start = time.perf_counter()
+        model = self.resolve_model()
         inputs, outputs = self._open(model)
         try:
             check_io(model.manifest, inputs, outputs)

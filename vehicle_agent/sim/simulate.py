@@ -190,6 +190,7 @@ WALL_CLOCK_FIELDS: Mapping[str, tuple[str, ...]] = {
     # Event fields that measure the host's clock, not the recording: null in seeded runs.
     "model_loaded": ("load_s", "warmup_ms"),
     "enhancer_promoted": ("demoted_s",),
+    "enhancer_prepared": ("prepare_s",),
 }
 
 
