@@ -10,9 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import (
     Field,
@@ -21,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from vehicle_agent.compat import Self, tomllib
 from vehicle_agent.config_base import ConfigModel
 from vehicle_agent.control.settings import ControlConfig
 from vehicle_agent.update.settings import UpdateConfig

@@ -7,7 +7,6 @@ so a redelivered command (normal after a broker restart) is answered again witho
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -17,6 +16,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
+from vehicle_agent.compat import wait_for
 from vehicle_agent.config import MqttUplinkConfig
 from vehicle_agent.uplink.outbox import OutMessage
 from vehicle_agent.uplink.topics import (
@@ -215,7 +215,7 @@ class CommandProcessor:
             # Another delivery of the same id got there first (cannot happen with one consumer).
             return await refuse(cid, name, "interrupted", "already started")
         try:
-            result = await asyncio.wait_for(handler(args, cid), self.timeout_s)
+            result = await wait_for(handler(args, cid), self.timeout_s)
         except CommandFailedError as exc:
             message_out = reply(cid, name, error=(exc.code, exc.message))
             outcome = Outcome(

@@ -12,11 +12,11 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any, Final, Literal, TypeGuard, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from vehicle_agent.compat import StrEnum
 from vehicle_agent.update.manifest import SignedUpdate, UpdateManifest
 
 SCHEMA_VERSION: Final = 1
