@@ -33,10 +33,11 @@ import os
 import random
 import time
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 import serial
 
+from firmware_bridge.compat import Self, TaskGroup, wait_for
 from firmware_bridge.errors import (
     McuError,
     McuRefusedError,
@@ -343,7 +344,7 @@ class McuBridge:
         self._poll = 0
         self._last_tx = clock()
         self._error_log: dict[ErrorReason, tuple[float, int]] = {}
-        self._group: asyncio.TaskGroup | None = None
+        self._group: TaskGroup | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._background: dict[str, asyncio.Task[None]] = {}
 
@@ -352,7 +353,7 @@ class McuBridge:
     async def __aenter__(self) -> Self:
         if self._group is not None:
             raise RuntimeError("McuBridge is already running")
-        self._group = asyncio.TaskGroup()
+        self._group = TaskGroup()
         await self._group.__aenter__()
         self._tasks = [
             self._group.create_task(self._maintain_link(), name=f"mcu-link {self.port}"),
@@ -432,13 +433,13 @@ class McuBridge:
                     raise error
                 raise McuTimeoutError(self.port, "identify", 0, timeout_s)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), remaining)
+                await wait_for(changed.wait(), remaining)
 
     async def next_telemetry(self, timeout_s: float) -> Telemetry:
         """The next sample to arrive (report or reply), waiting at most `timeout_s`."""
         event = self._sample_arrived
         try:
-            await asyncio.wait_for(event.wait(), timeout_s)
+            await wait_for(event.wait(), timeout_s)
         except TimeoutError:
             raise McuTimeoutError(self.port, "telemetry", 1, timeout_s) from None
         assert self._latest is not None  # noqa: S101 - set before the event
@@ -507,7 +508,7 @@ class McuBridge:
                 if isinstance(self._link_error, McuVersionError):
                     raise self._link_error
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._ready.wait(), self.request_timeout_s)
+                    await wait_for(self._ready.wait(), self.request_timeout_s)
                 if not self._ready.is_set():
                     continue
             seq = self._next_seq()
@@ -517,7 +518,7 @@ class McuBridge:
             try:
                 self._send(encode(spec, seq, values))
                 sent = True
-                reply = await asyncio.wait_for(pending.future, self.request_timeout_s)
+                reply = await wait_for(pending.future, self.request_timeout_s)
             except TimeoutError:
                 self.counters.timeouts += 1
                 logger.debug(f"{self.port}: {spec.name} seq {seq}: no reply, attempt {attempt + 1}")

@@ -19,6 +19,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from firmware_bridge import compat
 from firmware_bridge.bridge import McuBridge
 from firmware_bridge.errors import McuError
 from firmware_bridge.messages import MAX_DURATION_MS, PROTOCOL_VERSION
@@ -140,8 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "sim":
             return _sim(args)
         if args.command == "status":
-            return asyncio.run(_status(args))
-        return asyncio.run(_drive(args))
+            return compat.run(_status(args))
+        return compat.run(_drive(args))
     except McuError as exc:
         print(f"{PROG} {args.command}: {exc}", file=sys.stderr)
         return 1

@@ -80,7 +80,8 @@ class Fault(enum.IntFlag):
     HOST_TIMEOUT = 0x0040
 
 
-ALL_FAULTS = ~Fault(0)
+ALL_FAULTS = Fault(sum(Fault))
+"""Every fault flag (not `~Fault(0)`: on Python 3.10 that is -1, which no u16 field carries)."""
 
 
 class State(enum.IntFlag):

@@ -32,8 +32,9 @@ import tty
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING
 
+from firmware_bridge.compat import Self
 from firmware_bridge.messages import (
     ACK,
     ALL_FAULTS,

@@ -47,6 +47,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from vehicle_agent import compat
 from vehicle_agent.app import Parts, Pipeline
 from vehicle_agent.capture.uri import open_source
 from vehicle_agent.config import (
@@ -421,7 +422,7 @@ def bench_pipeline(report: Report, clip: Path, model_dir: Path, models: list[str
             )
         )
     for label, enhance in chains:
-        found = asyncio.run(_run_pipeline(clip, enhance))
+        found = compat.run(_run_pipeline(clip, enhance))
         found["chain"] = label
         report.pipeline.append(found)
         print(f"  pipeline {label:24s} {found['sustained_fps']:7.1f} fps ({found['enhancer']})")

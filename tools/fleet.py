@@ -26,13 +26,15 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from tools.dataset import CollectStats, DatasetError, DatasetWriter
+from vehicle_agent import compat
+from vehicle_agent.compat import Self, wait_for
 from vehicle_agent.secrets import SecretError, read_secret
 from vehicle_agent.uplink.topics import CommandReply, FrameMeta
 
@@ -206,7 +208,7 @@ class FleetClient:
                 response_topic=reply_topic,
                 ttl_s=ttl_s,
             )
-            received = await asyncio.wait_for(future, timeout_s)
+            received = await wait_for(future, timeout_s)
         finally:
             self._replies.pop(correlation, None)
         return CommandReply.model_validate_json(received.payload)
@@ -383,7 +385,7 @@ async def collect(
         quiet_since = time.monotonic()
         while count == 0 or new < count:
             try:
-                message = await asyncio.wait_for(queue.get(), 0.5 if idle_exit_s else None)
+                message = await wait_for(queue.get(), 0.5 if idle_exit_s else None)
             except TimeoutError:
                 if stop is not None and not stop.is_set():
                     quiet_since = time.monotonic()
@@ -476,7 +478,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "collect": cmd_collect,
     }[args.command]
     try:
-        return asyncio.run(command(args))
+        return compat.run(command(args))
     except (SecretError, ValueError, aiomqtt.MqttError, TimeoutError) as exc:
         print(f"fleet: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

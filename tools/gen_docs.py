@@ -11,7 +11,7 @@ import sys
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal, TypeGuard, get_args, get_origin
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
@@ -28,8 +28,13 @@ CONFIG_DOC = ROOT / "docs" / "configuration.md"
 EVENTS_DOC = ROOT / "docs" / "events.md"
 
 
+def _is_class(annotation: Any) -> TypeGuard[type[Any]]:
+    """A class, not an alias such as `list[str]` (which Python 3.10 also counts as a `type`)."""
+    return isinstance(annotation, type) and not isinstance(annotation, types.GenericAlias)
+
+
 def _models_in(annotation: Any) -> list[type[BaseModel]]:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+    if _is_class(annotation) and issubclass(annotation, BaseModel):
         return [annotation]
     found: list[type[BaseModel]] = []
     for arg in get_args(annotation):
@@ -47,7 +52,7 @@ def _type_name(annotation: Any) -> str:
         return _type_name(get_args(annotation)[0])
     if annotation is type(None):
         return "none"
-    if isinstance(annotation, type):
+    if _is_class(annotation):
         if issubclass(annotation, BaseModel):
             return "table"
         return {"str": "string", "int": "integer", "float": "number", "bool": "boolean"}.get(

@@ -46,6 +46,8 @@ import cv2
 from tools import model_update
 from tools.dataset import describe, load_images, paired_data_line, read_dataset
 from tools.fleet import BrokerAccess, FleetClient, collect
+from vehicle_agent import compat
+from vehicle_agent.compat import wait_for
 from vehicle_agent.enhance.manifest import read_manifest
 from vehicle_agent.secrets import env_name
 from vehicle_agent.sim.simulate import sample_video
@@ -412,7 +414,7 @@ async def _vehicle_b(
         if process.returncode is None:
             process.terminate()
             try:
-                await asyncio.wait_for(process.wait(), 20.0)
+                await wait_for(process.wait(), 20.0)
             except TimeoutError:
                 process.kill()
                 await process.wait()
@@ -446,7 +448,7 @@ async def run_loop(
     collector = asyncio.create_task(
         collect(broker.access(), dataset, idle_exit_s=3.0, ready=ready, stop=driven, log=sys.stderr)
     )
-    await asyncio.wait_for(ready.wait(), 30.0)
+    await wait_for(ready.wait(), 30.0)
     try:
         await _run_vehicle_a(broker, out, vehicle_a, seconds)
     finally:
@@ -545,7 +547,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True)
     try:
         with tempfile.TemporaryDirectory() as tmp, local_broker(Path(tmp)) as broker:
-            asyncio.run(
+            compat.run(
                 run_loop(broker, args.out, seconds=args.seconds, steps=args.steps, crop=args.crop)
             )
     except LoopError as exc:

@@ -26,7 +26,7 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from tools.fleet import BrokerAccess, FleetClient
+from vehicle_agent import compat
+from vehicle_agent.compat import UTC, wait_for
 from vehicle_agent.enhance.manifest import read_manifest, verify_file
 from vehicle_agent.secrets import SecretError, read_secret
 from vehicle_agent.update.manifest import (
@@ -211,7 +213,7 @@ async def watch(
             if remaining <= 0:
                 break
             try:
-                message = await asyncio.wait_for(queue.get(), remaining)
+                message = await wait_for(queue.get(), remaining)
             except TimeoutError:
                 break
             vehicle = message.topic.split("/")[-2]
@@ -371,7 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "sign":
             return cmd_sign(args)
         command = {"publish": cmd_publish, "watch": cmd_watch, "clear": cmd_clear}[args.command]
-        return asyncio.run(command(args))
+        return compat.run(command(args))
     except (ToolError, SecretError, ValueError, aiomqtt.MqttError, TimeoutError) as exc:
         print(f"model_update: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

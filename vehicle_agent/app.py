@@ -18,10 +18,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from vehicle_agent import __version__
+from vehicle_agent import __version__, compat
 from vehicle_agent.capture.base import FrameSource
 from vehicle_agent.capture.stage import CaptureStage, SourceGaveUpError
 from vehicle_agent.capture.uri import open_source
+from vehicle_agent.compat import TaskGroup
 from vehicle_agent.config import Config, MqttUplinkConfig
 from vehicle_agent.control.build import open_control
 from vehicle_agent.control.fan import Fan
@@ -441,7 +442,7 @@ class Pipeline:
 
     async def _stages(self, stop: asyncio.Event) -> None:
         q = self.queues
-        async with asyncio.TaskGroup() as tg:
+        async with TaskGroup() as tg:
             for name, coro in (
                 ("capture", self.capture.run(stop)),
                 (
@@ -516,8 +517,15 @@ class Pipeline:
             if not stages.cancelled():
                 try:
                     stages.result()
-                except* SourceGaveUpError:
+                except compat.BaseExceptionGroup as group:
+                    # `except* SourceGaveUpError` (no such syntax on Python 3.10): the rest of the
+                    # group, if any, propagates; the reason is set before `finally` reads it.
+                    gave_up, rest = group.split(SourceGaveUpError)
+                    if gave_up is None:
+                        raise
                     reason = "source_gave_up"
+                    if rest is not None:
+                        raise rest from None
         finally:
             await self._shutdown(reason, started)
         return self.result(reason, time.monotonic() - started)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from vehicle_agent import __version__
+from vehicle_agent import __version__, compat
 from vehicle_agent.config import Config, ConfigError, load_config
 from vehicle_agent.enhance import EnhancerError
 from vehicle_agent.logs import configure_logging
@@ -190,7 +189,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         config.agent.vehicle_id,
         config.agent.camera_id,
     )
-    result = asyncio.run(
+    result = compat.run(
         run_daemon(config, args.config, log_override=(args.log_level, args.log_format))
     )
     logger.info(
@@ -244,7 +243,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.broker is None and any(f.kind == "broker-loss" for f in injected):
         raise CliError("--fault broker-loss needs --broker URL", EXIT_USAGE)
     hardware = BenchHardware(args.ambient, args.thermal_speed, faults, lens, injected)
-    summary = asyncio.run(
+    summary = compat.run(
         simulate(
             config,
             video,

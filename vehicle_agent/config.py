@@ -10,9 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import (
     Field,
@@ -21,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from vehicle_agent.compat import Self, tomllib
 from vehicle_agent.config_base import ConfigModel
 from vehicle_agent.control.settings import ControlConfig
 from vehicle_agent.update.settings import UpdateConfig
@@ -294,12 +294,11 @@ def _default_chain() -> list[EnhancerConfig]:
 MODEL_BACKENDS = frozenset({"onnxruntime", "tensorrt"})
 """Backend types that run a model (the others need none)."""
 GATE_WORDS = frozenset({"none", "classical"})
+"""Gating values that name no model: 'none' passes frames unchanged, 'classical' skips models."""
 DEFAULT_GATING: dict[str, str] = {"rain": "none"}
 """Nothing on lens drops (the fan's job), `model` (fast-enhance) elsewhere. The restoration
 model is opt-in (`low_light = "restore"`, `blur = "restore"`): on the held-out footage it does
-not beat fast-enhance yet, and on a CPU it is too slow for the frame rate (models/restore)."""The shipped models by scene condition: the restoration model where sensor noise or blur is
-what is wrong, nothing on lens drops (the fan's job), `model` (fast-enhance) elsewhere."""
-"""Gating values that name no model: 'none' passes frames unchanged, 'classical' skips models."""
+not beat fast-enhance yet, and on a CPU it is too slow for the frame rate (models/restore)."""
 
 _MODEL_NAME = r"^[a-z0-9][a-z0-9._-]{0,63}$"  # the same as vehicle_agent.enhance.manifest
 _CONDITION = r"^[a-z][a-z0-9_]{0,31}$"

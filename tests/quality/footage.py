@@ -71,7 +71,7 @@ def truck(period: int, width: float = 0.45, grey: int = 30) -> Scene:
     """A big dark rectangle crossing the street from left to right every `period` frames."""
 
     def frame(i: int) -> Image:
-        image = looped(i).copy()
+        image: Image = looped(i).copy()  # annotated: numpy's stubs, see [tool.mypy]
         h, w = image.shape[:2]
         x0 = int((-width + (i % period) / period * (1 + width)) * w)
         image[int(0.3 * h) : int(0.9 * h), max(0, x0) : max(0, min(w, x0 + int(width * w)))] = grey

@@ -9,13 +9,14 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import aiomqtt
 import numpy as np
 
 from tests.uplink.broker import OPERATOR, Broker, Certs
 from tools.fleet import BrokerAccess, FleetClient, Received
+from vehicle_agent.compat import Self
 from vehicle_agent.config import Config, MqttUplinkConfig, parse_config
 from vehicle_agent.events import EventBus
 from vehicle_agent.records import Event, Frame, FrameRecord, QualityMetrics

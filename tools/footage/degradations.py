@@ -76,7 +76,10 @@ def _encode(linear: Float) -> Float:
 
 
 def _unit(image: RGB) -> Float:
-    return image.astype(np.float32) * np.float32(1.0 / 255.0)
+    out: Float = image.astype(np.float32) * np.float32(
+        1.0 / 255.0
+    )  # annotated: numpy's stubs, see [tool.mypy]
+    return out
 
 
 def _quantise(image: Float) -> RGB:
@@ -266,7 +269,10 @@ def _line_kernel(length: int, angle: float) -> Float:
     start = (round((centre - dx) * one), round((centre - dy) * one))
     end = (round((centre + dx) * one), round((centre + dy) * one))
     cv2.line(kernel, start, end, 1.0, 1, cv2.LINE_AA, shift)
-    return kernel / np.float32(max(float(kernel.sum()), 1e-6))
+    out: Float = kernel / np.float32(
+        max(float(kernel.sum()), 1e-6)
+    )  # annotated: numpy's stubs, see [tool.mypy]
+    return out
 
 
 def _sensor_rain_streaks(image: RGB, rng: np.random.Generator) -> RGB:
@@ -407,7 +413,10 @@ def _stroke_kernel(rng: np.random.Generator, length: float) -> Float:
     pixels = np.round((points + size / 2) * zoom).astype(np.int32).reshape(-1, 1, 2)
     cv2.polylines(big, [pixels], isClosed=False, color=1.0, thickness=zoom, lineType=cv2.LINE_AA)
     kernel = np.asarray(cv2.resize(big, (size, size), interpolation=cv2.INTER_AREA), np.float32)
-    return kernel / np.float32(max(float(kernel.sum()), 1e-6))
+    out: Float = kernel / np.float32(
+        max(float(kernel.sum()), 1e-6)
+    )  # annotated: numpy's stubs, see [tool.mypy]
+    return out
 
 
 def _atmos_motion_blur(image: RGB, rng: np.random.Generator) -> RGB:

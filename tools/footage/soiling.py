@@ -113,7 +113,7 @@ class Soiling(abc.ABC):
         if not (isinstance(amount, (int, float)) and 0.0 <= amount <= 1.0):
             raise ValueError(f"amount {amount!r} is outside [0, 1]")
         if amount == 0.0:
-            return image.copy()
+            return _copy(image)
         return self._apply(image, float(amount))
 
     @abc.abstractmethod
@@ -257,9 +257,14 @@ def _keep(alpha: Float, hold: Float | None, amount: float, ramp: float) -> Float
     return np.asarray(alpha * left, np.float32)
 
 
+def _copy(image: RGB) -> RGB:
+    out: RGB = image.copy()  # annotated: numpy's stubs, see [tool.mypy]
+    return out
+
+
 def _blend(image: RGB, box: Box, alpha: Float, layer: Float, add: Float | None = None) -> RGB:
     """`image` with `layer` over it at `alpha` (both cut to `box`), plus light `add`ed on top."""
-    out = image.copy()
+    out = _copy(image)
     base = np.ascontiguousarray(image[box])
     if add is not None:
         mixed = base.astype(np.float32)
@@ -484,7 +489,7 @@ class _BlurDiscDrops(Soiling):
 
     def _apply(self, image: RGB, amount: float) -> RGB:
         if self._box == _EMPTY_BOX:
-            return image.copy()
+            return _copy(image)
         # One large blur of the whole frame: a drop far out of focus smears what is behind it.
         blurred = _wide_blur(image, self._sigma)[self._box]
         layer = blurred * self._gain[..., None] + self._lift[..., None]
@@ -547,7 +552,7 @@ class _BlurDiscDust(Soiling):
 
     def _apply(self, image: RGB, amount: float) -> RGB:
         if self._box == _EMPTY_BOX:
-            return image.copy()
+            return _copy(image)
         layer = np.broadcast_to(self._colour, (*self._opacity.shape, 3))
         return _blend(image, self._box, self._opacity * np.float32(amount), layer)
 
@@ -597,7 +602,7 @@ class _BlurDiscMud(Soiling):
 
     def _apply(self, image: RGB, amount: float) -> RGB:
         if self._box == _EMPTY_BOX:
-            return image.copy()
+            return _copy(image)
         alpha = _keep(self._alpha, self._hold, amount, 0.1)
         return _blend(image, self._box, alpha, self._colour)
 
@@ -725,7 +730,7 @@ class _RefractDrops(Soiling):
 
     def _apply(self, image: RGB, amount: float) -> RGB:
         if self._box == _EMPTY_BOX:
-            return image.copy()
+            return _copy(image)
         seen = cv2.remap(
             image, self._map_x, self._map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101
         )
@@ -823,7 +828,7 @@ class _RefractDust(Soiling):
 
     def _apply(self, image: RGB, amount: float) -> RGB:
         if self._box == _EMPTY_BOX:
-            return image.copy()
+            return _copy(image)
         a = np.float32(amount)
         return _blend(image, self._box, self._opacity * a, self._colour, self._halo * a)
 
@@ -967,7 +972,7 @@ class _RefractMud(Soiling):
 
     def _apply(self, image: RGB, amount: float) -> RGB:
         if self._box == _EMPTY_BOX:
-            return image.copy()
+            return _copy(image)
         alpha = _keep(self._alpha, self._hold, amount, 0.04)
         return _blend(image, self._box, alpha, self._albedo)
 

@@ -7,11 +7,11 @@ import argparse
 import json
 import shlex
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from tools.gan.degrade import KINDS, Kind
+from vehicle_agent.compat import tomllib
 
 
 def _config(args: argparse.Namespace) -> Any:

@@ -137,7 +137,7 @@ def interpolate_defects(frames: FloatStack, bad: npt.NDArray[np.bool_]) -> Float
     est = (fh * ok_h[None, ..., None] + fv * ok_v[None, ..., None]) / np.maximum(weight, 1)[
         None, ..., None
     ]
-    out = frames.copy()
+    out: FloatStack = frames.copy()  # annotated: numpy's stubs, see [tool.mypy]
     use = bad & (weight > 0)
     out[:, use] = est[:, use]
     return out

@@ -30,7 +30,10 @@ Mask: TypeAlias = npt.NDArray[np.bool_]
 
 
 def _to_float(image: RGB) -> Float:
-    return image.astype(np.float32) / np.float32(255.0)
+    out: Float = image.astype(np.float32) / np.float32(
+        255.0
+    )  # annotated: numpy's stubs, see [tool.mypy]
+    return out
 
 
 def _to_uint8(image: npt.NDArray[np.floating]) -> RGB:
@@ -133,7 +136,8 @@ def mask(image: RGB, rng: np.random.Generator) -> RGB:
 def clean(image: RGB, rng: np.random.Generator) -> RGB:
     """No degradation: the pair teaches the generator to leave a good frame alone."""
     del rng
-    return image.copy()
+    out: RGB = image.copy()  # annotated: numpy's stubs, see [tool.mypy]
+    return out
 
 
 DEGRADATIONS: dict[Kind, Callable[[RGB, np.random.Generator], RGB]] = {

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from tools.gan.models import Generator
+from vehicle_agent.compat import UTC
 from vehicle_agent.enhance.manifest import (
     InputSpec,
     Manifest,

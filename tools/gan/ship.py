@@ -288,7 +288,7 @@ def restore_card(
 
 | | |
 |---|---|
-| task | `{spec.task}`; opt-in: `[enhance.gating] low_light = "restore"`, `blur = "restore"` (not in the default gating, see below) |
+| task | `{spec.task}`; opt-in (`[enhance.gating] low_light = "restore"`), not gated by default |
 | architecture | `{c.arch}` ({count_parameters(result.generator):,} parameters, width {c.width}) |
 | file | `{MODEL_FILE}`, {size_bytes / 1024:.0f} KiB, ONNX opset {OPSET} |
 | input | float32 N×3×H×W, RGB, [0, 1]; H, W dynamic, padded to a multiple of {result.generator.stride} |

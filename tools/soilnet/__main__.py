@@ -15,7 +15,7 @@ import shlex
 import sys
 import time
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from tools.soilnet.train import (
     tile_scores,
     train,
 )
+from vehicle_agent.compat import UTC
 from vehicle_agent.config import AdhesionConfig
 from vehicle_agent.enhance.manifest import MANIFEST_FILE, sha256_file
 from vehicle_agent.quality.soilnet import CHANNELS, CLASSES, FEATURE_VERSION, TILE
@@ -138,7 +139,7 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             "val_tile_recall": round(scores.recall, 4),
             "val_clean_frame_alarms": round(alarms, 5),
         },
-        created=datetime.now(timezone.utc).replace(microsecond=0),  # noqa: UP017 - 3.10 has no UTC
+        created=datetime.now(UTC).replace(microsecond=0),
     )
     (out / MANIFEST_FILE).write_text(
         json.dumps(json.loads(manifest.model_dump_json()), indent=2, sort_keys=True) + "\n"

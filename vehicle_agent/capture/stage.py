@@ -13,6 +13,7 @@ from typing import Any, Literal, TypeVar
 
 from vehicle_agent.backoff import Backoff
 from vehicle_agent.capture.base import BadFrameError, FrameSource, RawFrame, SourceError, SourceInfo
+from vehicle_agent.compat import wait_for
 from vehicle_agent.config import CaptureConfig
 from vehicle_agent.events import EventBus
 from vehicle_agent.queues import StageQueue
@@ -126,7 +127,7 @@ class CaptureStage:
         if seconds <= 0:
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), seconds)
+            await wait_for(stop.wait(), seconds)
 
     @staticmethod
     async def _close(source: FrameSource) -> None:

@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from enum import StrEnum
 
+from vehicle_agent.compat import StrEnum
 from vehicle_agent.control.events import ControlEvent
 from vehicle_agent.control.settings import CleaningConfig
 from vehicle_agent.records import JsonValue

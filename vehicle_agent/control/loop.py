@@ -22,9 +22,10 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Protocol, Self
+from typing import TYPE_CHECKING, Protocol
 
 from firmware_bridge import Fault, McuBridge, McuError
+from vehicle_agent.compat import Self, timeout
 from vehicle_agent.control.arbiter import Decision, arbitrate
 from vehicle_agent.control.cleaning import CleaningStateMachine
 from vehicle_agent.control.events import ControlEvent
@@ -222,8 +223,8 @@ class ControlLoop:
         task, self._task = self._task, None
         self._stopping = True
         try:
-            # Cancel until it is done: on Python 3.11, asyncio.wait_for (inside the bridge's
-            # requests) and asyncio.timeout can swallow a cancellation that races with their own
+            # Cancel until it is done: on Python 3.10 and 3.11, wait_for (inside the bridge's
+            # requests) and timeout can swallow a cancellation that races with their own
             # completion; the flag ends the loop at its next turn in that case.
             while task is not None and not task.done():
                 task.cancel()
@@ -239,10 +240,10 @@ class ControlLoop:
 
     async def safe_state(self, reason: str) -> None:
         """Fan to its safe duty and cooler off, now; each within `safe_state_timeout_s`."""
-        timeout = self.config.safe_state_timeout_s
+        limit_s = self.config.safe_state_timeout_s
         try:
             self.fan.safe_state()
-            async with asyncio.timeout(timeout):
+            async with timeout(limit_s):
                 await self.fan.refresh(self.config.max_duration_s)
             self.decision = Decision(self.fan.duty, None, "idle")
             self._emit_now(
@@ -257,7 +258,7 @@ class ControlLoop:
         if self.link is None:
             return
         try:
-            async with asyncio.timeout(timeout):
+            async with timeout(limit_s):
                 await self.link.cooler_off()
             self._emit_now(
                 "actuator_safe_state", actuator=f"cooler:{self.link.name}", duty=0.0, reason=reason
@@ -308,7 +309,7 @@ class ControlLoop:
         # Bounded even if the loop's task died: a command must always get an answer.
         limit = duration_s + self.cleaning.config.verify_s + 3 * self.config.refresh_interval_s
         try:
-            async with asyncio.timeout(limit + 5.0):
+            async with timeout(limit + 5.0):
                 result = await waiter
         except TimeoutError:
             return {"started": True, "finished": False, "cycle": cycle}
@@ -385,7 +386,7 @@ class ControlLoop:
             # A fixed rate, not a fixed pause: a slow tick (a silent MCU) must not stretch the
             # time between refreshes beyond max_duration.
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.0, interval - (clock() - started))):
+                async with timeout(max(0.0, interval - (clock() - started))):
                     await self._wake.wait()
 
     async def tick(self) -> None:

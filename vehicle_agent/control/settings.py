@@ -7,10 +7,11 @@ in as `Config.control`): `extra="forbid"`, bounds on every number, a description
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal, Self
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from vehicle_agent.compat import Self
 from vehicle_agent.config_base import ConfigModel
 
 # -- fan drivers, by `driver` ---------------------------------------------------------------

@@ -22,8 +22,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 
+from vehicle_agent.compat import StrEnum
 from vehicle_agent.control.events import ControlEvent
 from vehicle_agent.control.settings import ThermalConfig
 from vehicle_agent.records import JsonValue

@@ -13,11 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from vehicle_agent.compat import UTC
 
 MANIFEST_FILE = "manifest.json"
 MODEL_CARD_FILE = "MODEL_CARD.md"

@@ -468,7 +468,10 @@ class TensorRtEnhancer(ModelEnhancer):
             np.copyto(host, tensor)
 
         shape: Shape = tensor.shape
-        return self._run(fill, shape).copy()
+        out: npt.NDArray[np.generic] = self._run(
+            fill, shape
+        ).copy()  # annotated: numpy's stubs, see [tool.mypy]
+        return out
 
     def _enhance(self, image: Image) -> Image:
         # The preprocessor writes straight into the page-locked buffer: no intermediate copy.

@@ -25,9 +25,10 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Self, TypeAlias, get_args
+from typing import Any, Literal, TypeAlias, get_args
 
 from vehicle_agent.capture.base import BadFrameError, FrameSource, RawFrame, SourceError, SourceInfo
+from vehicle_agent.compat import Self, TaskGroup
 from vehicle_agent.enhance.base import Enhancer, EnhancerError
 from vehicle_agent.events import EventBus
 from vehicle_agent.records import FrameRecord, Image, JsonValue
@@ -516,7 +517,7 @@ class BrokerProxy:
         link = (writer, up_writer)
         self._links.add(link)
         try:
-            async with asyncio.TaskGroup() as group:
+            async with TaskGroup() as group:
                 group.create_task(_pipe(reader, up_writer))
                 group.create_task(_pipe(up_reader, writer))
         finally:

@@ -50,7 +50,7 @@ Speed = Literal["realtime", "max"]
 
 def sample_video() -> Path:
     """The bundled sample footage (real street video, see its licence note beside it)."""
-    return Path(str(resources.files("vehicle_agent.sim").joinpath("samples", SAMPLE_NAME)))
+    return Path(str(resources.files("vehicle_agent.sim") / "samples" / SAMPLE_NAME))
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from vehicle_agent.compat import wait_for
 from vehicle_agent.config import MODEL_BACKENDS, Config
 from vehicle_agent.enhance.manifest import ManifestError
 from vehicle_agent.enhance.store import ModelNotFoundError, ModelStore, default_dirs
@@ -168,7 +169,7 @@ class ModelUpdater:
         await self._start()
         while True:
             try:
-                topic, payload = await asyncio.wait_for(self._queue.get(), self._next_timer())
+                topic, payload = await wait_for(self._queue.get(), self._next_timer())
             except TimeoutError:
                 pass
             else:

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
+from vehicle_agent.compat import wait_for
 from vehicle_agent.config import MqttUplinkConfig
 from vehicle_agent.uplink.outbox import OutMessage
 from vehicle_agent.uplink.topics import (
@@ -368,9 +369,7 @@ class CommandProcessor:
         )
         try:
             try:
-                result = await asyncio.wait_for(
-                    admitted.handler(admitted.args, cid), self.timeout_s
-                )
+                result = await wait_for(admitted.handler(admitted.args, cid), self.timeout_s)
             except CommandFailedError as exc:
                 message_out = self._reply(incoming, cid, name, error=(exc.code, exc.message))
                 outcome = Outcome(

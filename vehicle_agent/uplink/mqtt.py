@@ -44,6 +44,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from vehicle_agent import __version__
 from vehicle_agent.backoff import Backoff
+from vehicle_agent.compat import TaskGroup, wait_for
 from vehicle_agent.config import (
     AgentConfig,
     Config,
@@ -271,9 +272,7 @@ class _Link:
             # ssl.SSLError and CertificateError are OSError / ValueError.
             raise ConnectError(f"{type(exc).__name__}: {exc}") from exc
         try:
-            return await asyncio.wait_for(
-                asyncio.shield(self.connected), self.client.connect_timeout
-            )
+            return await wait_for(asyncio.shield(self.connected), self.client.connect_timeout)
         except TimeoutError:
             raise ConnectError("no CONNACK in time") from None
 
@@ -385,7 +384,7 @@ class _Link:
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
             raise UplinkError(f"subscribe failed: {mqtt.error_string(rc)}")
         self._subscribes[mid] = future
-        return await asyncio.wait_for(future, SUBSCRIBE_TIMEOUT_S)
+        return await wait_for(future, SUBSCRIBE_TIMEOUT_S)
 
     def unsubscribe(self, topic: str) -> None:
         """Fire and forget: a late UNSUBACK changes nothing we track."""
@@ -419,10 +418,10 @@ class _Link:
                 mid = self.publish(status_topic, OFFLINE, retain=True, on_ack=on_ack)
                 if mid is not None:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(asyncio.shield(acked), CLOSE_TIMEOUT_S)
+                        await wait_for(asyncio.shield(acked), CLOSE_TIMEOUT_S)
                 self.client.disconnect()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(self.lost), CLOSE_TIMEOUT_S)
+                    await wait_for(asyncio.shield(self.lost), CLOSE_TIMEOUT_S)
         finally:
             self.abandon()
 
@@ -889,7 +888,7 @@ class MqttUplink(Uplink):
     # -- background tasks ---------------------------------------------------------------------
 
     async def _run(self) -> None:
-        async with asyncio.TaskGroup() as tg:
+        async with TaskGroup() as tg:
             for name, factory in (
                 ("uplink-outbox", self._writer),
                 ("uplink-connection", self._connection_loop),

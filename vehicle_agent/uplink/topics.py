@@ -12,11 +12,11 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import StrEnum
-from typing import Any, Final, Literal, get_args, get_origin
+from typing import Any, Final, Literal, TypeGuard, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from vehicle_agent.compat import StrEnum
 from vehicle_agent.update.manifest import SignedUpdate, UpdateManifest
 
 SCHEMA_VERSION: Final = 1
@@ -481,7 +481,7 @@ def _type_name(annotation: Any) -> str:
         return "null"
     if annotation is Any:
         return "any"
-    if isinstance(annotation, type):
+    if _is_class(annotation):
         if issubclass(annotation, BaseModel):
             return f"[{annotation.__name__}](#{annotation.__name__.lower()})"
         return {"str": "string", "int": "integer", "float": "number", "bool": "boolean"}.get(
@@ -535,8 +535,13 @@ def _model_table(model: type[BaseModel], out: list[str], seen: set[type[BaseMode
         _model_table(sub, out, seen)
 
 
+def _is_class(annotation: Any) -> TypeGuard[type[Any]]:
+    """A class, not an alias such as `list[str]` (which Python 3.10 also counts as a `type`)."""
+    return isinstance(annotation, type) and not isinstance(annotation, types.GenericAlias)
+
+
 def _payload_models(annotation: Any) -> list[type[Payload]]:
-    if isinstance(annotation, type) and issubclass(annotation, Payload):
+    if _is_class(annotation) and issubclass(annotation, Payload):
         return [annotation]
     return [m for a in get_args(annotation) for m in _payload_models(a)]
 
