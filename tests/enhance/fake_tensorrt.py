@@ -149,7 +149,8 @@ class FakeCuda:
         dims = (shape,) if isinstance(shape, int) else tuple(shape)
         nbytes = int(np.prod(dims, dtype=np.int64)) * dt.itemsize
         self.host_live += 1
-        return np.ndarray(dims, dt, buffer=HostMemory(nbytes, self))
+        array: npt.NDArray[Any] = np.ndarray(dims, dt, buffer=HostMemory(nbytes, self))
+        return array
 
     def mem_alloc(self, nbytes: int) -> DeviceAllocation:
         assert self.stack, "mem_alloc without a current context"

@@ -142,7 +142,9 @@ async def test_a_hot_swap_happens_between_frames_and_loses_none(tmp_path: Path) 
 
 
 async def test_the_default_chain_runs_classical_when_its_model_is_absent(tmp_path: Path) -> None:
-    config = parse_config({"enhance": {"model": "absent-model", "gating": {}}, "capture": {"on_end": "stop"}})
+    config = parse_config(
+        {"enhance": {"model": "absent-model", "gating": {}}, "capture": {"on_end": "stop"}}
+    )
     runtime = build_enhancer(config.enhance, tmp_path / "state")
     pipe, sink, seen = pipeline([Step("frame", 30)] * 5, runtime)
     result = await pipe.run(asyncio.Event())
