@@ -278,6 +278,7 @@ def cmd_enhance(args: argparse.Namespace) -> int:
         SceneGate,
         enhance_path,
     )
+    from vehicle_agent.enhance.store import default_dirs  # noqa: PLC0415
 
     config = _config(args.config)
     _setup_logging(args, config)
@@ -291,6 +292,15 @@ def cmd_enhance(args: argparse.Namespace) -> int:
         )
     except ValidationError as exc:
         raise CliError(f"--model: {exc.errors()[0]['msg']}", EXIT_USAGE) from None
+    if args.model is not None:
+        from vehicle_agent.enhance.store import ModelNotFoundError, ModelStore  # noqa: PLC0415
+
+        store = ModelStore(default_dirs(config.agent.state_dir, enhance.model_dirs))
+        try:
+            store.find(args.model)
+        except ModelNotFoundError as exc:
+            names = ", ".join(store.names()) or "none"
+            raise CliError(f"--model: {exc} (installed: {names})", EXIT_USAGE) from None
     chain = None
     if args.backend is not None:
         same = [c for c in enhance.chain if c.type == args.backend]

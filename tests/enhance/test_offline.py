@@ -10,6 +10,9 @@ import pytest
 
 from tests.enhance.helpers import frame, reference
 from vehicle_agent.cli import main
+from vehicle_agent.config import Config
+from vehicle_agent.enhance.base import Enhancer
+from vehicle_agent.enhance.offline import SceneGate
 
 
 def test_enhance_an_image_with_a_named_model(
@@ -40,17 +43,43 @@ def test_enhance_a_folder_with_one_backend_only(
     assert "enhanced 3 frame(s) with onnxruntime:tiny" in capsys.readouterr().out
 
 
-def test_a_missing_model_falls_back_to_passthrough_with_one_backend(
+def test_naming_a_model_that_is_not_installed_is_an_error_not_a_fallback(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # Issue 21: `--model NAME` forces that model; a name that does not exist used to fall back
+    # to passthrough with exit 0, which hid the typo.
     src, out = tmp_path / "in.png", tmp_path / "out.png"
     cv2.imwrite(str(src), frame())
     args = ["enhance", str(src), "--out", str(out), "--backend", "onnxruntime", "--model", "nope"]
-    assert main(args) == 0
-    written = cv2.imread(str(out))
-    assert written is not None
-    assert np.array_equal(written, frame())
-    assert "with passthrough" in capsys.readouterr().out
+    assert main(args) == 2
+    assert not out.exists()
+    err = capsys.readouterr().err
+    assert "--model: model 'nope' not found" in err
+    assert "installed: fast-enhance" in err
+
+
+def test_offline_gating_follows_the_scene_condition_as_the_daemon_does() -> None:
+    gate = SceneGate(Config())
+    dark = np.full((120, 160, 3), 12, np.uint8)
+    assert gate.condition(dark) == "low_light"
+
+    class Recorder(Enhancer):
+        def __init__(self) -> None:
+            self.seen: list[str | None] = []
+            self.name = "recorder"
+
+        def set_condition(self, condition: str | None) -> None:
+            self.seen.append(condition)
+
+        def _enhance(self, image: np.ndarray) -> np.ndarray:
+            return image
+
+    recorder = Recorder()
+    gate.enhance(recorder, dark)  # a still image: given switch_after_frames times
+    assert recorder.seen == ["low_light"] * Config().enhance.switch_after_frames
+    recorder.seen.clear()
+    gate.enhance(recorder, dark, t=0.0)  # a video frame: once, through the tracker
+    assert recorder.seen == ["low_light"]
 
 
 def test_a_bad_model_name_is_a_usage_error(
