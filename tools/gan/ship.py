@@ -356,8 +356,10 @@ Turn it on where a GPU runs it (TensorRT) and the fleet's own footage says it he
   pairs and burst truth frames were tried as separate experiments (docs/benchmarks.md, "The
   seeds' other training methods") and did not feed this model: the bank's sensor renderer
   already models the camera noise it would learn, and there are no real bursts of street scenes.
-- Seed 002's deblur → derain transfer: not used here (measured in docs/benchmarks.md; the
-  transfer did not beat training on the mixed set directly).
+- Seed 002's deblur → derain transfer: not used here. Its own experiment (docs/benchmarks.md,
+  "Deblur → derain transfer") gained next to nothing at a CPU budget, and even its
+  blur-pretrained model did not deblur held-out frames; this model does not deblur either
+  (motion blur + noise stays at identity or just below).
 - Seeds 003/004 (EnlightenGAN): the attention-guided U-Net is not used; its unpaired training
   is a separate experiment.
 
