@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -184,3 +185,29 @@ async def test_stop_during_a_long_model_load_does_not_wait_for_it() -> None:
     assert result.frames_in == 0
     assert events[-1].type == "pipeline_stopped"
     assert fan.duty == 0.0
+
+
+async def test_a_fan_that_cannot_open_leaves_the_pipeline_running(tmp_path: Path) -> None:
+    """Issue 22: a fan driver that fails to open is an event and an alarm on every frame's
+    actuation, never the end of capture, enhancement and uplink."""
+    root = tmp_path / "no-pwm"  # no pwmchip0: the overlay was never loaded
+    config = parse_config(
+        {
+            "capture": {"on_end": "stop"},
+            "control": {"fan": {"driver": "sysfs", "chip": 0, "root": str(root)}},
+        }
+    )
+    pipeline, sink, events, _ = build(config, 30, PassthroughEnhancer(), live=False, lossless=True)
+    pipeline.parts.fan = None  # built from [control.fan], as `run` does
+    result = await pipeline.run(asyncio.Event())
+    assert result.frames_out == 30
+    assert result.stop_reason == "end_of_stream"
+    last = sink.records[-1].actuation
+    assert last is not None
+    assert last.fan_driver == "sysfs"
+    types = [e.type for e in events]
+    assert "pipeline_started" in types
+    assert "pipeline_stopped" in types
+    (fault,) = [e for e in events if e.type == "actuator_fault"]
+    assert fault.data["actuator"] == "fan:sysfs"
+    assert "actuator_fault:fan:sysfs" in last.alarms

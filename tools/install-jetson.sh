@@ -39,6 +39,8 @@ system() { [ -z "$DEST" ] && "$@" || true; }
 if [ "$UNINSTALL" = 1 ]; then
   system systemctl disable --now vehicle-agent.service
   rm -f "$DEST/etc/systemd/system/vehicle-agent.service"
+  rm -f "$DEST/etc/udev/rules.d/99-vehicle-agent.rules"
+  system udevadm control --reload-rules
   system systemctl daemon-reload
   rm -rf "${DEST:?}$PREFIX"
   if [ "$PURGE" = 1 ]; then
@@ -71,6 +73,11 @@ install -m 0644 README.md "$DEST$PREFIX/share/README.md"
 install -d -m 0755 "$DEST/etc/systemd/system" "$DEST/etc/vehicle-agent"
 install -d -m 0700 "$DEST/etc/vehicle-agent/credentials"
 install -m 0644 systemd/vehicle-agent.service "$DEST/etc/systemd/system/vehicle-agent.service"
+# PWM (sysfs fan), GPIO chips and the module's serial port for the groups gpio and dialout.
+install -d -m 0755 "$DEST/etc/udev/rules.d"
+install -m 0644 systemd/99-vehicle-agent.rules "$DEST/etc/udev/rules.d/99-vehicle-agent.rules"
+system udevadm control --reload-rules
+system udevadm trigger --subsystem-match=pwm --subsystem-match=tty --subsystem-match=gpio
 if [ ! -e "$DEST/etc/vehicle-agent/vehicle-agent.toml" ]; then
   install -m 0640 systemd/vehicle-agent.toml "$DEST/etc/vehicle-agent/vehicle-agent.toml"
 fi

@@ -360,7 +360,15 @@ class Pipeline:
             t=record.frame.t_video,
             frame=record.frame.seq,
         )
-        result = record.replace(actuation=Actuation(fan_duty=duty))
+        control = self.control
+        result = record.replace(
+            actuation=Actuation(
+                fan_duty=duty,
+                fan_driver=control.fan.name,
+                alarms=control.alarms,
+                lens_service_required=control.lens_service_required,
+            )
+        )
         for observer in self.parts.actuation_observers:
             observer(result)
         return result
@@ -435,6 +443,9 @@ class Pipeline:
             config_digest=self.config.digest(),
             set_enhancer=self.set_enhancer,
             clean_lens=self.control.clean_lens if self.control is not None else None,
+            clear_lens_service=(
+                self.control.clear_lens_service if self.control is not None else None
+            ),
             reload_models=self.reload_models,
         )
 

@@ -157,6 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--config", type=Path, help="the daemon's config (for its metrics port)")
     status.add_argument("--url", help="metrics URL (default: from the config, else port 9108)")
 
+    safe = sub.add_parser(
+        "safe-state",
+        help="put the configured fan and cooler in their safe state and exit (the unit's "
+        "ExecStopPost=)",
+    )
+    safe.add_argument("--config", type=Path, required=True, help="TOML config file")
+
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("file", type=Path, metavar="FILE")
     return parser
@@ -179,10 +186,16 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from vehicle_agent.control.build import SIMULATED_REFUSED, fan_problem  # noqa: PLC0415
     from vehicle_agent.service.daemon import run_daemon  # noqa: PLC0415 - keeps `--help` fast
 
     config = load_config(args.config)
+    problem = fan_problem(config.control)
+    if problem == SIMULATED_REFUSED:
+        raise CliError(f"[control.fan] driver 'simulated': {problem}", EXIT_USAGE)
     _setup_logging(args, config)
+    if problem is not None:
+        logger.warning("%s", problem)
     logger.info(
         "vehicle-agent %s: vehicle %s, camera %s",
         __version__,
@@ -201,6 +214,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         result.fps,
     )
     return EXIT_FAILURE if result.stop_reason == "source_gave_up" else EXIT_OK
+
+
+def cmd_safe_state(args: argparse.Namespace) -> int:
+    from vehicle_agent.service.safe_state import make_safe  # noqa: PLC0415
+
+    config = load_config(args.config)
+    failed = asyncio.run(make_safe(config.control))
+    for reason in failed:
+        print(f"vehicle-agent: safe-state: {reason}", file=sys.stderr)
+    return EXIT_FAILURE if failed else EXIT_OK
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -349,6 +372,7 @@ COMMANDS = {
     "enhance": cmd_enhance,
     "check-config": cmd_check_config,
     "status": cmd_status,
+    "safe-state": cmd_safe_state,
 }
 
 

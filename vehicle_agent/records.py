@@ -122,6 +122,12 @@ class Actuation:
 
     fan_duty: float
     """Fan duty cycle in [0, 1]."""
+    fan_driver: str = ""
+    """The fan driver's name ('mcu', 'sysfs', 'none', …); empty when unknown."""
+    alarms: tuple[str, ...] = ()
+    """Control alarms active at this frame (`ControlLoop.alarms`)."""
+    lens_service_required: bool = False
+    """The cleaning retries were spent; latched until a cleaning succeeds or a command clears it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -160,7 +160,8 @@ def fail_all(m: CleaningStateMachine) -> CleaningOutput:
 def test_after_the_retries_the_cleaning_fails_and_backs_off() -> None:
     m = machine()
     out = fail_all(m)
-    assert types(out.events) == ["cleaning_finished", "cleaning_failed"]
+    # Issue 22: spent retries now also latch lens_service_required (tested below).
+    assert types(out.events) == ["cleaning_finished", "cleaning_failed", "lens_service_required"]
     assert data(out, "cleaning_failed") == {
         "cycle": 1,
         "attempts": 3,

@@ -13,25 +13,26 @@ import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from firmware_bridge import Fault
+from tests.control.conftest import FakePwmKernel
+from vehicle_agent.config_base import ConfigModel
 from vehicle_agent.control.build import create_fan
-from vehicle_agent.control.fan import FanError, FanUnavailableError
+from vehicle_agent.control.fan import FanError, FanUnavailableError, NoFan
 from vehicle_agent.control.gpio_fan import GpioZeroFan
 from vehicle_agent.control.mcu_fan import McuFan
 from vehicle_agent.control.settings import (
     GpioZeroFanConfig,
     McuFanConfig,
+    NoFanConfig,
     SimulatedFanConfig,
     SysfsPwmFanConfig,
 )
 from vehicle_agent.control.sysfs_fan import SysfsPwmError, SysfsPwmFan
-from vehicle_agent.sim.hardware import SimulatedFan
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from firmware_bridge.bridge import McuBridge
     from firmware_bridge.sim import FirmwareSimulator
-    from tests.control.conftest import FakePwmKernel
 
 # -- gpiozero -----------------------------------------------------------------------------------
 
@@ -208,7 +209,10 @@ def test_sysfs_reads_the_tach_from_hwmon(kernel: FakePwmKernel, tmp_path: Path) 
 
 
 def test_create_fan_builds_the_configured_driver(kernel: FakePwmKernel) -> None:
-    assert isinstance(create_fan(SimulatedFanConfig(), 0.1), SimulatedFan)
+    # Issue 22: the registry no longer falls back to (or builds) the simulator's fan.
+    with pytest.raises(FanUnavailableError, match="only in `vehicle-agent simulate` and tests"):
+        create_fan(SimulatedFanConfig(), 0.1)
+    assert isinstance(create_fan(NoFanConfig(), 0.1), NoFan)
     kernel.export(0, 0)  # the registry uses the real attribute I/O: no fake kernel to export
     sysfs = create_fan(SysfsPwmFanConfig(chip=0, channel=0, root=kernel.root), 0.0)
     assert isinstance(sysfs, SysfsPwmFan)
@@ -216,6 +220,42 @@ def test_create_fan_builds_the_configured_driver(kernel: FakePwmKernel) -> None:
         create_fan(McuFanConfig(), 0.3)
     with pytest.raises(FanUnavailableError, match="backend unavailable"):
         create_fan(GpioZeroFanConfig(pin="GPIO18", pin_factory="native"), 0.0)
+
+
+def test_the_registry_fails_closed_on_a_driver_it_does_not_know() -> None:
+    class PwmFanConfig(ConfigModel):  # a driver added to the config but not to the registry
+        driver: str = "pwm"
+
+    with pytest.raises(FanUnavailableError, match=r"fan pwm: .*no such fan driver"):
+        create_fan(PwmFanConfig(), 0.0)  # type: ignore[arg-type]
+
+
+def _controller(kernel: FakePwmKernel, chip: int, name: str) -> None:
+    """Link pwmchipN/device to a platform device named `name`, as the kernel does."""
+    device = kernel.root.parent.parent / "devices" / "platform" / "bus@0" / name
+    device.mkdir(parents=True)
+    (kernel.root / f"pwmchip{chip}" / "device").symlink_to(device)
+
+
+def test_a_header_pin_finds_its_controllers_chip_whatever_its_number(tmp_path: Path) -> None:
+    kernel = FakePwmKernel(tmp_path / "sys" / "class" / "pwm", {0: 1, 3: 1, 4: 1})
+    _controller(kernel, 0, "32f0000.pwm")
+    _controller(kernel, 3, "32c0000.pwm")  # Orin Nano header pin 33 (PWM5)
+    _controller(kernel, 4, "3280000.pwm")
+    kernel.export(3, 0)
+    config = SysfsPwmFanConfig(board="orin-nano", pin=33, root=kernel.root)
+    fan = create_fan(config, 0.0)
+    assert isinstance(fan, SysfsPwmFan)
+    assert fan.chip_dir == kernel.root / "pwmchip3"
+    assert fan.channel == 0
+
+
+def test_a_header_pin_whose_controller_is_absent_says_to_mux_it(tmp_path: Path) -> None:
+    kernel = FakePwmKernel(tmp_path / "sys" / "class" / "pwm", {0: 1})
+    _controller(kernel, 0, "32f0000.pwm")
+    config = SysfsPwmFanConfig(board="agx-orin", pin=18, root=kernel.root)
+    with pytest.raises(FanUnavailableError, match=r"32c0000\.pwm .*jetson-io"):
+        create_fan(config, 0.0)
 
 
 # -- the microcontroller ------------------------------------------------------------------------

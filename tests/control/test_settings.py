@@ -13,6 +13,7 @@ from vehicle_agent.control.settings import (
     ControlLoopConfig,
     GpioZeroFanConfig,
     McuFanConfig,
+    NoFanConfig,
     SimulatedFanConfig,
     SysfsPwmFanConfig,
     ThermalConfig,
@@ -25,12 +26,13 @@ def test_every_control_model_is_checked_by_the_config_walker() -> None:
     walked = set(all_models())
     control = {m for m in walked if m.__module__ == "vehicle_agent.control.settings"}
     assert ControlConfig in control
-    assert len(control) == 9
+    assert len(control) == 10  # NoFanConfig joined the drivers (issue 22)
 
 
-def test_defaults_are_a_simulated_fan_without_a_module() -> None:
+def test_defaults_are_no_fan_without_a_module() -> None:
+    # Issue 22: the default used to be the simulated fan, which a vehicle's `run` then built.
     config = ControlConfig()
-    assert isinstance(config.fan, SimulatedFanConfig)
+    assert isinstance(config.fan, NoFanConfig)
     assert config.mcu is None
 
 
@@ -38,6 +40,8 @@ def test_defaults_are_a_simulated_fan_without_a_module() -> None:
     ("fan", "kind"),
     [
         ({"driver": "simulated"}, SimulatedFanConfig),
+        ({"driver": "none"}, NoFanConfig),
+        ({"driver": "sysfs", "board": "orin-nx", "pin": 15}, SysfsPwmFanConfig),
         ({"driver": "gpiozero", "pin": "GPIO18"}, GpioZeroFanConfig),
         ({"driver": "sysfs", "chip": 1, "channel": 2}, SysfsPwmFanConfig),
     ],
@@ -62,6 +66,9 @@ def test_mcu_driver_with_its_port() -> None:
         ({"fan": {"driver": "pwm"}}, "does not match any of the expected tags"),
         ({"fan": {"driver": "gpiozero", "pin": "GPIO18", "pwm": 1}}, "Extra inputs"),
         ({"fan": {"driver": "sysfs", "chip": 999}}, "less than or equal to 255"),
+        ({"fan": {"driver": "sysfs", "board": "orin-nano"}}, "board and pin go together"),
+        ({"fan": {"driver": "sysfs", "board": "orin-nano", "pin": 12}}, "PWM pins: 15, 32, 33"),
+        ({"fan": {"driver": "sysfs", "board": "tx2", "pin": 32}}, "orin-nano"),
         ({"loop": {"refresh_interval_s": 1.0, "max_duration_s": 2.0}}, "3 × refresh_interval_s"),
         ({"thermal": {"hot_warning_c": 70.0, "hot_critical_c": 65.0}}, "hot_warning_c"),
         ({"thermal": {"sensor_warning_c": 90.0}}, "sensor_warning_c must be below"),

@@ -19,6 +19,9 @@ from tests.uplink.broker import Broker, Certs
 from tests.uplink.helpers import make_uplink, mqtt_config, record, wait_for
 from tools.fleet import FleetClient, FrameAssembler
 from vehicle_agent.config import Config, PassthroughEnhancerConfig
+from vehicle_agent.records import Actuation
+from vehicle_agent.uplink.telemetry import SystemSample, TelemetryAggregator
+from vehicle_agent.uplink.topics import OutboxStatus, UplinkStatus
 
 pytestmark = pytest.mark.usefixtures("vehicle_password")
 
@@ -399,3 +402,73 @@ async def test_a_clean_lens_running_at_a_clean_stop_is_answered_interrupted(
     assert message.correlation == b"cl-stop"
     reply = json.loads(message.payload)
     assert (reply["id"], reply["ok"], reply["error"]["code"]) == ("cl-stop", False, "interrupted")
+
+
+async def test_clear_lens_service_releases_the_latch_and_telemetry_carries_it(
+    broker: Broker, certs: Certs, tmp_path: Path, operator: FleetClient
+) -> None:
+    """Issue 22: the fleet clears `lens_service_required` once the lens was serviced; the
+    latch, the fan driver and the alarms ride in telemetry."""
+    latch = {"on": True}
+
+    def clear() -> Mapping[str, Any]:
+        was, latch["on"] = latch["on"], False
+        return {"cleared": was, "lens_service_required": latch["on"]}
+
+    uplink, _ = make_uplink(config_for(broker, certs, tmp_path), clear_lens_service=clear)
+    await uplink.start()
+    try:
+        await wait_for(lambda: uplink.connected, 10, "connected")
+        serviced = record(0).replace(
+            actuation=Actuation(
+                0.3, fan_driver="mcu", alarms=("lens_service_required",), lens_service_required=True
+            )
+        )
+        await uplink.on_frame(serviced)
+        status = await operator.send("veh-1", "get_status")
+        assert status.ok
+        first = await operator.send("veh-1", "clear_lens_service")
+        assert first.result == {"cleared": True, "lens_service_required": False}
+        again = await operator.send("veh-1", "clear_lens_service")
+        assert again.result == {"cleared": False, "lens_service_required": False}
+    finally:
+        await uplink.close()
+    without, _ = make_uplink(config_for(broker, certs, tmp_path / "other"))
+    await without.start()
+    try:
+        await wait_for(lambda: without.connected, 10, "connected")
+        refused = await operator.send("veh-1", "clear_lens_service")
+        assert refused.error is not None
+        assert refused.error.code == "unavailable"
+    finally:
+        await without.close()
+
+
+def test_telemetry_carries_the_fan_driver_alarms_and_the_service_latch() -> None:
+    aggregator = TelemetryAggregator("veh-1", "front", started=0.0)
+    aggregator.on_frame(
+        record(0).replace(
+            actuation=Actuation(
+                0.3,
+                fan_driver="none",
+                alarms=("no_real_fan", "lens_service_required"),
+                lens_service_required=True,
+            )
+        )
+    )
+    telemetry = aggregator.snapshot(
+        seq=1,
+        now_wall=1.0,
+        counters={},
+        system=SystemSample(0.0, 0.0, 0.0, 0.0),
+        uplink=UplinkStatus(
+            connected=True,
+            connects=1,
+            sent=0,
+            outbox=OutboxStatus(pending=0, pending_bytes=0, dropped={}),
+        ),
+        now_mono=1.0,
+    )
+    assert telemetry.fan_driver == "none"
+    assert telemetry.alarms == ["no_real_fan", "lens_service_required"]
+    assert telemetry.lens_service_required is True

@@ -19,6 +19,11 @@ Decisions:
   against the automatic loop oscillating or hammering a lens it cannot clean, not against an
   operator who asked. It runs one attempt (no retries, no back-off: the operator sees the
   result) and is refused only while a cleaning is already running.
+- When an automatic cleaning has spent all its retries (`cleaning_failed`), the machine
+  latches `service_required` (`lens_service_required` event): the lens needs a person. Automatic
+  cleaning still resumes after each back-off (rain may wash it off); the latch is released
+  only by a cleaning that succeeds or by `clear_service()` (the `clear_lens_service` command),
+  each with `lens_service_cleared`.
 - `adhesion_detected` / `adhesion_cleared` report the lens as this policy sees it: raised on
   the detector's flag, but never in the middle of a cleaning, so a log always reads
   detected → started → finished → cleared.
@@ -94,6 +99,10 @@ class CleaningStateMachine:
         self._next_auto = -math.inf
         self._backoff_until = -math.inf
         self._skip_noted = False
+        self.service_required = False
+        """Latched after a cleaning that spent all its retries; see the module docstring."""
+        self.service_requests = 0
+        """Times the latch was set."""
 
     @property
     def duty(self) -> float | None:
@@ -160,7 +169,19 @@ class CleaningStateMachine:
             self._start(now, events, reason, manual=True, burst_s=burst_s or self.config.burst_s)
         return self._output(events)
 
+    def clear_service(self, reason: str = "command") -> CleaningOutput:
+        """Release the `lens_service_required` latch (the lens was serviced)."""
+        events: list[ControlEvent] = []
+        self._release_service(events, reason)
+        return self._output(events)
+
     # -- transitions
+
+    def _release_service(self, events: list[ControlEvent], reason: str) -> None:
+        if not self.service_required:
+            return
+        self.service_required = False
+        events.append(ControlEvent("lens_service_cleared", {"reason": reason}))
 
     def _advance(self, now: float, events: list[ControlEvent], *, reading: bool) -> None:
         cycle = self._cycle
@@ -299,6 +320,7 @@ class CleaningStateMachine:
             self.failed += 1
         elif success:
             self.succeeded += 1
+            self._release_service(events, "cleaning_succeeded")
         if success is False and not cycle.manual:
             self._backoff_until = now + self.config.backoff_s
             self.state = CleaningState.BACKOFF
@@ -314,6 +336,19 @@ class CleaningStateMachine:
                     },
                 )
             )
+            if not self.service_required:
+                self.service_required = True
+                self.service_requests += 1
+                events.append(
+                    ControlEvent(
+                        "lens_service_required",
+                        {
+                            "cycle": cycle.number,
+                            "attempts": cycle.attempt,
+                            "score": _round(self._score),
+                        },
+                    )
+                )
         else:
             self.state = CleaningState.IDLE
         # After a failure, cleaning_failed already says why nothing happens until the back-off

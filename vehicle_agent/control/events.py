@@ -100,6 +100,24 @@ CONTROL_EVENTS: Mapping[str, tuple[str, Mapping[str, str], int]] = {
         },
         logging.WARNING,
     ),
+    "lens_service_required": (
+        (
+            "An automatic cleaning spent all its retries: the lens needs service. Latched "
+            "(telemetry `lens_service_required`, metric `vehicle_agent_lens_service_required`) "
+            "until a cleaning succeeds or the `clear_lens_service` command."
+        ),
+        {
+            "cycle": _CYCLE,
+            "attempts": "bursts blown in the failed cleaning",
+            "score": "adhesion score 0–1 at the end, or null",
+        },
+        logging.ERROR,
+    ),
+    "lens_service_cleared": (
+        "The lens_service_required latch was released.",
+        {"reason": "'cleaning_succeeded' or 'command'"},
+        logging.INFO,
+    ),
     "cleaning_skipped": (
         "A cleaning was wanted but not started.",
         {
@@ -169,6 +187,14 @@ CONTROL_EVENTS: Mapping[str, tuple[str, Mapping[str, str], int]] = {
         "The fan or the cooler could not be commanded (repeats are counted, not emitted).",
         {"actuator": "'fan:<driver>' or 'cooler:<link>'", "error": "what failed"},
         logging.ERROR,
+    ),
+    "no_real_fan": (
+        (
+            'Control started with `[control.fan] driver = "none"`: cleaning and thermal '
+            "control drive no fan (alarm `no_real_fan` in telemetry and status)."
+        ),
+        {"message": "what to configure"},
+        logging.WARNING,
     ),
     "actuator_recovered": (
         "A failing actuator took a command again.",

@@ -45,6 +45,8 @@ class Fan(abc.ABC):
     """
 
     name: str = "fan"
+    real: bool = True
+    """False for `NoFan`: nothing physical is driven (the loop raises the `no_real_fan` alarm)."""
     has_fallback: bool = False
     """True when the hardware reverts to a safe duty by itself once `refresh()` stops (the
     microcontroller's `max_duration`). Without it, a dead daemon leaves the last duty applied
@@ -94,3 +96,17 @@ class Fan(abc.ABC):
     async def aclose(self) -> None:
         """Like `close`, but also brings hardware reached over a link to its safe duty now."""
         self.close()
+
+
+class NoFan(Fan):
+    """No fan wired (`driver = "none"`): duties are recorded and drive nothing.
+
+    Control keeps running (cleaning wishes, thermal alarms are still reported), and the loop
+    raises the `no_real_fan` alarm so the vehicle's telemetry and status say so.
+    """
+
+    name = "none"
+    real = False
+
+    def _apply(self, duty: float) -> None:
+        del duty

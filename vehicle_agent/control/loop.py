@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+NO_REAL_FAN_MESSAGE = "set [control.fan] driver = 'mcu' (or 'sysfs', 'gpiozero'): docs/service.md"
+
 DUTY_RESOLUTION = 3
 """Decimals a duty is rounded to before it is applied (the MCU's wire carries thousandths)."""
 
@@ -211,6 +213,8 @@ class ControlLoop:
         if self._task is not None:
             raise RuntimeError("ControlLoop is already running")
         self._stopping = False
+        if not self.fan.real:
+            self._emit_now("no_real_fan", message=NO_REAL_FAN_MESSAGE)
         self._task = asyncio.create_task(self._run(), name="control-refresh")
         return self
 
@@ -317,21 +321,45 @@ class ControlLoop:
             self._waiters.pop(cycle, None)
         return {"started": True, **result}
 
+    def clear_lens_service(self) -> Mapping[str, JsonValue]:
+        """The MQTT `clear_lens_service` command: release the `lens_service_required` latch."""
+        was = self.cleaning.service_required
+        out = self.cleaning.clear_service("command")
+        self._emit_events(out.events, None)
+        return {"cleared": was, "lens_service_required": self.cleaning.service_required}
+
     # -- outputs
+
+    @property
+    def lens_service_required(self) -> bool:
+        """Latched after the cleaning retries were spent, until a success or the command."""
+        return self.cleaning.service_required
 
     @property
     def video_t(self) -> float:
         """Video time of the latest frame the loop saw (seconds; 0 before the first)."""
         return self._video_t
 
-    def snapshot(self) -> ControlSnapshot:
+    @property
+    def alarms(self) -> tuple[str, ...]:
+        """Alarms active now: thermal and sensor ones, failing actuators, `no_real_fan`,
+        `lens_service_required` (cheap: no hardware read, called for every frame)."""
         thermal = self.thermal
-        cooler = self.decision.cooler
         alarms: tuple[str, ...] = thermal.alarms if thermal is not None else ()
         if self._fan_health.failing:
             alarms = (*alarms, f"actuator_fault:{self._fan_health.actuator}")
         if self._cooler_health.failing:
             alarms = (*alarms, f"actuator_fault:{self._cooler_health.actuator}")
+        if not self.fan.real:
+            alarms = (*alarms, "no_real_fan")
+        if self.cleaning.service_required:
+            alarms = (*alarms, "lens_service_required")
+        return alarms
+
+    def snapshot(self) -> ControlSnapshot:
+        thermal = self.thermal
+        cooler = self.decision.cooler
+        alarms = self.alarms
         return ControlSnapshot(
             fan_driver=self.fan.name,
             fan_duty=self.fan.duty,
@@ -365,6 +393,7 @@ class ControlLoop:
             "sensor_faults": 0 if stats is None else stats.sensor_faults,
             "mcu_faults": 0 if stats is None else stats.mcu_faults,
             "actuator_faults": self._fan_health.failures + self._cooler_health.failures,
+            "lens_service_requests": cleaning.service_requests,
             "max_fan_duty": round(self.max_fan_duty, 3),
             "max_temperatures_c": max_c,
         }

@@ -13,13 +13,23 @@ from pydantic import Field, model_validator
 
 from vehicle_agent.compat import Self
 from vehicle_agent.config_base import ConfigModel
+from vehicle_agent.control.jetson_pins import JETSON_PWM_PINS, JetsonBoard
 
 # -- fan drivers, by `driver` ---------------------------------------------------------------
 
 
+class NoFanConfig(ConfigModel):
+    driver: Literal["none"] = Field(
+        "none",
+        description="No fan is wired: cleaning and thermal control drive nothing. `run` warns "
+        "at start, in events, telemetry and status (alarm `no_real_fan`).",
+    )
+
+
 class SimulatedFanConfig(ConfigModel):
     driver: Literal["simulated"] = Field(
-        "simulated", description="A fan in memory, for the bench and tests."
+        "simulated",
+        description="A fan in memory: `vehicle-agent simulate` and tests only; `run` refuses it.",
     )
 
 
@@ -52,8 +62,25 @@ class SysfsPwmFanConfig(ConfigModel):
         "sysfs",
         description="Hardware PWM through Linux sysfs (/sys/class/pwm): Jetson boards.",
     )
-    chip: int = Field(0, ge=0, le=255, description="PWM chip number N of pwmchipN.")
-    channel: int = Field(0, ge=0, le=255, description="Channel M of the chip (pwmM).")
+    board: JetsonBoard | None = Field(
+        None,
+        description="Jetson carrier board whose 40-pin header `pin` is on: 'orin-nano', "
+        "'orin-nx' (p3768/p3509 carriers) or 'agx-orin' (p3737); with `pin`, the PWM controller "
+        "and channel come from the board's table (docs/service.md) and `chip`/`channel` are unused.",
+    )
+    pin: int | None = Field(
+        None,
+        ge=1,
+        le=40,
+        description="Header pin (BOARD numbering) of the fan's PWM, e.g. 33 on an Orin Nano; "
+        "needs `board`. The pin must be muxed to PWM first (jetson-io).",
+    )
+    chip: int = Field(
+        0, ge=0, le=255, description="PWM chip number N of pwmchipN (without `board`/`pin`)."
+    )
+    channel: int = Field(
+        0, ge=0, le=255, description="Channel M of the chip (pwmM) (without `board`/`pin`)."
+    )
     frequency_hz: float = Field(
         25_000.0, ge=1.0, le=1_000_000.0, description="PWM frequency, Hz (4-wire fans: 25 kHz)."
     )
@@ -73,6 +100,17 @@ class SysfsPwmFanConfig(ConfigModel):
         description="How long to wait for udev to make an exported channel writable, seconds.",
     )
 
+    @model_validator(mode="after")
+    def _pin_on_its_board(self) -> SysfsPwmFanConfig:
+        if (self.board is None) != (self.pin is None):
+            raise ValueError("board and pin go together (or neither: chip and channel)")
+        if self.board is not None and self.pin is not None:
+            pins = JETSON_PWM_PINS[self.board]
+            if self.pin not in pins:
+                known = ", ".join(str(p) for p in sorted(pins))
+                raise ValueError(f"pin {self.pin} of {self.board} has no PWM; PWM pins: {known}")
+        return self
+
 
 class McuFanConfig(ConfigModel):
     driver: Literal["mcu"] = Field(
@@ -82,7 +120,7 @@ class McuFanConfig(ConfigModel):
 
 
 FanDriverConfig = Annotated[
-    SimulatedFanConfig | GpioZeroFanConfig | SysfsPwmFanConfig | McuFanConfig,
+    NoFanConfig | SimulatedFanConfig | GpioZeroFanConfig | SysfsPwmFanConfig | McuFanConfig,
     Field(discriminator="driver"),
 ]
 
@@ -301,7 +339,10 @@ class ThermalConfig(ConfigModel):
 
 class ControlConfig(ConfigModel):
     fan: FanDriverConfig = Field(
-        default_factory=SimulatedFanConfig, description="The lens-cleaning fan's driver."
+        default_factory=NoFanConfig,
+        description="The lens-cleaning fan's driver: 'mcu' (the camera module's "
+        "microcontroller, the vehicle default), 'sysfs' (Jetson hardware PWM), 'gpiozero', "
+        "'none' (warned about) or 'simulated' (`simulate` and tests only).",
     )
     safe_duty: float = Field(
         0.0,

@@ -38,6 +38,29 @@ class SysfsPwmError(FanError):
         super().__init__("sysfs", f"{path}: {reason}")
 
 
+def find_chip(root: Path, controller: str) -> int:
+    """The N of the `pwmchipN` that PWM controller `controller` (e.g. '32c0000.pwm') registered.
+
+    Chip numbers follow probe order, so a header pin is mapped to its controller and the chip
+    is looked up each start: `pwmchipN` links into `/sys/devices/…/<controller>/pwm/` and its
+    `device` link names the controller.
+    """
+    chips = sorted(root.glob("pwmchip*")) if root.is_dir() else []
+    for chip in chips:
+        device = chip / "device"
+        names = {device.resolve().name} if device.exists() else set()
+        if controller in names or controller in chip.resolve().parts:
+            with_number = chip.name.removeprefix("pwmchip")
+            if with_number.isdigit():
+                return int(with_number)
+    found = ", ".join(c.name for c in chips) or "none"
+    raise FanUnavailableError(
+        "sysfs",
+        f"no PWM chip of controller {controller} under {root} (chips: {found}); is the pin "
+        "muxed to PWM (sudo /opt/nvidia/jetson-io/jetson-io.py) and the board right?",
+    )
+
+
 class SysfsAttributes:
     """Reads and writes sysfs attributes; tests replace it with a fake kernel over tmp_path.
 

@@ -121,6 +121,13 @@ class PipelineCollector(Collector):
         yield depth
         if pipeline.control is not None:
             yield from _control_metrics(pipeline.control.snapshot())
+            service = GaugeMetricFamily(
+                f"{PREFIX}_lens_service_required",
+                "1 while the lens needs service (cleaning retries spent), until a cleaning "
+                "succeeds or clear_lens_service",
+            )
+            service.add_metric([], float(pipeline.control.lens_service_required))
+            yield service
         record = pipeline.last_record
         if record is not None and record.quality is not None:
             quality = GaugeMetricFamily(
@@ -176,6 +183,8 @@ def _control_metrics(snap: ControlSnapshot) -> Iterator[Metric]:
             "cleaning": snap.cleaning_state,
             "fan_decided_by": snap.decided_by,
             "thermal": snap.thermal_level or "none",
+            "fan_driver": snap.fan_driver,
+            "alarms": ",".join(snap.alarms),
         },
     )
     yield state

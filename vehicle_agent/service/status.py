@@ -39,12 +39,24 @@ def fetch_status(url: str, timeout_s: float = 3.0) -> Status:
                 status.info.update(sample.labels)
             elif sample.name == f"{PREFIX}_enhancer_info":
                 status.info["enhancer"] = sample.labels.get("backend", "")
+            elif sample.name == f"{PREFIX}_control_info":
+                status.info["fan_driver"] = sample.labels.get("fan_driver", "")
+                status.info["alarms"] = sample.labels.get("alarms", "")
             elif sample.labels:
                 label = next(iter(sample.labels.values()))
                 status.labelled.setdefault(name, {})[label] = sample.value
             else:
                 status.values[name] = sample.value
     return status
+
+
+def _fan_driver(status: Status) -> str:
+    driver = status.info.get("fan_driver")
+    if not driver:
+        return ""
+    if driver == "none":
+        return " (driver none: NO REAL FAN, see docs/service.md)"
+    return f" ({driver})"
 
 
 def format_status(status: Status) -> str:
@@ -64,13 +76,16 @@ def format_status(status: Status) -> str:
         ),
         f"  source   {int(v.get('source_reconnects_total', 0))} reconnects",
         f"  enhance  {status.info.get('enhancer', '?')}",
-        f"  fan      duty {v.get('fan_duty', 0.0):.2f}",
+        f"  fan      duty {v.get('fan_duty', 0.0):.2f}" + _fan_driver(status),
     ]
     temps = status.labelled.get("temperature_celsius", {})
     if temps:
         lines.append("  thermal  " + ", ".join(f"{k} {n:.1f} °C" for k, n in sorted(temps.items())))
     if "alarms" in v:
-        lines.append(f"  alarms   {int(v['alarms'])} active")
+        names = status.info.get("alarms", "")
+        lines.append(f"  alarms   {int(v['alarms'])} active" + (f": {names}" if names else ""))
+    if v.get("lens_service_required"):
+        lines.append("  LENS SERVICE REQUIRED: cleaning retries spent (clear_lens_service)")
     quality = status.labelled.get("quality", {})
     if quality:
         shown = ", ".join(f"{k} {n:.1f}" for k, n in sorted(quality.items()))

@@ -21,6 +21,8 @@ class PipelineHooks:
     """Switch to an `[enhance.backend]` config (None: the configured one); returns its name."""
     clean_lens: Callable[[float], Awaitable[Mapping[str, Any]]] | None = None
     """Run the lens cleaning for that many seconds; None while the vehicle has no cleaner."""
+    clear_lens_service: Callable[[], Mapping[str, Any]] | None = None
+    """Release the `lens_service_required` latch (the lens was serviced); returns the result."""
     reload_models: Callable[[str], Awaitable[str | None]] | None = None
     """Rebuild the enhance chain (models resolved again: a model update), load it and switch
     between two frames; the argument is the `model_swapped` reason. Returns the name@version

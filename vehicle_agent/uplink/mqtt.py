@@ -1296,6 +1296,7 @@ class MqttUplink(Uplink):
             "ping": self._cmd_ping,
             "get_status": self._cmd_get_status,
             "clean_lens": self._cmd_clean_lens,
+            "clear_lens_service": self._cmd_clear_lens_service,
             "set_config": self._cmd_set_config,
             "capture_frames": self._cmd_capture_frames,
             "set_enhancement": self._cmd_set_enhancement,
@@ -1330,6 +1331,12 @@ class MqttUplink(Uplink):
         finally:
             self._cleaning_by_command = False
         return result
+
+    async def _cmd_clear_lens_service(self, _args: NoArgs, _cid: str) -> Mapping[str, Any]:
+        clear = self._hooks.clear_lens_service if self._hooks else None
+        if clear is None:
+            raise CommandFailedError("unavailable", "no lens cleaner configured on this vehicle")
+        return clear()
 
     async def _cmd_set_config(self, args: SetConfigArgs, _cid: str) -> SetConfigResult:
         try:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import psutil
 
-from vehicle_agent.records import FrameRecord
+from vehicle_agent.records import Actuation, FrameRecord
 from vehicle_agent.uplink.topics import AdhesionSummary, QualitySummary, Telemetry, UplinkStatus
 
 
@@ -59,6 +60,17 @@ def _temperatures() -> dict[str, float]:
             label = reading.label or str(i)
             out[f"{chip}/{label}"] = round(float(reading.current), 1)
     return out
+
+
+def _control_fields(actuation: Actuation | None) -> dict[str, Any]:
+    """The control's fan driver, alarms and service latch on the latest frame."""
+    if actuation is None:
+        return {}
+    return {
+        "fan_driver": actuation.fan_driver or None,
+        "alarms": list(actuation.alarms),
+        "lens_service_required": actuation.lens_service_required,
+    }
 
 
 class TelemetryAggregator:
@@ -134,6 +146,7 @@ class TelemetryAggregator:
             adhesion=adhesion,
             temperatures_c=system.temperatures_c,
             fan_duty=None if last is None or last.actuation is None else last.actuation.fan_duty,
+            **_control_fields(None if last is None else last.actuation),
             backend=None if last is None or not last.enhancer else last.enhancer,
             model=None,
             cpu_percent=round(system.cpu_percent, 1),

@@ -117,6 +117,22 @@ class Telemetry(Payload):
         description="Temperatures by sensor name, °C (board sensors; empty when none)."
     )
     fan_duty: float | None = Field(description="Lens fan duty cycle 0–1 on the latest frame.")
+    fan_driver: str | None = Field(
+        None,
+        description="Lens fan driver on the latest frame ('mcu', 'sysfs', 'gpiozero'; 'none': "
+        "no real fan, with the alarm `no_real_fan`); null before the first frame.",
+    )
+    alarms: list[str] = Field(
+        default_factory=list,
+        description="Control alarms active on the latest frame: thermal and sensor ones, "
+        "'actuator_fault:<actuator>' (a fan or MCU that failed to open or dropped out, retried "
+        "with backoff), 'no_real_fan', 'lens_service_required'.",
+    )
+    lens_service_required: bool = Field(
+        default=False,
+        description="The lens cleaning spent its retries: someone must service the lens. "
+        "Latched until a cleaning succeeds or the `clear_lens_service` command.",
+    )
     backend: str | None = Field(description="Enhancement backend on the latest frame.")
     model: str | None = Field(description="Enhancement model version; null when none is used.")
     cpu_percent: float = Field(
@@ -238,6 +254,11 @@ class CleanLensArgs(Payload):
     duration_s: float = Field(3.0, ge=0.5, le=30.0, description="How long to clean, seconds.")
 
 
+class ClearLensServiceResult(Payload):
+    cleared: bool = Field(description="True when the latch was set and is now released.")
+    lens_service_required: bool = Field(description="The latch now (false).")
+
+
 class SetConfigArgs(Payload):
     changes: dict[str, Any] = Field(
         min_length=1,
@@ -302,6 +323,13 @@ COMMANDS: Mapping[str, CommandSpec] = {
         CleanLensArgs,
         None,
         background=True,
+    ),
+    "clear_lens_service": CommandSpec(
+        "Release the `lens_service_required` latch once the lens was serviced (a succeeding "
+        "cleaning releases it too). Refused with 'unavailable' when the daemon has no lens "
+        "cleaner.",
+        NoArgs,
+        ClearLensServiceResult,
     ),
     "set_config": CommandSpec(
         "Change settable keys (validated, persisted in the outbox database).",
