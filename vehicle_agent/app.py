@@ -304,7 +304,9 @@ class Pipeline:
             self.parts.enhancer.set_condition(self.condition)
             self._swapped = (old.name, self.parts.enhancer.name, self._swap_reason)
         enhancer = self.parts.enhancer
-        return record.replace(enhanced=enhancer.enhance(record.frame.image), enhancer=enhancer.name)
+        enhanced = enhancer.enhance(record.frame.image)
+        # Asked after the frame, on this thread: a chain names the model that just ran.
+        return record.replace(enhanced=enhanced, enhancer=enhancer.name, model=enhancer.model_label)
 
     def _after_enhance(self, record: FrameRecord) -> None:
         """On the loop: emit what the enhancer recorded on its thread (demotions, swaps)."""
@@ -447,7 +449,14 @@ class Pipeline:
                 self.control.clear_lens_service if self.control is not None else None
             ),
             reload_models=self.reload_models,
+            module_temperatures=self.module_temperatures,
         )
+
+    def module_temperatures(self) -> dict[str, float]:
+        """The camera module's latest valid readings, °C ('sensor', 'cold_side', 'hot_side');
+        empty without a thermal link or before its first reading."""
+        thermal = None if self.control is None else self.control.thermal
+        return {} if thermal is None else thermal.temperatures()
 
     # -- running -----------------------------------------------------------------------------
 

@@ -220,7 +220,7 @@ def cmd_safe_state(args: argparse.Namespace) -> int:
     from vehicle_agent.service.safe_state import make_safe  # noqa: PLC0415
 
     config = load_config(args.config)
-    failed = asyncio.run(make_safe(config.control))
+    failed = compat.run(make_safe(config.control))
     for reason in failed:
         print(f"vehicle-agent: safe-state: {reason}", file=sys.stderr)
     return EXIT_FAILURE if failed else EXIT_OK

@@ -138,6 +138,8 @@ class FrameRecord:
     enhanced: Image | None = None
     enhancer: str = ""
     """Name of the backend that produced `enhanced`."""
+    model: str | None = None
+    """'name@version' of the model that produced `enhanced`; None when no model ran."""
     quality: QualityMetrics | None = None
     adhesion: AdhesionEstimate | None = None
     actuation: Actuation | None = None

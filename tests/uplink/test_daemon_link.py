@@ -1,10 +1,12 @@
 """The real daemon as a process against the real broker: `kill -9` during a broker outage loses
 nothing (every telemetry and event sequence number arrives after the restart), and
-`vehicle-agent simulate --broker` publishes a run's telemetry and events."""
+`vehicle-agent simulate --broker` publishes a run's telemetry and events, telemetry carrying the
+scene condition, the model and the camera module's temperatures."""
 
 from __future__ import annotations
 
 import asyncio
+import csv
 import os
 import signal
 import sqlite3
@@ -18,6 +20,7 @@ import numpy as np
 from tests.uplink.broker import Broker, Certs
 from tests.uplink.conftest import PASSWORDS, operator_access
 from tests.uplink.helpers import CREDENTIAL, Watcher, wait_for
+from vehicle_agent.quality.condition import CONDITIONS
 from vehicle_agent.secrets import env_name
 
 
@@ -175,6 +178,55 @@ async def test_simulate_with_broker_publishes_the_run(
     assert "pipeline_started" in types
     assert "pipeline_stopped" in types
     assert (report / "uplink.sqlite3").is_file()
+
+
+async def test_simulate_telemetry_tells_the_condition_model_and_module_temperatures(
+    broker: Broker, certs: Certs, tmp_path: Path
+) -> None:
+    """Every telemetry message of `simulate --broker` carries the scene condition and the model
+    (name@version) of a frame in the report's frames.csv, and the simulated camera module's
+    sensor, cold and hot side temperatures; none is the null it used to be."""
+    from tests.test_simulate import cut_clip  # noqa: PLC0415 - reuses the bench's clip helper
+
+    clip = await asyncio.to_thread(cut_clip, tmp_path / "clip.mp4", 2.0)
+    config = tmp_path / "sim.toml"
+    config.write_text(f'[agent]\nvehicle_id = "veh-1"\n{_uplink_toml(broker, certs)}')
+    report = tmp_path / "report"
+    async with Watcher(operator_access(broker, certs), ["fleet/veh-1/telemetry"]) as watcher:
+        sim = _start(
+            "simulate",
+            "--config",
+            str(config),
+            "--video",
+            str(clip),
+            "--report",
+            str(report),
+            "--broker",
+            broker.url("tls"),
+        )
+        err = await asyncio.to_thread(_stop_when_done, sim)
+        assert sim.returncode == 0, err.decode()[-2000:]
+        await wait_for(
+            lambda: any(t["frames_out"] == 20 for t in watcher.json_on("/telemetry")),
+            5,
+            "the last telemetry",
+        )
+    with (report / "frames.csv").open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    conditions = {r["condition"] for r in rows}
+    models = {r["model"] or None for r in rows}
+    assert conditions <= set(CONDITIONS)
+    assert any(m is not None and m.startswith("fast-enhance@") for m in models), models
+    telemetry = [t for t in watcher.json_on("/telemetry") if t["frames_out"] > 0]
+    assert telemetry
+    for message in telemetry:
+        assert message["condition"] in conditions, message
+        assert message["model"] in models, message
+    last = max(telemetry, key=lambda t: t["seq"])
+    assert (last["condition"], last["model"]) == (rows[-1]["condition"], rows[-1]["model"] or None)
+    module = {k: v for k, v in last["temperatures_c"].items() if k.startswith("camera/")}
+    assert set(module) == {"camera/sensor", "camera/cold_side", "camera/hot_side"}, last
+    assert all(-40.0 < v < 125.0 for v in module.values()), module
 
 
 def _stop_when_done(process: subprocess.Popen[bytes]) -> bytes:

@@ -5,6 +5,7 @@ persisted (set_config), and queued by the broker while the vehicle is offline.""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import Mapping
@@ -92,6 +93,41 @@ async def test_commands_are_answered_once_with_their_correlation_data(
         await uplink.close()
     handled = recorder.of("command_handled")
     assert [e.data["duplicate"] for e in handled if e.data["id"] == "c-once"] == [False, True]
+
+
+async def test_get_status_reports_the_condition_model_and_module_temperatures(
+    broker: Broker, certs: Certs, tmp_path: Path, operator: FleetClient
+) -> None:
+    """`get_status` carries the latest telemetry with the frame's scene condition and model and
+    the camera module's readings, not nulls and an empty object."""
+    uplink, _ = make_uplink(
+        config_for(broker, certs, tmp_path, telemetry_interval_s=0.1),
+        module_temperatures=lambda: {"sensor": 40.5, "cold_side": 28.0, "hot_side": 45.25},
+    )
+    await uplink.start()
+    try:
+        await wait_for(lambda: uplink.connected, 10, "connected")
+        frame = record(0)
+        assert frame.quality is not None
+        await uplink.on_frame(
+            frame.replace(
+                quality=dataclasses.replace(frame.quality, condition="rain"),
+                enhancer="onnxruntime:fast-enhance",
+                model="fast-enhance@1.0.0",
+            )
+        )
+        await asyncio.sleep(0.3)  # a telemetry interval or more
+        status = await operator.send("veh-1", "get_status")
+    finally:
+        await uplink.close()
+    assert status.result is not None
+    telemetry = status.result["telemetry"]
+    assert (telemetry["condition"], telemetry["model"]) == ("rain", "fast-enhance@1.0.0")
+    assert {k: v for k, v in telemetry["temperatures_c"].items() if k.startswith("camera/")} == {
+        "camera/sensor": 40.5,
+        "camera/cold_side": 28.0,
+        "camera/hot_side": 45.25,
+    }
 
 
 async def test_bad_commands_through_the_broker_get_error_replies(

@@ -1,6 +1,9 @@
-"""Frame uploads (which frames, chunked JPEG that reassembles, rate limit) and telemetry snapshots."""
+"""Frame uploads (which frames, chunked JPEG that reassembles, rate limit) and telemetry snapshots
+(the latest frame's condition and model, the camera module's temperatures)."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import cv2
 import numpy as np
@@ -8,9 +11,10 @@ import numpy as np
 from tests.uplink.helpers import record
 from tools.fleet import FrameAssembler
 from vehicle_agent.config import UploadConfig
+from vehicle_agent.quality.condition import CONDITIONS
 from vehicle_agent.records import Actuation, AdhesionEstimate
 from vehicle_agent.uplink.telemetry import SystemSample, SystemSampler, TelemetryAggregator
-from vehicle_agent.uplink.topics import OutboxStatus, Topics, UplinkStatus
+from vehicle_agent.uplink.topics import TELEMETRY_EXAMPLE, OutboxStatus, Topics, UplinkStatus
 from vehicle_agent.uplink.uploads import UploadPolicy, encode_upload
 
 
@@ -135,3 +139,94 @@ def test_system_sampler_reads_cpu_and_memory() -> None:
     sample = SystemSampler().sample()
     assert 0 <= sample.memory_percent <= 100
     assert sample.process_rss_mb > 10
+
+
+def _status() -> UplinkStatus:
+    return UplinkStatus(
+        connected=True,
+        connects=1,
+        sent=0,
+        outbox=OutboxStatus(pending=0, pending_bytes=0, dropped={}),
+    )
+
+
+def test_telemetry_carries_the_latest_frames_condition_and_model() -> None:
+    """Not null: the scene condition and the model's name@version of the latest frame record."""
+    aggregator = TelemetryAggregator("veh-1", "front", started=0.0)
+    system = SystemSample(1.0, 1.0, 1.0, 1.0)
+    night = record(0)
+    assert night.quality is not None
+    night = night.replace(
+        quality=dataclasses.replace(night.quality, condition="low_light"),
+        enhancer="onnxruntime:fast-enhance",
+        model="fast-enhance@1.0.0",
+    )
+    aggregator.on_frame(record(1))
+    aggregator.on_frame(night)
+    snap = aggregator.snapshot(
+        seq=1, now_wall=1.7e9, counters={}, system=system, uplink=_status(), now_mono=1.0
+    )
+    assert (snap.condition, snap.backend, snap.model) == (
+        "low_light",
+        "onnxruntime:fast-enhance",
+        "fast-enhance@1.0.0",
+    )
+    aggregator.on_frame(record(2))  # classical: no model; default condition "normal"
+    snap = aggregator.snapshot(
+        seq=2, now_wall=1.7e9, counters={}, system=system, uplink=_status(), now_mono=2.0
+    )
+    assert (snap.condition, snap.model) == ("normal", None)
+
+
+def test_telemetry_before_any_frame_has_no_condition_or_model() -> None:
+    aggregator = TelemetryAggregator("veh-1", "front", started=0.0)
+    snap = aggregator.snapshot(
+        seq=1,
+        now_wall=1.7e9,
+        counters={},
+        system=SystemSample(1.0, 1.0, 1.0, 1.0),
+        uplink=_status(),
+        now_mono=1.0,
+    )
+    assert (snap.condition, snap.model, snap.temperatures_c) == (None, None, {})
+
+
+def test_telemetry_adds_the_camera_modules_temperatures_to_the_boards() -> None:
+    """The MCU's sensor, cold and hot side readings join psutil's board sensors as camera/…."""
+    aggregator = TelemetryAggregator("veh-1", "front", started=0.0)
+    snap = aggregator.snapshot(
+        seq=1,
+        now_wall=1.7e9,
+        counters={},
+        system=SystemSample(1.0, 1.0, 1.0, 1.0, {"coretemp/0": 50.0}),
+        uplink=_status(),
+        now_mono=1.0,
+        module_temperatures={"sensor": 41.256, "cold_side": 29.8, "hot_side": 47.1},
+    )
+    assert snap.temperatures_c == {
+        "coretemp/0": 50.0,
+        "camera/sensor": 41.26,
+        "camera/cold_side": 29.8,
+        "camera/hot_side": 47.1,
+    }
+
+
+def test_a_frame_upload_names_the_frames_condition_and_model() -> None:
+    settings = UploadConfig(max_width=64)
+    policy = UploadPolicy(settings, clock=Clock())
+    policy.request(1, "raw", "c-1")
+    rec = record(3)
+    assert rec.quality is not None
+    rec = rec.replace(quality=dataclasses.replace(rec.quality, condition="fog"), model="m@2")
+    (job,) = policy.on_frame(rec)
+    meta, _ = encode_upload(job, Topics("fleet", "veh-1"), "veh-1", settings, "up-2")
+    assert (meta.condition, meta.model) == ("fog", "m@2")
+
+
+def test_the_documented_telemetry_example_uses_real_conditions_and_fields() -> None:
+    assert TELEMETRY_EXAMPLE.condition in CONDITIONS
+    assert TELEMETRY_EXAMPLE.model is not None
+    assert "@" in TELEMETRY_EXAMPLE.model
+    assert {"camera/sensor", "camera/cold_side", "camera/hot_side"} <= set(
+        TELEMETRY_EXAMPLE.temperatures_c
+    )

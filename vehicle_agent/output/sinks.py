@@ -128,7 +128,8 @@ class ImageFolderSink(FrameSink):
 
 
 class CsvFrameLog(FrameSink):
-    """One row per frame: sequence, times, quality, adhesion, fan duty and latency per stage.
+    """One row per frame: sequence, times, backend and model, quality, adhesion, fan duty and
+    latency per stage.
 
     `more_columns` adds columns the record does not carry (the simulator's module
     temperatures); it must return the same keys for every record.
@@ -166,6 +167,7 @@ class CsvFrameLog(FrameSink):
                 "condition": "" if q is None else q.condition,
             }
         )
+        row["model"] = record.model or ""
         a = record.adhesion
         row["adhesion_score"] = "" if a is None else round(a.score, 4)
         row["adhesion_covered"] = "" if a is None else round(a.covered_fraction, 5)

@@ -27,6 +27,9 @@ class PipelineHooks:
     """Rebuild the enhance chain (models resolved again: a model update), load it and switch
     between two frames; the argument is the `model_swapped` reason. Returns the name@version
     the chain runs."""
+    module_temperatures: Callable[[], Mapping[str, float]] | None = None
+    """The camera module's latest readings, °C by channel ('sensor', 'cold_side', 'hot_side');
+    None when the pipeline has no thermal link. Called on the event loop."""
 
 
 class Uplink(abc.ABC):

@@ -1132,7 +1132,9 @@ class MqttUplink(Uplink):
     async def _emit_telemetry(self) -> None:
         assert self._sampler is not None  # noqa: S101 - set by start()
         system = await asyncio.to_thread(self._sampler.sample)
-        counters = self._hooks.counters() if self._hooks is not None else {}
+        hooks = self._hooks
+        counters = hooks.counters() if hooks is not None else {}
+        read_module = None if hooks is None else hooks.module_temperatures
         self._telemetry_seq += 1
         seq = self._telemetry_seq
         telemetry = self._aggregator.snapshot(
@@ -1141,6 +1143,7 @@ class MqttUplink(Uplink):
             counters=counters,
             system=system,
             uplink=self._status_now(),
+            module_temperatures=None if read_module is None else read_module(),
         )
         self._last_telemetry = telemetry
         self._enqueue(

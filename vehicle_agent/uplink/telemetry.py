@@ -1,7 +1,9 @@
 """Uplink stage: telemetry, per-frame records folded into one snapshot per interval.
 
 `on_frame` runs on the event loop for every frame, so it only adds numbers; `SystemSampler`
-reads CPU, memory and temperatures through psutil (a few syscalls: call it off the loop).
+reads CPU, memory and board temperatures through psutil (a few syscalls: call it off the loop).
+The scene condition and the model come from the latest frame record, the camera module's
+temperatures from the thermal link (`PipelineHooks.module_temperatures`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ import psutil
 
 from vehicle_agent.records import Actuation, FrameRecord
 from vehicle_agent.uplink.topics import AdhesionSummary, QualitySummary, Telemetry, UplinkStatus
+
+MODULE_PREFIX = "camera/"
+"""Prefix of the camera module's channels in `temperatures_c` (board sensors are 'chip/label')."""
 
 
 @dataclass(frozen=True)
@@ -110,8 +115,12 @@ class TelemetryAggregator:
         system: SystemSample,
         uplink: UplinkStatus,
         now_mono: float | None = None,
+        module_temperatures: Mapping[str, float] | None = None,
     ) -> Telemetry:
-        """The interval since the previous snapshot; starts the next one."""
+        """The interval since the previous snapshot; starts the next one.
+
+        `module_temperatures`: the camera module's latest readings by channel, °C; they join the
+        board's as 'camera/<channel>'."""
         now_mono = time.monotonic() if now_mono is None else now_mono
         elapsed = max(now_mono - self._interval_start, 1e-9)
         quality = None
@@ -127,6 +136,9 @@ class TelemetryAggregator:
                 score=last.adhesion.score, covered_fraction=last.adhesion.covered_fraction
             )
         dropped = int(counters.get("frames_dropped", 0))
+        temperatures = dict(system.temperatures_c)
+        for channel, value in (module_temperatures or {}).items():
+            temperatures[MODULE_PREFIX + channel] = round(float(value), 2)
         telemetry = Telemetry(
             vehicle_id=self.vehicle_id,
             camera_id=self.camera_id,
@@ -141,14 +153,13 @@ class TelemetryAggregator:
             frames_dropped_interval=max(0, dropped - self._dropped_before),
             frames_invalid=int(counters.get("frames_invalid", 0)),
             quality=quality,
-            # Scene condition and the model version come with the classifier and model store.
-            condition=None,
+            condition=None if last is None or last.quality is None else last.quality.condition,
             adhesion=adhesion,
-            temperatures_c=system.temperatures_c,
+            temperatures_c=temperatures,
             fan_duty=None if last is None or last.actuation is None else last.actuation.fan_duty,
             **_control_fields(None if last is None else last.actuation),
             backend=None if last is None or not last.enhancer else last.enhancer,
-            model=None,
+            model=None if last is None else last.model,
             cpu_percent=round(system.cpu_percent, 1),
             process_cpu_percent=round(system.process_cpu_percent, 1),
             memory_percent=round(system.memory_percent, 1),

@@ -17,9 +17,12 @@ from typing import Any, Final, Literal, TypeGuard, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Field
 
 from vehicle_agent.compat import StrEnum
+from vehicle_agent.quality.condition import CONDITIONS
 from vehicle_agent.update.manifest import SignedUpdate, UpdateManifest
 
 SCHEMA_VERSION: Final = 1
+
+_CONDITIONS = ", ".join(f"'{c}'" for c in CONDITIONS)
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 """Command ids and upload ids: safe in topics, logs and file names."""
@@ -108,13 +111,20 @@ class Telemetry(Payload):
         description="Image quality over the interval; null when no frame was measured."
     )
     condition: str | None = Field(
-        description="Scene condition (e.g. 'night', 'rain'); null until a classifier provides it."
+        description=(
+            f"Scene condition of the latest frame, judged on the raw frame: one of {_CONDITIONS}; "
+            "null before the first frame was analysed."
+        )
     )
     adhesion: AdhesionSummary | None = Field(
         description="What sits on the lens; null when no detector ran."
     )
     temperatures_c: dict[str, float] = Field(
-        description="Temperatures by sensor name, °C (board sensors; empty when none)."
+        description=(
+            "Temperatures by sensor name, °C: the board's as 'chip/label', the camera module's "
+            "latest valid readings as 'camera/sensor', 'camera/cold_side' and "
+            "'camera/hot_side'; empty when none."
+        )
     )
     fan_duty: float | None = Field(description="Lens fan duty cycle 0–1 on the latest frame.")
     fan_driver: str | None = Field(
@@ -134,7 +144,12 @@ class Telemetry(Payload):
         "Latched until a cleaning succeeds or the `clear_lens_service` command.",
     )
     backend: str | None = Field(description="Enhancement backend on the latest frame.")
-    model: str | None = Field(description="Enhancement model version; null when none is used.")
+    model: str | None = Field(
+        description=(
+            "'name@version' of the model that enhanced the latest frame; null when none did "
+            "(a classical or passthrough backend)."
+        )
+    )
     cpu_percent: float = Field(
         description="System CPU use over the interval, percent of all cores."
     )
@@ -183,9 +198,13 @@ class FrameMeta(Payload):
     sha256: str = Field(description="SHA-256 of the whole JPEG, hex.")
     quality: QualitySummary | None = Field(description="Quality metrics of this frame.")
     adhesion: AdhesionSummary | None = Field(description="Adhesion estimate of this frame.")
-    condition: str | None = Field(description="Scene condition, when known.")
+    condition: str | None = Field(
+        description=f"Scene condition of this frame ({_CONDITIONS}), when known."
+    )
     backend: str | None = Field(description="Enhancement backend that processed the frame.")
-    model: str | None = Field(description="Enhancement model version, when one is used.")
+    model: str | None = Field(
+        description="'name@version' of the model that enhanced this frame, when one did."
+    )
 
 
 class CommandErrorInfo(Payload):
@@ -574,6 +593,45 @@ def _payload_models(annotation: Any) -> list[type[Payload]]:
     return [m for a in get_args(annotation) for m in _payload_models(a)]
 
 
+TELEMETRY_EXAMPLE = Telemetry(
+    vehicle_id="veh-0001",
+    camera_id="front",
+    seq=42,
+    time=1764781200.5,
+    uptime_s=21.0,
+    interval_s=0.5,
+    fps=29.8,
+    frames_in=626,
+    frames_out=622,
+    frames_dropped=0,
+    frames_dropped_interval=0,
+    frames_invalid=0,
+    quality=QualitySummary(brightness=151.4, contrast=18.3, sharpness=42.6),
+    condition="fog",
+    adhesion=AdhesionSummary(score=0.04, covered_fraction=0.002),
+    temperatures_c={
+        "coretemp/Package id 0": 54.0,
+        "camera/sensor": 41.3,
+        "camera/cold_side": 29.8,
+        "camera/hot_side": 47.1,
+    },
+    fan_duty=0.0,
+    backend="onnxruntime:fast-enhance",
+    model="fast-enhance@1.0.0",
+    cpu_percent=37.5,
+    process_cpu_percent=88.1,
+    memory_percent=41.2,
+    process_rss_mb=412.6,
+    uplink=UplinkStatus(
+        connected=True,
+        connects=1,
+        sent=57,
+        outbox=OutboxStatus(pending=1, pending_bytes=1210, dropped={}),
+    ),
+)
+"""docs/mqtt.md's example: every field, with values the daemon really produces."""
+
+
 def mqtt_markdown(
     settable: Mapping[str, str],
     ttl_defaults: Mapping[str, float],
@@ -713,6 +771,14 @@ def mqtt_markdown(
         "fits `update.max_chunk_bytes`. See docs/model-updates.md.",
         "",
         "## Payloads",
+        "",
+        "A telemetry message from `vehicle-agent simulate` with the simulated camera module",
+        "(fast-enhance on ONNX Runtime in fog; `camera/…` are the module's sensor, cooler cold",
+        "side and hot side):",
+        "",
+        "```json",
+        TELEMETRY_EXAMPLE.model_dump_json(indent=2),
+        "```",
         "",
     ]
     seen: set[type[BaseModel]] = set()

@@ -209,9 +209,9 @@ def encode_upload(
         adhesion=None
         if adhesion is None
         else AdhesionSummary(score=adhesion.score, covered_fraction=adhesion.covered_fraction),
-        condition=None,
+        condition=None if record.quality is None else record.quality.condition,
         backend=record.enhancer or None,
-        model=None,
+        model=record.model,
     )
     messages = [
         OutMessage(
