@@ -65,6 +65,31 @@ def test_features_see_a_moving_world_change_and_a_still_one_stay() -> None:
     assert a[8, 0, 0] == pytest.approx(a[5].mean(), rel=1e-5)
 
 
+def test_onset_features_tell_a_place_that_turned_smooth_from_one_that_always_was() -> None:
+    """A textured area covered by a flat dark patch (mud) loses texture and brightness against
+    its reference; a flat area (a clear sky) that was always flat loses nothing."""
+    features = SoilFeatures(96)
+    rng = np.random.default_rng(3)
+    x = np.zeros((CHANNELS, 56, 96), np.float32)
+    for i in range(40):
+        t = i / 10
+        frame = rng.integers(40, 220, (180, 320, 3)).astype(np.uint8)  # the moving world
+        frame[:60] = 200  # the sky: always flat
+        if t >= 3.0:
+            frame[100:160, 100:200] = 30  # mud from t = 3 s
+        x = features.update(frame, t)
+    mud, sky, rest = x[:, 36:50, 34:64], x[:, 2:16, :], x[:, 36:50, 70:]
+    assert x.shape == (CHANNELS, 56, 96)
+    assert mud[11].mean() > 0.5  # texture lost against the reference
+    assert sky[11].max() < 0.05
+    assert rest[11].mean() < 0.3
+    assert mud[13].mean() > 0.5  # darker than it was
+    assert sky[13].max() < 0.05
+    assert mud[10].mean() > 2 * sky[10].mean()  # the reference remembers the texture
+    assert np.ptp(x[15]) == 0.0
+    assert x[15, 0, 0] == pytest.approx(x[11].mean(), rel=1e-5)
+
+
 def test_a_tile_is_soiled_only_after_warm_up_and_with_hysteresis() -> None:
     decision = TileDecision(DecisionParams(on=0.6, off=0.35, smooth_s=0.01, warmup_s=1.0))
     grid = np.zeros((4, 8), np.float32)

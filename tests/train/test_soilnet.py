@@ -15,11 +15,14 @@ torch = pytest.importorskip("torch", reason="training needs the train extra (tor
 
 from tools.footage import splits  # noqa: E402
 from tools.soilnet.data import (  # noqa: E402
+    FIRST_ONSET_S,
     DriveRecipe,
     Event,
     Samples,
     _load_train_scene,
+    cached,
     group_by_size,
+    recipes,
     render_drive,
 )
 from tools.soilnet.train import (  # noqa: E402
@@ -91,6 +94,39 @@ def test_tiny_training_learns_and_finds_a_mud_patch_on_an_unseen_drive(
     scores = tile_scores(probs, unseen.y, 0.5)
     assert scores.recall > 0.7, scores
     assert scores.precision > 0.9, scores
+
+
+def test_training_drives_soil_the_lens_only_after_clean_driving_and_include_clean_ones() -> None:
+    """The onset features need a clean stretch before the soiling arrives; clean drives with
+    stand-stills and at night teach what must not raise an alarm."""
+    with splits.training("soilnet test"):
+        plan = recipes(120, 5, seconds=20.0)
+    onsets = [e.onset_s for r in plan for e in r.events]
+    assert min(onsets) >= FIRST_ONSET_S
+    clean = [r for r in plan if not r.events]
+    assert 0.2 < len(clean) / len(plan) < 0.5
+    assert any(r.light == "night" for r in clean)
+    assert any(r.stand_still for r in clean)
+    waiting = [r for r in plan if r.events and r.stand_still]
+    assert waiting
+    assert all(s0 <= r.events[0].onset_s <= s1 for r in waiting for s0, s1 in r.stand_still or ())
+
+
+def test_the_cache_writes_the_features_once_and_reads_them_back_mapped(tmp_path: Path) -> None:
+    calls = []
+
+    def build(x_path: Path) -> Samples:
+        calls.append(x_path)
+        x = np.lib.format.open_memmap(x_path, mode="w+", dtype=np.float16, shape=(2, 3, 8, 8))
+        x[:] = 1.0
+        return Samples(x, np.zeros((2, 1, 1), np.int8))
+
+    first = cached(tmp_path / "set", build, lambda _: None)
+    again = cached(tmp_path / "set", build, lambda _: None)
+    assert len(calls) == 1
+    assert isinstance(again.x, np.memmap)
+    assert float(again.x.sum()) == float(first.x.sum()) == 2 * 3 * 8 * 8
+    assert not list(tmp_path.glob("*.part"))
 
 
 def test_calibration_picks_the_lowest_threshold_that_holds_the_precision() -> None:

@@ -70,11 +70,11 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     log(f"training drives: {args.drives} × {args.seconds} s (train scenes and renderers)")
 
     def samples(what: str, drives: int, seed: int) -> Samples:
-        def build() -> Samples:
+        def build(x_path: Path | None = None) -> Samples:
             with splits.training("soilnet training") as usage:
                 built = build_training_set(
                     drives, seed, args.seconds, args.net_width, args.sample_every, workers,
-                    _progress(what, drives),
+                    _progress(what, drives), x_path,
                 )  # fmt: skip
             assert not usage.held_out()  # noqa: S101 - note_use raised already if it were not so
             return built

@@ -4,10 +4,15 @@ its train renderers, turned into the detector's own input features and per-tile 
 Each drive (`DriveRecipe`) is a clip from `tools.footage.drive` (moving or parked, day, dusk,
 tunnel or night, with stand-stills and passing vehicles) with zero to three soiling events
 (kind, renderer family, coverage 0.5–30 %, onset, and for some an end: blown off) put on the lens
-with `tools.footage.soiling`. Every frame goes through exactly what the daemon does: the
-320-pixel analysis copy (`prepare`), then `SoilFeatures`; every `sample_every`-th frame after
-the warm-up is kept with its per-tile labels (`tile_truth` of the true masks). Everything is
-built inside `splits.training`, so a held-out scene or renderer is refused.
+with `tools.footage.soiling`. A third of the drives stay clean throughout (some of them stand
+still for a stretch, some at night). Soiling arrives only after `FIRST_ONSET_S` of clean driving,
+so the features' long-horizon references (how textured and bright each place was before) have
+formed, as on a vehicle that has been driving; a third of the moving drives stand still around
+the first onset and pull away after it (soiled while waiting at lights). Every frame goes
+through exactly what the daemon does: the 320-pixel analysis copy (`prepare`), then
+`SoilFeatures`; every `sample_every`-th frame after the warm-up is kept with its per-tile
+labels (`tile_truth` of the true masks). Everything is built inside `splits.training`, so a
+held-out scene or renderer is refused.
 """
 
 from __future__ import annotations
@@ -29,13 +34,23 @@ from tools.footage import catalog, splits
 from tools.footage.drive import DriveSpec, synthesise
 from tools.footage.soiling import CLASS_OF, SOILING_KINDS, SoilingKind, render_soiling
 from vehicle_agent.quality.metrics import prepare
-from vehicle_agent.quality.soilnet import CLASSES, SoilFeatures, tile_texture, tile_truth
+from vehicle_agent.quality.soilnet import (
+    CHANNELS,
+    CLASSES,
+    TILE,
+    SoilFeatures,
+    net_size,
+    tile_texture,
+    tile_truth,
+)
 
 Light = Literal["day", "dusk", "tunnel", "night", "mixed"]
 LIGHTS: tuple[Light, ...] = ("day", "day", "mixed", "dusk", "night", "tunnel")
 CLASS_INDEX = {name: i for i, name in enumerate(CLASSES)}
 WARMUP_S = 1.5
 """Frames before this are not sampled (the temporal features are still filling)."""
+FIRST_ONSET_S = 4.0
+"""No soiling arrives before this much clean driving."""
 FEATURELESS_STD = 4.0 / 255
 """A tile of the clean picture whose grey levels vary less than this (RMS, about 4 grey levels:
 sensor noise, a clear sky, a blank wall) has nothing soiling could hide; soiling there is not
@@ -64,6 +79,8 @@ class DriveRecipe:
     """(width, height) of the camera frames."""
     events: tuple[Event, ...]
     seed: int
+    stand_still: tuple[tuple[float, float], ...] | None = None
+    """Stretches without ego-motion; None: the synthesiser chooses them from the seed."""
 
 
 @dataclass
@@ -82,35 +99,64 @@ def recipes(count: int, seed: int, seconds: float = 24.0) -> list[DriveRecipe]:
     """`count` drives over the train scenes (cycled) with random soiling from train families."""
     scenes = splits.scenes("train")
     families = splits.names("soiling", "train")
-    rng = np.random.default_rng([seed, 7])
+    rng = np.random.default_rng([seed, 8])
+    first = min(FIRST_ONSET_S, seconds * 0.4)
     out = []
     for i in range(count):
         fps = float(rng.choice([10.0, 15.0, 15.0, 30.0]))
         events: list[Event] = []
-        n_events = int(rng.choice([0, 1, 1, 2, 2, 3]))
+        n_events = int(rng.choice([0, 0, 1, 1, 2, 3]))
+        onset = first
         for e in range(n_events):
             kind: SoilingKind = SOILING_KINDS[int(rng.integers(len(SOILING_KINDS)))]
             coverage = float(math.exp(rng.uniform(math.log(0.005), math.log(0.3))))
             if kind == "mist":
                 coverage = float(rng.uniform(0.1, 0.6))
-            onset = float(rng.uniform(0.0, seconds * 0.7))
+            # The first onset after the clean stretch, later ones after it.
+            onset = float(rng.uniform(onset, max(onset, seconds * 0.75)))
             end = onset + float(rng.uniform(1.0, 3.0 + seconds)) if rng.random() < 0.4 else None
             family = families[int(rng.integers(len(families)))]
             events.append(Event(kind, family, coverage, onset, end, seed * 1000 + i * 10 + e))
         size = (640, 360) if rng.random() < 0.75 else (480, 360)
+        motion: Literal["drive", "still"] = "drive" if rng.random() < 0.8 else "still"
+        stand_still: tuple[tuple[float, float], ...] | None = None
+        if motion == "drive" and rng.random() < 1 / 3:
+            # Waiting at lights when the soiling arrives, or (clean) for a long stretch.
+            at = events[0].onset_s if events else float(rng.uniform(2.0, seconds * 0.5))
+            length = float(rng.uniform(2.0, 3.0)) if events else float(rng.uniform(6.0, 10.0))
+            stand_still = ((max(0.5, at - length * 0.6), at + length * 0.4),)
+        light = LIGHTS[int(rng.integers(len(LIGHTS)))]
+        if not events and rng.random() < 0.3:
+            light = "night"
         out.append(
             DriveRecipe(
                 scene=scenes[(i + seed) % len(scenes)],
                 seconds=seconds,
                 fps=fps,
-                light=LIGHTS[int(rng.integers(len(LIGHTS)))],
-                motion="drive" if rng.random() < 0.8 else "still",
+                light=light,
+                motion=motion,
                 size=size,
                 events=tuple(events),
                 seed=seed * 1000 + i,
+                stand_still=stand_still,
             )
         )
     return out
+
+
+def sample_indices(recipe: DriveRecipe, sample_every: int) -> list[int]:
+    """The frames of a drive that become samples: every `sample_every`-th at 15 fps (as many
+    per second at any frame rate) after the warm-up."""
+    step = max(1, round(sample_every * recipe.fps / 15.0))
+    frames = max(1, round(recipe.seconds * recipe.fps))
+    return [i for i in range(frames) if i / recipe.fps >= WARMUP_S and i % step == 0]
+
+
+def feature_height(recipe: DriveRecipe, net_width: int) -> int:
+    """Height of the drive's features (the analysis copy shrunk to the network's width)."""
+    width, height = recipe.size
+    small = prepare(np.zeros((height, width, 3), np.uint8), 320).colour
+    return net_size(small.shape[0], small.shape[1], net_width)[0]
 
 
 def _class_map(
@@ -140,6 +186,7 @@ def render_drive(
         height=height,
         light=recipe.light,
         motion=recipe.motion,
+        stand_still=recipe.stand_still,
     )
     drive = synthesise(frames(recipe.scene), spec, recipe.seed)
     layers = [
@@ -149,7 +196,7 @@ def render_drive(
     features = SoilFeatures(net_width)
     xs: list[npt.NDArray[np.float16]] = []
     ys: list[npt.NDArray[np.int8]] = []
-    step = max(1, round(sample_every * recipe.fps / 15.0))
+    keep = set(sample_indices(recipe, sample_every))
     for i in range(drive.frames):
         t = i / recipe.fps
         frame = clean = drive.frame(i)
@@ -160,7 +207,7 @@ def render_drive(
                 active.append((CLASS_INDEX[CLASS_OF[event.kind]], layer.mask))
         bgr = np.ascontiguousarray(frame[..., ::-1])
         x = features.update(prepare(bgr, 320).colour, t)
-        if t < WARMUP_S or i % step:
+        if i not in keep:
             continue
         size = (x.shape[1], x.shape[2])
         grey = cv2.resize(
@@ -194,43 +241,83 @@ def build_training_set(  # noqa: PLR0917 - the CLI passes its options through
     sample_every: int = 4,
     workers: int = 1,
     progress: Callable[[int], None] | None = None,
+    x_path: Path | None = None,
 ) -> Samples:
     """Samples from `drives` train drives (in `workers` processes); the CI split test runs it
-    tiny."""
+    tiny. With `x_path` the features are written straight into that .npy file (memory-mapped):
+    a full set is several times the size of one drive's, and is never held in memory twice."""
     with splits.training("soilnet training"):
         plan = recipes(drives, seed, seconds)
+    height = min(feature_height(r, net_width) for r in plan)
+    total = sum(len(sample_indices(r, sample_every)) for r in plan)
+    rows, cols = height // TILE, net_width // TILE
+    shape = (total, CHANNELS, height, net_width)
+    x: npt.NDArray[np.float16]
+    if x_path is None:
+        x = np.empty(shape, np.float16)
+    else:
+        x = np.lib.format.open_memmap(x_path, mode="w+", dtype=np.float16, shape=shape)
+    y = np.empty((total, rows, cols), np.int8)
+    crop = _Crop(rows)
     jobs = [(r, net_width, sample_every) for r in plan]
-    parts: list[Samples] = []
+    done = 0
+
+    def take(part: Samples) -> None:
+        nonlocal done
+        n = crop.into(part, x, y, done)
+        done += n
+        if progress:
+            progress(1)
+
     if workers <= 1:
         for job in jobs:
-            parts.append(_worker(job))
-            if progress:
-                progress(1)
+            take(_worker(job))
     else:
         with ProcessPoolExecutor(workers) as pool:
             for part in pool.map(_worker, jobs):
-                parts.append(part)
-                if progress:
-                    progress(1)
-    return group_by_size(parts)
+                take(part)
+    if done != total:
+        raise ValueError(f"drives gave {done} samples, {total} expected")
+    return Samples(x, y)
+
+
+class _Crop:
+    """Samples cut to `rows` tile rows: a band of whole tile rows at an offset that varies from
+    sample to sample (a 4:3 frame's features are taller than a 16:9 one's), so the network sees
+    every part of the frame. The network is fully convolutional; the daemon runs it on the whole
+    frame."""
+
+    def __init__(self, rows: int) -> None:
+        self.rows = rows
+        self.rng = np.random.default_rng(0)
+
+    def into(
+        self,
+        part: Samples,
+        x: npt.NDArray[np.float16],
+        y: npt.NDArray[np.int8],
+        start: int,
+    ) -> int:
+        rows, height = self.rows, self.rows * TILE
+        spare = part.y.shape[1] - rows
+        for k, (xk, yk) in enumerate(zip(part.x, part.y, strict=True)):
+            r = int(self.rng.integers(spare + 1)) if spare else 0
+            x[start + k] = xk[:, r * TILE : r * TILE + height]
+            y[start + k] = yk[r : r + rows]
+        return len(part.x)
 
 
 def group_by_size(parts: Sequence[Samples]) -> Samples:
-    """All samples cut to the shortest feature height (a 4:3 frame's features are taller than a
-    16:9 one's): a band of whole tile rows, at an offset that varies from sample to sample, so
-    the network sees every part of the frame. The network is fully convolutional; the daemon
-    runs it on the whole frame."""
-    height = min(p.x.shape[2] for p in parts)
-    rows = height // 8
-    xs, ys = [], []
-    rng = np.random.default_rng(0)
+    """All samples cut to the shortest feature height (see `_Crop`)."""
+    rows = min(p.y.shape[1] for p in parts)
+    first = parts[0].x
+    total = sum(len(p.x) for p in parts)
+    x = np.empty((total, first.shape[1], rows * TILE, first.shape[3]), np.float16)
+    y = np.empty((total, rows, parts[0].y.shape[2]), np.int8)
+    crop, done = _Crop(rows), 0
     for part in parts:
-        spare = part.y.shape[1] - rows
-        for x, y in zip(part.x, part.y, strict=True):
-            r = int(rng.integers(spare + 1)) if spare else 0
-            xs.append(x[:, r * 8 : r * 8 + height])
-            ys.append(y[r : r + rows])
-    return Samples(np.stack(xs), np.stack(ys))
+        done += crop.into(part, x, y, done)
+    return Samples(x, y)
 
 
 SOURCES = (
@@ -253,21 +340,27 @@ def source_digest() -> str:
     return digest.hexdigest()[:12]
 
 
-def cached(stem: Path, build: Callable[[], Samples], log: Callable[[str], None]) -> Samples:
-    """`build()`'s samples, kept as `stem`.x.npy / `stem`.y.npy and read back (memory-mapped)
-    the next time."""
+def cached(stem: Path, build: Callable[[Path], Samples], log: Callable[[str], None]) -> Samples:
+    """`build(x_path)`'s samples, kept as `stem`.x.npy / `stem`.y.npy and read back
+    (memory-mapped) the next time; `build` writes the features into `x_path` itself."""
     xs, ys = stem.with_name(stem.name + ".x.npy"), stem.with_name(stem.name + ".y.npy")
     if xs.is_file() and ys.is_file():
         log(f"samples from the cache: {stem}")
         return Samples(np.load(xs, mmap_mode="r"), np.load(ys))
-    built = build()
     stem.parent.mkdir(parents=True, exist_ok=True)
-    for path, array in ((xs, built.x), (ys, built.y)):
-        part = path.with_name(path.name + ".part")
-        with part.open("wb") as fh:
-            np.save(fh, array)
-        part.replace(path)
-    return built
+    x_part = xs.with_name(xs.name + ".part")
+    built = build(x_part)
+    if isinstance(built.x, np.memmap):
+        built.x.flush()
+    else:
+        with x_part.open("wb") as fh:
+            np.save(fh, built.x)
+    y_part = ys.with_name(ys.name + ".part")
+    with y_part.open("wb") as fh:
+        np.save(fh, built.y)
+    x_part.replace(xs)
+    y_part.replace(ys)
+    return Samples(np.load(xs, mmap_mode="r"), built.y)
 
 
 def default_workers() -> int:

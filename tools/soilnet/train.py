@@ -27,9 +27,10 @@ import torch
 from torch import Tensor, nn
 
 from tools.soilnet.data import Samples
-from vehicle_agent.quality.soilnet import CHANNELS, CLASSES, TILE
+from vehicle_agent.quality.soilnet import CHANNELS, CLASSES, GAIN_INVARIANT, TILE
 
 OPSET = 17
+_LINEAR = [c for c in range(CHANNELS) if c not in GAIN_INVARIANT]
 
 
 class TileNet(nn.Module):
@@ -84,8 +85,9 @@ class TrainConfig:
     seed: int = 0
     class_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
     gain: tuple[float, float] = (0.6, 1.5)
-    """Each sample's features are scaled by a random gain in this range: every channel is linear
-    in the frame's intensity, so this is the same scene lit brighter or darker."""
+    """Each sample's features are scaled by a random gain in this range: every channel but the
+    ratios (`GAIN_INVARIANT`) is linear in the frame's intensity, so this is the same scene lit
+    brighter or darker."""
     threads: int = 2
 
 
@@ -122,7 +124,8 @@ def train(
             idx = np.sort(order[start : start + config.batch_size])
             x = torch.from_numpy(data.x[idx].astype(np.float32))
             y = torch.from_numpy(data.y[idx].astype(np.int64))
-            gain = rng.uniform(*config.gain, size=(len(idx), 1, 1, 1)).astype(np.float32)
+            gain = np.ones((len(idx), CHANNELS, 1, 1), np.float32)
+            gain[:, _LINEAR] = rng.uniform(*config.gain, size=(len(idx), 1, 1, 1))
             x = torch.clamp(x * torch.from_numpy(gain), 0.0, 4.0)
             if rng.random() < 0.5:  # the lens has no left or right
                 x, y = torch.flip(x, dims=[3]), torch.flip(y, dims=[2])

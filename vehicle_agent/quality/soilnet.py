@@ -9,6 +9,13 @@ each pixel changed lately (over half a second and over seconds) and the global m
 stays put while the world moves is soiling; when the whole picture stands still (the vehicle
 waits at lights) the motion channels say so and the network was trained not to alarm on it.
 
+"Smooth and static" alone is also what a clear sky, a blank wall or a dark pole look like, so the
+features carry each place's **onset evidence** too: a long-horizon reference of how textured and
+how bright that part of the picture has been over the last tens of seconds (the texture reference
+rises within a second and decays over half a minute, a slowly decaying max-hold), and how much
+texture and brightness it has lost against that reference now. A drop or mud makes a place that
+was textured smooth or dark; a sky tile was always smooth and loses nothing.
+
 The per-tile soiling probabilities are smoothed over time and thresholded with hysteresis
 (`TileDecision`); the thresholds come from the model's manifest, where training calibrated them
 on its own validation drives (none is set by hand on a clip). `adhesion_detected` and
@@ -31,10 +38,14 @@ import numpy.typing as npt
 
 from vehicle_agent.records import AdhesionEstimate, Image
 
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2
 """Bumped whenever `SoilFeatures` computes something else: a model records the version it was
-trained with and is refused by a detector that computes another."""
-CHANNELS = 10
+trained with and is refused by a detector that computes another. v2: the onset (reference)
+channels 10–15."""
+CHANNELS = 16
+GAIN_INVARIANT: tuple[int, ...] = (11, 15)
+"""Channels that are ratios and do not scale with the frame's intensity (all the others are
+linear in it, up to the clip at 4): training's gain augmentation leaves these alone."""
 TILE = 8
 """Pixels per tile side at the network's input (its output stride)."""
 CLASSES: tuple[str, ...] = ("clean", "transparent", "semi_transparent", "opaque")
@@ -52,6 +63,23 @@ _FAST_ACTIVITY_S = 0.5
 _SLOW_ACTIVITY_S = 4.0
 _ACTIVITY_GAIN = 8.0  # |change| of 1/8 of full scale reads 1.0
 _LAPLACIAN_GAIN = 4.0
+_TEXTURE_RISE_S = 1.0
+"""The texture reference follows more texture within about a second..."""
+_TEXTURE_FALL_S = 30.0
+"""...and forgets it over half a minute (a slowly decaying max-hold): it says how textured this
+place has lately been, so a place that just turned smooth is told from one that always was."""
+_TEXTURE_NOW_S = 0.3
+"""The current texture is smoothed over this much (a passing smooth patch is brief; soiling
+stays)."""
+_BRIGHTNESS_REF_S = 20.0
+_BRIGHTNESS_BOX = 5
+"""Brightness is compared as the mean over this many pixels square (at the network's input);
+texture per pixel of channel 7 (already a 3×3 mean): wider, a blob's own rim counts as the
+texture of its middle."""
+_TEXTURE_FLOOR = 0.1
+"""Added to the reference in the texture-loss ratio (in channel 7's units, below sensor noise
+on a flat patch): a place with next to no texture to lose reads no loss."""
+_BRIGHTNESS_GAIN = 4.0
 
 
 def _alpha(dt: float, tau: float) -> float:
@@ -72,9 +100,14 @@ def net_size(height: int, width: int, net_width: int) -> tuple[int, int]:
 class SoilFeatures:
     """The network's input, frame after frame: the picture plus what changed in it lately.
 
-    Channels (all ~0–1): blue, green, red; the slow running mean of the grey frame; the grey
-    frame's distance from it; recent change over half a second and over seconds; local
-    Laplacian magnitude; and the frame-wide means of the two change channels (global motion).
+    Channels (all ~0–1, clipped to 0–4): 0–2 blue, green, red; 3 the slow running mean of the
+    grey frame; 4 the grey frame's distance from it; 5, 6 recent change over half a second and
+    over seconds; 7 local Laplacian magnitude; 8, 9 the frame-wide means of the two change
+    channels (global motion). Onset evidence: 10 the texture reference (local texture, a slowly
+    decaying max-hold); 11 texture lost against it, as a share of it (0–1); 12 the brightness
+    reference (local grey level over tens of seconds); 13 darker than it; 14 brighter than it;
+    15 the frame-wide mean of channel 11 (light falling everywhere, as in a tunnel, is not a
+    drop).
     """
 
     def __init__(self, net_width: int = 192) -> None:
@@ -88,6 +121,9 @@ class SoilFeatures:
         self._slow = np.zeros((0, 0), np.float32)
         self._act_fast = np.zeros((0, 0), np.float32)
         self._act_slow = np.zeros((0, 0), np.float32)
+        self._texture_now = np.zeros((0, 0), np.float32)
+        self._texture_ref = np.zeros((0, 0), np.float32)
+        self._bright_ref = np.zeros((0, 0), np.float32)
 
     @property
     def size(self) -> tuple[int, int] | None:
@@ -100,6 +136,10 @@ class SoilFeatures:
         small = cv2.resize(colour, (width, height), interpolation=cv2.INTER_AREA)
         bgr = np.asarray(small, np.float32) * np.float32(1 / 255)
         grey = np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY), np.float32)
+        laplacian = np.abs(cv2.Laplacian(grey, cv2.CV_32F, ksize=1))
+        laplacian = cv2.blur(laplacian, (3, 3)) * np.float32(_LAPLACIAN_GAIN)
+        texture = laplacian
+        bright = np.asarray(cv2.blur(grey, (_BRIGHTNESS_BOX, _BRIGHTNESS_BOX)), np.float32)
         first = self._size != (height, width) or self._t is None or t < self._t
         if first:
             self._size = (height, width)
@@ -107,6 +147,9 @@ class SoilFeatures:
             self._slow = grey.copy()
             self._act_fast = np.zeros_like(grey)
             self._act_slow = np.zeros_like(grey)
+            self._texture_now = texture.copy()
+            self._texture_ref = texture.copy()
+            self._bright_ref = bright.copy()
             dt = 0.0
         else:
             dt = t - (t if self._t is None else self._t)
@@ -122,17 +165,36 @@ class SoilFeatures:
             self._act_slow += np.float32(_alpha(dt, _SLOW_ACTIVITY_S)) * (
                 change_slow - self._act_slow
             )
-        laplacian = np.abs(cv2.Laplacian(grey, cv2.CV_32F, ksize=1))
-        laplacian = cv2.blur(laplacian, (3, 3))
+            self._texture_now += np.float32(_alpha(dt, _TEXTURE_NOW_S)) * (
+                texture - self._texture_now
+            )
+            step = self._texture_now - self._texture_ref
+            rate = np.where(
+                step > 0,
+                np.float32(_alpha(dt, _TEXTURE_RISE_S)),
+                np.float32(_alpha(dt, _TEXTURE_FALL_S)),
+            )
+            self._texture_ref += rate * step
+            self._bright_ref += np.float32(_alpha(dt, _BRIGHTNESS_REF_S)) * (
+                bright - self._bright_ref
+            )
         out = np.empty((CHANNELS, height, width), np.float32)
         out[0:3] = bgr.transpose(2, 0, 1)
         out[3] = self._slow
         out[4] = np.abs(grey - self._slow) * np.float32(_ACTIVITY_GAIN / 2)
         out[5] = self._act_fast * np.float32(_ACTIVITY_GAIN)
         out[6] = self._act_slow * np.float32(_ACTIVITY_GAIN)
-        out[7] = laplacian * np.float32(_LAPLACIAN_GAIN)
+        out[7] = laplacian
         out[8] = float(out[5].mean())
         out[9] = float(out[6].mean())
+        out[10] = self._texture_ref
+        loss = np.maximum(self._texture_ref - self._texture_now, 0.0)
+        out[11] = loss / (self._texture_ref + np.float32(_TEXTURE_FLOOR))
+        out[12] = self._bright_ref
+        shift = (bright - self._bright_ref) * np.float32(_BRIGHTNESS_GAIN)
+        out[13] = np.maximum(-shift, 0.0)
+        out[14] = np.maximum(shift, 0.0)
+        out[15] = float(out[11].mean())
         np.clip(out, 0.0, 4.0, out=out)
         return out
 
