@@ -36,7 +36,7 @@ from vehicle_agent.enhance.base import (
 from vehicle_agent.enhance.chain import BackendSpec, EnhancerChain, Gate
 from vehicle_agent.enhance.engine_cache import engine_paths
 from vehicle_agent.enhance.store import ModelStore
-from vehicle_agent.quality.soilnet import CLASSES
+from vehicle_agent.quality.soilnet import CHANNELS, CLASSES
 from vehicle_agent.quality.soilnet_runtime import open_tile_net, read_detector
 
 
@@ -386,14 +386,14 @@ def test_the_soiling_net_plans_its_outputs_and_gives_everything_back(
     fake_gpu: FakeGpu, tmp_path: Path
 ) -> None:
     fake_gpu.trt.tensors = [
-        TensorDecl("features", Mode.INPUT, "FLOAT", (1, 10, -1, 192)),
+        TensorDecl("features", Mode.INPUT, "FLOAT", (1, CHANNELS, -1, 192)),
         TensorDecl(
             "probs", Mode.OUTPUT, "HALF", (1, 4, -1, 24), lambda s: (1, len(CLASSES), s[2] // 8, 24)
         ),
     ]
     model = read_detector(soilnet_folder(tmp_path / "soilnet"))
     net = open_tile_net(model, "tensorrt")
-    out = net(np.zeros((1, 10, 96, 192), np.float32))
+    out = net(np.zeros((1, CHANNELS, 96, 192), np.float32))
     assert out.dtype == np.float32  # the engine's FP16 output, read as such and converted
     assert out.shape == (1, 4, 12, 24)
     assert out.ravel()[:5].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
