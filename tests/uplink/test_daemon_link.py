@@ -203,6 +203,10 @@ async def test_simulate_telemetry_tells_the_condition_model_and_module_temperatu
             str(report),
             "--broker",
             broker.url("tls"),
+            # Real time, so the run spans the simulated module's temperature reports (every
+            # 0.5 s); at --speed max a fast machine ends the clip before the first one.
+            "--speed",
+            "realtime",
         )
         err = await asyncio.to_thread(_stop_when_done, sim)
         assert sim.returncode == 0, err.decode()[-2000:]
