@@ -67,6 +67,9 @@ class Enhancer(abc.ABC):
     def set_condition(self, condition: str | None) -> None:  # noqa: B027 - only chains gate
         """The scene condition of the latest analysed frame (called on the event loop)."""
 
+    def reset_guard(self) -> None:  # noqa: B027 - only chains guard
+        """Forget the harm guard's smoothing, so the next frame gets its own verdict."""
+
     def drain_events(self) -> list[EnhancerEvent]:
         """Events that happened since the last call (demotions, swaps), for the event loop."""
         return []

@@ -560,6 +560,10 @@ class EnhancerChain(Enhancer):
     def set_condition(self, condition: str | None) -> None:
         self.gate.observe(condition)
 
+    def reset_guard(self) -> None:
+        if self.guard is not None:
+            self.guard.reset()
+
     def _record(self, type_: str, **data: JsonValue) -> None:
         self._events.append(EnhancerEvent(type_, data))
 

@@ -70,10 +70,7 @@ class LazyEnhancer(Enhancer):
         self._ready().set_condition(condition)
 
     def reset_guard(self) -> None:
-        """Forget the harm guard's smoothing (the next frame gets its own verdict)."""
-        guard = getattr(self._ready(), "guard", None)
-        if guard is not None:
-            guard.reset()
+        self._ready().reset_guard()
 
     def close(self) -> None:
         if self.inner is not None:
@@ -113,12 +110,7 @@ class SceneGate:
         for _ in range(self.repeats if t is None else 1):
             enhancer.set_condition(self.last)
         if t is None:
-            reset = getattr(enhancer, "reset_guard", None)
-            guard = getattr(enhancer, "guard", None)
-            if reset is not None:
-                reset()
-            elif guard is not None:
-                guard.reset()
+            enhancer.reset_guard()
         return enhancer.enhance(image)
 
 
