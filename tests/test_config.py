@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import types
 import typing
 from pathlib import Path
@@ -128,3 +130,83 @@ def test_digest_changes_with_the_config() -> None:
     assert Config().digest() == Config().digest()
     other = parse_config({"pipeline": {"queue_size": 8}})
     assert other.digest() != Config().digest()
+
+
+@pytest.mark.parametrize(
+    ("toml", "key", "words"),
+    [
+        ('[capture]\nuri = "ftp://foo"\n', "capture.uri", "unknown scheme 'ftp'"),
+        ('[capture]\nuri = "v4l2://video0"\n', "capture.uri", "v4l2:///dev/videoN"),
+        (
+            '[uplink]\ntype = "mqtt"\nbroker = "mqtts://h"\nca_file = "/nonexistent/ca.pem"\n',
+            "uplink.ca_file",
+            "no such file: /nonexistent/ca.pem",
+        ),
+        ('[enhance]\nmodel_dirs = ["/nonexistent/models"]\n', "enhance.model_dirs[0]", "folder"),
+        (
+            '[uplink]\ntype = "mqtt"\nbroker = "mqtt://h"\nkeepalive_s = "30"\n',
+            "uplink.keepalive_s",
+            "valid integer (got '30')",
+        ),
+        ('[capture]\nfps = "30"\n', "capture.fps", "valid number"),
+        ("[pipeline]\nqueue_size = 4.0\n", "pipeline.queue_size", "valid integer"),
+        ("[quality]\nenabled = 1\n", "quality.enabled", "valid boolean"),
+        ("[agent]\nvehicle_id = 7\n", "agent.vehicle_id", "valid string"),
+        ("[agent]\nvehicle_id = 1979-05-27\n", "agent.vehicle_id", "dates and times"),
+        (
+            '[uplink]\ntype = "mqtt"\nbroker = "http://h"\n',
+            "uplink.broker",
+            "mqtts://HOST[:PORT] or mqtt://HOST[:PORT]",
+        ),
+    ],
+)
+def test_check_config_refuses_what_run_could_not_start_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], toml: str, key: str, words: str
+) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.key == key
+    assert words in str(info.value)
+    assert "^" not in str(info.value)  # no regular expression in the message
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert f"{key}: " in err[0]
+
+
+def test_run_refuses_at_once_what_check_config_refuses(tmp_path: Path) -> None:
+    """`run` with a config `check-config` refuses exits 2 with one line, before starting."""
+    path = tmp_path / "bad.toml"
+    path.write_text('[capture]\nuri = "ftp://foo"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "vehicle_agent", "run", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    expected = (
+        f"vehicle-agent: config error: {path}: capture.uri: unknown scheme 'ftp': expected "
+        "file://, v4l2://, csi://, gst:// or a path"
+    )
+    assert result.stderr.strip().splitlines() == [expected]
+
+
+def test_toml_numbers_and_paths_are_read_as_before(tmp_path: Path) -> None:
+    """Strict mode refuses strings for numbers, not integers for floats or strings for paths."""
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not checked here")
+    path = tmp_path / "ok.toml"
+    path.write_text(
+        f'[capture]\nfps = 30\nuri = "{tmp_path}"\n[agent]\nstate_dir = "{tmp_path}"\n'
+        f'[uplink]\ntype = "mqtt"\nbroker = "mqtts://[::1]:8884"\nca_file = "{ca}"\n'
+        "keepalive_s = 30\n"
+    )
+    config = load_config(path)
+    assert config.capture.fps == 30.0
+    assert config.agent.state_dir == tmp_path
+    assert config.uplink.ca_file == ca  # type: ignore[union-attr]
+    assert config.uplink.keepalive_s == 30  # type: ignore[union-attr]

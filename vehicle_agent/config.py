@@ -3,6 +3,10 @@
 Every field has a description (docs/configuration.md is generated from them) and every number
 has bounds. Secrets never sit in the file: fields ending in `_credential` name a systemd
 credential or environment variable that `vehicle_agent.secrets` resolves at run time.
+
+Values read from TOML are validated strictly (`keepalive_s = "30"` is an error, not 30), and
+`load_config` also checks what a config file names outside itself (the capture URI's form, the
+files and folders that must exist), so what `check-config` accepts, `run` starts with.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import (
@@ -676,10 +680,12 @@ class UploadConfig(ConfigModel):
         return self
 
 
+_BROKER_URL = re.compile(r"^mqtts?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?/?$")
+
+
 class MqttUplinkConfig(ConfigModel):
     type: Literal["mqtt"] = Field("mqtt", description="MQTT 5 link to the fleet broker.")
     broker: str = Field(
-        pattern=r"^mqtts?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?/?$",
         description=(
             "Broker URL: mqtts://HOST[:PORT] (TLS, default port 8883) or mqtt://HOST[:PORT] "
             "(plain TCP, 1883; refused when TLS files are given)."
@@ -755,6 +761,17 @@ class MqttUplinkConfig(ConfigModel):
     upload: UploadConfig = Field(
         default_factory=UploadConfig, description="Frame uploads (the fleet's training data)."
     )
+
+    @field_validator("broker")
+    @classmethod
+    def _broker_url(cls, url: str) -> str:
+        # A plain message: the regular expression itself helps nobody.
+        if not _BROKER_URL.match(url):
+            raise ValueError(
+                "does not match the pattern mqtts://HOST[:PORT] or mqtt://HOST[:PORT] "
+                "(HOST a name, an IPv4 address or an [IPv6] address)"
+            )
+        return url
 
     @model_validator(mode="after")
     def _tls_consistent(self) -> Self:
@@ -942,8 +959,31 @@ def _find_secret(data: Any, prefix: str = "") -> str | None:
     return None
 
 
+def _not_json(data: Any, prefix: str = "") -> str | None:
+    """Key path of the first value JSON cannot carry (a TOML date or time)."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            found = _not_json(value, f"{prefix}.{key}" if prefix else str(key))
+            if found is not None:
+                return found
+        return None
+    if isinstance(data, list | tuple):
+        for i, value in enumerate(data):
+            found = _not_json(value, f"{prefix}[{i}]")
+            if found is not None:
+                return found
+        return None
+    if data is None or isinstance(data, str | int | float | PurePath):
+        return None
+    return prefix
+
+
 def parse_config(data: dict[str, Any], path: Path | str | None = None) -> Config:
-    """Validate a decoded TOML document; errors name `path` and the key."""
+    """Validate a decoded TOML document; errors name `path` and the key.
+
+    Strictly: TOML has types, so a string where a number belongs (`keepalive_s = "30"`), a
+    float where an integer belongs or a boolean where a number belongs is an error, as pydantic
+    validates JSON in strict mode (strings for paths, integers for floats)."""
     secret = _find_secret(data)
     if secret is not None:
         key = secret.rsplit(".", 1)[-1]
@@ -953,14 +993,62 @@ def parse_config(data: dict[str, Any], path: Path | str | None = None) -> Config
             "secrets never sit in the config file: remove it and name a systemd credential "
             f"or environment variable in '{key}_credential' instead",
         )
+    odd = _not_json(data)
+    if odd is not None:
+        raise ConfigError(path, odd or None, "dates and times are not configuration values")
+    document = json.dumps(data, default=str)  # str: paths given as Path objects (callers)
     try:
-        return Config.model_validate(data)
+        return Config.model_validate_json(document, strict=True)
     except ValidationError as exc:
         raise _describe(exc, path) from None
 
 
+def check_references(config: Config, path: Path | str | None = None) -> None:
+    """Refuse what a config names outside itself and cannot work: a capture URI no source
+    reads, and files or folders that must exist. `load_config` runs it; `parse_config` does not
+    (a document in a test or a tool may name files of another machine)."""
+    # Imported here: the capture registry brings OpenCV, which plain config users do not need.
+    from vehicle_agent.capture.base import SourceError  # noqa: PLC0415
+    from vehicle_agent.capture.uri import open_source  # noqa: PLC0415
+
+    try:
+        open_source(config.capture.uri, config.capture)  # the form only; nothing is opened
+    except SourceError as exc:
+        raise ConfigError(path, "capture.uri", exc.reason) from None
+    for key, value, kind in _referenced_paths(config):
+        if kind == "file" and not value.is_file():
+            what = "is not a file" if value.exists() else "no such file"
+            raise ConfigError(path, key, f"{what}: {value}")
+        if kind == "folder" and not value.is_dir():
+            what = "is not a folder" if value.exists() else "no such folder"
+            raise ConfigError(path, key, f"{what}: {value}")
+
+
+def _referenced_paths(config: Config) -> list[tuple[str, Path, Literal["file", "folder"]]]:
+    """(key, path, kind) of every path the config names that must exist before the daemon
+    starts (those it creates itself, such as state_dir or the outbox, are not listed)."""
+    found: list[tuple[str, Path, Literal["file", "folder"]]] = []
+    uplink = config.uplink
+    if isinstance(uplink, MqttUplinkConfig):
+        for name in ("ca_file", "client_cert_file", "client_key_file"):
+            value = getattr(uplink, name)
+            if value is not None:
+                found.append((f"uplink.{name}", value, "file"))
+    enhance = config.enhance
+    for i, folder in enumerate(enhance.model_dirs):
+        found.append((f"enhance.model_dirs[{i}]", folder, "folder"))
+    chain_key = "enhance.backend" if "backend" in enhance.model_fields_set else "enhance.chain"
+    for i, backend in enumerate(enhance.chain):
+        if isinstance(backend, TensorRtEnhancerConfig) and backend.calibration_dir is not None:
+            key = chain_key if chain_key == "enhance.backend" else f"{chain_key}[{i}]"
+            found.append((f"{key}.calibration_dir", backend.calibration_dir, "folder"))
+    if config.quality.brisque_model_dir is not None:
+        found.append(("quality.brisque_model_dir", config.quality.brisque_model_dir, "folder"))
+    return found
+
+
 def load_config(path: Path | str) -> Config:
-    """Read and validate a TOML config file."""
+    """Read and validate a TOML config file, and what it names (`check_references`)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -972,4 +1060,6 @@ def load_config(path: Path | str) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, None, f"invalid TOML: {exc}") from None
-    return parse_config(data, path)
+    config = parse_config(data, path)
+    check_references(config, path)
+    return config
