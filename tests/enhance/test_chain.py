@@ -25,7 +25,12 @@ from vehicle_agent.config import (
     EnhanceHealthConfig,
     TensorRtEnhancerConfig,
 )
-from vehicle_agent.enhance.base import BackendUnavailableError, Enhancer, EnhancerEvent
+from vehicle_agent.enhance.base import (
+    BackendUnavailableError,
+    Enhancer,
+    EnhancerError,
+    EnhancerEvent,
+)
 from vehicle_agent.enhance.chain import BackendSpec, EnhancerChain, Gate
 from vehicle_agent.enhance.classical import ClassicalEnhancer
 from vehicle_agent.enhance.store import ModelStore
@@ -450,3 +455,55 @@ def test_closing_the_chain_cancels_a_build_still_running(models: Path, clock: Fa
     chain.close()
     assert builder.cancelled == 1
     assert not any(t.name.startswith("enhance-loader") for t in threading.enumerate())
+def floorless_chain(models: Path, clock: FakeClock, *scripts: Script) -> EnhancerChain:
+    """Scripted model backends only, no passthrough after them (offline, a named model)."""
+    for script in scripts:
+        script.clock = clock
+    return EnhancerChain(
+        [BackendSpec("scripted", ScriptedConfig(s), needs_model=True) for s in scripts],
+        Gate("tiny", {}),
+        ModelStore([models]),
+        EnhanceHealthConfig(max_latency_ms=100.0, slow_frames=2, promote_after_s=PROMOTE_S),
+        background=False,
+        clock=clock,
+        factory=factory,
+        guard=None,
+        floor=False,
+    )
+
+
+def test_without_a_floor_the_last_backend_failing_to_load_is_an_error(
+    models: Path, clock: FakeClock
+) -> None:
+    chain = floorless_chain(models, clock, Script(load_fails=True))
+    with pytest.raises(EnhancerError, match="engine deserialisation failed") as caught:
+        chain.load()
+    assert caught.value.backend == "scripted:tiny"
+    assert chain.describe() == "scripted"  # no passthrough floor
+    chain.close()
+
+
+def test_without_a_floor_an_earlier_backend_still_falls_back_to_a_later_one(
+    models: Path, clock: FakeClock
+) -> None:
+    broken, healthy = Script(load_fails=True), Script()
+    chain = floorless_chain(models, clock, broken, healthy)
+    chain.load()
+    image = frame()
+    np.testing.assert_allclose(chain.enhance(image), halved(image), atol=1)
+    healthy.mode = "raise"  # the last one left fails on a frame: an error, not a copy
+    with pytest.raises(EnhancerError, match="illegal memory access"):
+        chain.enhance(image)
+    chain.close()
+
+
+def test_without_a_floor_a_slow_last_backend_keeps_giving_frames(
+    models: Path, clock: FakeClock
+) -> None:
+    chain = floorless_chain(models, clock, Script(mode="slow"))
+    chain.load()
+    image = frame()
+    for _ in range(4):
+        np.testing.assert_allclose(chain.enhance(image), halved(image), atol=1)
+    assert chain.name == "scripted:tiny"
+    chain.close()

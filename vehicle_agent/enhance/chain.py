@@ -16,6 +16,9 @@ A backend whose load first needs slow one-time work (`PreparedEnhancer`: a Tenso
 build) is not loaded in `load`: its work runs on the loader thread while the next backend of the
 chain serves the frames, and it is promoted between two frames once it is done (a build that
 fails is a demotion like any load failure). `close` cancels work still running.
+Built with `floor=False` (offline, where the user named the backend or the model), passthrough
+is no floor: when the last backend that could give a frame fails, `EnhancerError` says why,
+instead of an unchanged copy coming out.
 
 Everything that changes state runs on the enhance thread (or in `load`, before frames flow);
 the loader thread only builds new backends. Events are queued and the pipeline emits them on
@@ -46,6 +49,7 @@ from vehicle_agent.config import (
 from vehicle_agent.enhance.base import (
     BackendUnavailableError,
     Enhancer,
+    EnhancerError,
     EnhancerEvent,
     PreparedEnhancer,
     create_enhancer,
@@ -183,9 +187,11 @@ class EnhancerChain(Enhancer):
         clock: Callable[[], float] = time.perf_counter,
         factory: Callable[..., Enhancer] = create_enhancer,
         guard: GuardParams | None = DEFAULT_GUARD,
+        floor: bool = True,
     ) -> None:
         """`guard`: the parameters of this chain's own `HarmGuard` (it smooths over this
-        stream's frames), or None to return backend outputs unchecked."""
+        stream's frames), or None to return backend outputs unchecked. `floor=False`: no
+        passthrough after the last backend (see the module)."""
         self.specs = list(specs)
         self.gate = gate
         self.store = store
@@ -195,6 +201,7 @@ class EnhancerChain(Enhancer):
         self.factory = factory
         self.background = background
         self.guard = HarmGuard(guard) if guard is not None else None
+        self.floor = floor
         self.name = PASSTHROUGH
         self.candidates: dict[tuple[int, str | None], Candidate] = {}
         self._events: deque[EnhancerEvent] = deque()
@@ -462,6 +469,11 @@ class EnhancerChain(Enhancer):
     # -- health --------------------------------------------------------------------------------
 
     def _demote(self, cand: Candidate, kind: DemotionKind, reason: str) -> None:
+        if not self.floor and not self._others_left(cand):
+            if kind == "slow":
+                cand.slow_run = 0  # nothing to fall back to: a slow frame is still a frame
+                return
+            raise EnhancerError(cand.label, reason)
         now = self.clock()
         permanent = kind == "unavailable"
         cand.state = "unavailable" if permanent else "demoted"
@@ -529,6 +541,8 @@ class EnhancerChain(Enhancer):
                     if self.guard is None or out.shape != image.shape:
                         return out  # the guard compares like with like only
                     return self.guard.apply(image, out)
+        if not self.floor and self.candidates_for(choice):
+            raise EnhancerError(self.name, f"no backend of {self.describe()} gave the frame")
         self._activate(None, choice, condition)
         return image
 
@@ -573,8 +587,16 @@ class EnhancerChain(Enhancer):
             drained.append(self._events.popleft())
         return drained
 
+    def _others_left(self, cand: Candidate) -> bool:
+        """Whether another backend may still give the current choice's frames."""
+        return any(
+            other is not cand and other.state in ("idle", "ready")
+            for other in self.candidates_for(self.gate.current[0])
+        )
+
     def describe(self) -> str:
-        return " → ".join([*(s.type for s in self.specs), PASSTHROUGH])
+        floor = [PASSTHROUGH] if self.floor else []
+        return " → ".join([*(s.type for s in self.specs), *floor])
 
     @property
     def model_label(self) -> str | None:
@@ -624,10 +646,12 @@ def build_enhancer(
     chain: Sequence[Any] | None = None,
     background: bool = True,
     guard: GuardParams | None = DEFAULT_GUARD,
+    floor: bool = True,
 ) -> EnhancerChain:
     """The enhance stage's runtime for `[enhance]` (or for `chain`, e.g. one backend that a
     fleet command asked for, keeping the config's models and gating); `guard=None` or
-    `[enhance] guard = false` turns the harm guard off."""
+    `[enhance] guard = false` turns the harm guard off; `floor=False` raises instead of
+    passing frames through unchanged (offline, for a backend or model the user named)."""
     return EnhancerChain(
         chain_specs(chain if chain is not None else enhance.chain),
         Gate(enhance.model, enhance.gating, enhance.switch_after_frames),
@@ -636,4 +660,5 @@ def build_enhancer(
         state_dir=state_dir,
         background=background,
         guard=guard if enhance.guard else None,
+        floor=floor,
     )
