@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import cv2
@@ -89,3 +91,110 @@ def test_enhance_errors_are_one_line_naming_the_file(
     assert len(err) == 1
     assert name in err[0]
     assert words in err[0]
+
+
+def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("vehicle-agent: ")
+    return err[0]
+
+
+def test_enhance_into_a_missing_folder_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "in.png"
+    cv2.imwrite(str(src), dark_image())
+    out = tmp_path / "missing" / "dir" / "x.jpg"
+    assert main(["enhance", str(src), "--out", str(out)]) == 2
+    assert f"no such folder {out.parent}" in _one_error_line(capsys)
+    assert not (tmp_path / "missing").exists()
+
+
+def test_enhance_refuses_to_overwrite_its_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "in.png"
+    cv2.imwrite(str(src), dark_image())
+    before = src.read_bytes()
+    for out in (src, tmp_path):  # the file itself, or the folder it is in
+        assert main(["enhance", str(src), "--out", str(out)]) == 2
+        assert "refusing to overwrite it" in _one_error_line(capsys)
+        assert src.read_bytes() == before
+
+
+def _png_header(path: Path, width: int, height: int) -> Path:
+    """A PNG that announces width × height, with one row of pixels: decoding it fails, reading
+    its header does not."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(bytes(1 + 3 * width))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    ("width", "height"), [(20_000, 20_000), (8_193, 10), (7_500, 7_500), (10, 9_000)]
+)
+def test_enhance_refuses_pictures_above_the_size_limit_before_decoding(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], width: int, height: int
+) -> None:
+    src = _png_header(tmp_path / "huge.png", width, height)
+    assert main(["enhance", str(src), "--out", str(tmp_path / "out.png")]) == 2
+    line = _one_error_line(capsys)
+    assert "is too large to enhance (at most 8192 px on a side and 50 megapixels)" in line
+    if width * height < 100_000_000:  # above, Pillow refuses to tell the size
+        assert f"{width}×{height}" in line
+
+
+def test_enhance_takes_a_picture_at_the_size_limit(tmp_path: Path) -> None:
+    src = tmp_path / "wide.png"
+    cv2.imwrite(str(src), np.full((4, 8192, 3), 40, np.uint8))
+    out = tmp_path / "out.png"
+    assert main(["enhance", str(src), "--out", str(out), "--backend", "passthrough"]) == 0
+    written = cv2.imread(str(out))
+    assert written is not None
+    assert written.shape == (4, 8192, 3)
+
+
+def test_simulate_refuses_a_still_image_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    photo = tmp_path / "photo.jpg"
+    cv2.imwrite(str(photo), dark_image())
+    report = tmp_path / "report"
+    assert main(["simulate", "--video", str(photo), "--report", str(report)]) == 2
+    assert "a still image, not a video" in _one_error_line(capsys)
+    assert not report.exists()
+
+
+def test_simulate_of_a_video_without_a_frame_fails_saying_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"not a video")
+    config = tmp_path / "bench.toml"
+    config.write_text("[capture.reconnect]\nmax_attempts = 1\ninitial_s = 0.01\nmax_s = 0.02\n")
+    report = tmp_path / "r"
+    args = ["simulate", "--config", str(config), "--video", str(clip), "--report", str(report)]
+    assert main(args) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == f"vehicle-agent: error: --video {clip}: no frame was read; see {report}"
+
+
+def test_simulate_with_a_bad_broker_url_is_a_plain_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["simulate", "--broker", "http://localhost", "--report", str(tmp_path / "r")]
+    assert main(args) == 2
+    line = _one_error_line(capsys)
+    assert "--broker: " in line
+    assert "mqtts://HOST[:PORT] or mqtt://HOST[:PORT]" in line
+    assert "^" not in line  # no regular expression

@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from vehicle_agent import __version__, compat
 from vehicle_agent.config import Config, ConfigError, load_config
@@ -124,19 +125,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--broker, two runs give the same events.jsonl (thermal events may still move)",
     )
 
-    enh = sub.add_parser("enhance", help="enhance an image, a folder of images or a video offline")
+    enh = sub.add_parser(
+        "enhance",
+        help="enhance an image, a folder of images or a video offline",
+        description="Enhance an image, a folder of images or a video with the daemon's enhance "
+        "chain. Pictures above 8192 px on a side or 50 megapixels are refused; the output "
+        "never replaces the input and its folder must exist.",
+    )
     enh.add_argument("input", type=Path, metavar="IN", help="image, folder of images, or video")
     enh.add_argument("--out", type=Path, required=True, help="output file or folder")
     enh.add_argument("--config", type=Path, help="TOML config whose [enhance] section is used")
     enh.add_argument(
         "--backend",
         choices=["tensorrt", "onnxruntime", "classical", "passthrough"],
-        help="run only this backend (then passthrough) instead of the config's chain",
+        help="run only this backend instead of the config's chain; it is an error (exit 2) "
+        "when it cannot run here",
     )
     enh.add_argument(
         "--model",
         metavar="NAME",
-        help="model to run, whatever the config's gating says (default: the config's model)",
+        help="model to run, whatever the config's gating says (default: the config's model); "
+        "it is an error (exit 2) when it is not installed or no model backend can run it",
     )
     enh.add_argument(
         "--model-dir",
@@ -226,9 +235,25 @@ def cmd_safe_state(args: argparse.Namespace) -> int:
     return EXIT_FAILURE if failed else EXIT_OK
 
 
+def _check_recording(video: Path) -> None:
+    """Refuse, before anything starts, a `--video` that is missing or a still image (a file
+    that does not decode is replayed: the report says how the source gave up)."""
+    from vehicle_agent.enhance.offline import IMAGE_SUFFIXES  # noqa: PLC0415
+
+    if not video.is_file():
+        raise CliError(f"{video}: no such video file", EXIT_USAGE)
+    if video.suffix.lower() in IMAGE_SUFFIXES:
+        raise CliError(
+            f"--video {video}: a still image, not a video: simulate replays a recording "
+            "(.mp4, .avi, .mkv, …); `vehicle-agent enhance` takes images",
+            EXIT_USAGE,
+        )
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from vehicle_agent.sim.simulate import (  # noqa: PLC0415
         BenchHardware,
+        bench_uplink_config,
         parse_mcu_fault,
         sample_video,
         simulate,
@@ -237,8 +262,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     config = _config(args.config)
     _setup_logging(args, config)
     video: Path = args.video or sample_video()
-    if not video.is_file():
-        raise CliError(f"{video}: no such video file", EXIT_USAGE)
+    _check_recording(video)
+    if args.broker is not None:
+        bench_uplink_config(config, args.broker)
     if not -40.0 <= args.ambient <= 85.0:
         raise CliError(f"--ambient {args.ambient:g}: expected -40 to 85 °C", EXIT_USAGE)
     if not 0.1 <= args.thermal_speed <= 1000.0:
@@ -278,6 +304,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             seed=args.seed,
         )
     )
+    if summary["frames_in"] == 0:
+        raise CliError(f"--video {video}: no frame was read; see {args.report}")
     outputs = summary["outputs"]
     assert isinstance(outputs, dict)  # noqa: S101 - built by summary_dict
     print(
@@ -290,55 +318,88 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_FAILURE if summary["stop_reason"] == "source_gave_up" else EXIT_OK
 
 
+def _named_model(enhance: Any, state_dir: Path, name: str) -> None:
+    """Refuse `--model NAME` when no model folder holds it (before anything loads)."""
+    from vehicle_agent.enhance.manifest import ManifestError  # noqa: PLC0415
+    from vehicle_agent.enhance.store import ModelNotFoundError, ModelStore, default_dirs  # noqa: PLC0415
+
+    store = ModelStore(default_dirs(state_dir, enhance.model_dirs))
+    try:
+        store.find(name)
+    except ModelNotFoundError as exc:
+        installed = ", ".join(store.names()) or "none"
+        raise CliError(f"--model {name}: {exc} (installed: {installed})", EXIT_USAGE) from None
+    except ManifestError as exc:
+        raise CliError(f"--model {name}: {exc}", EXIT_USAGE) from None
+
+
 def cmd_enhance(args: argparse.Namespace) -> int:
     from pydantic import TypeAdapter, ValidationError  # noqa: PLC0415
 
-    from vehicle_agent.config import EnhancerConfig  # noqa: PLC0415
+    from vehicle_agent.config import MODEL_BACKENDS, EnhancerConfig  # noqa: PLC0415
     from vehicle_agent.enhance.chain import DEFAULT_GUARD, build_enhancer  # noqa: PLC0415
     from vehicle_agent.enhance.offline import (  # noqa: PLC0415
+        EnhancerLoadError,
         LazyEnhancer,
         OfflineError,
         SceneGate,
         enhance_path,
     )
-    from vehicle_agent.enhance.store import default_dirs  # noqa: PLC0415
 
     config = _config(args.config)
     _setup_logging(args, config)
     enhance = config.enhance
     changes: dict[str, object] = {"model_dirs": [*args.model_dir, *enhance.model_dirs]}
+    named = [f"--{k} {v}" for k, v in (("backend", args.backend), ("model", args.model)) if v]
+    if named:
+        # Offline no scene condition is observed: the gate only matters for what it preloads.
+        changes["gating"] = {}
     if args.model is not None:
-        changes |= {"model": args.model, "gating": {}}
+        changes["model"] = args.model
     try:
         enhance = type(enhance).model_validate(
             enhance.model_dump(exclude={"backend"}, exclude_unset=False) | changes
         )
     except ValidationError as exc:
         raise CliError(f"--model: {exc.errors()[0]['msg']}", EXIT_USAGE) from None
-    if args.model is not None:
-        from vehicle_agent.enhance.store import ModelNotFoundError, ModelStore  # noqa: PLC0415
-
-        store = ModelStore(default_dirs(config.agent.state_dir, enhance.model_dirs))
-        try:
-            store.find(args.model)
-        except ModelNotFoundError as exc:
-            names = ", ".join(store.names()) or "none"
-            raise CliError(f"--model: {exc} (installed: {names})", EXIT_USAGE) from None
     chain = None
     if args.backend is not None:
         same = [c for c in enhance.chain if c.type == args.backend]
         chain = same[:1] or [TypeAdapter(EnhancerConfig).validate_python({"type": args.backend})]
+    if args.model is not None:
+        if args.backend is not None and args.backend not in MODEL_BACKENDS:
+            raise CliError(
+                f"--model {args.model}: --backend {args.backend} runs no model", EXIT_USAGE
+            )
+        if chain is None:
+            # The model, or an error: not the chain's model-free fallbacks.
+            chain = [c for c in enhance.chain if c.type in MODEL_BACKENDS]
+            if not chain:
+                raise CliError(
+                    f"--model {args.model}: the config's [enhance] chain has no model backend "
+                    f"({', '.join(sorted(MODEL_BACKENDS))}); add --backend onnxruntime",
+                    EXIT_USAGE,
+                )
+        _named_model(enhance, config.agent.state_dir, args.model)
     guard = None if args.no_guard else DEFAULT_GUARD
-    # Offline there is no frame rate to keep: loads and health checks run inline.
+    # Offline there is no frame rate to keep: loads and health checks run inline. What the user
+    # named runs or fails (floor=False): an unchanged copy is not an enhancement.
     enhancer = LazyEnhancer(
         lambda: build_enhancer(
-            enhance, config.agent.state_dir, chain=chain, background=False, guard=guard
+            enhance,
+            config.agent.state_dir,
+            chain=chain,
+            background=False,
+            guard=guard,
+            floor=not named,
         )
     )
     # `--model` forces one model whatever the scene; otherwise the daemon's gating decides.
     gate = None if args.model is not None else SceneGate(config)
     try:
         result = enhance_path(enhancer, args.input, args.out, gate)
+    except EnhancerLoadError as exc:
+        raise CliError(f"{' '.join(named) or 'enhance'}: {exc}", EXIT_USAGE) from exc
     except OfflineError as exc:
         raise CliError(str(exc), EXIT_USAGE) from exc
     finally:

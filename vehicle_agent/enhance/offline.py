@@ -8,10 +8,15 @@ video time); an image is a scene of its own, judged as a stream's first frame wo
 the gate `switch_after_frames` times (so the gating table applies at once) and with the harm
 guard's smoothing reset (the verdict repeating that frame would converge to). The benchmark
 (`tools.gan bench`, its default-chain column) runs the same class, so the two agree.
+
+Pictures above `MAX_SIDE` pixels on a side or `MAX_PIXELS` in all are refused, from the file's
+header before it is decoded: a model at full resolution needs about 35 bytes per pixel (a
+20000×20000 image took 13 GB). An output never replaces its input, and its folder must exist.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+import PIL.Image
 
 from vehicle_agent.enhance.base import Enhancer, EnhancerError
 from vehicle_agent.output.sinks import FOURCC_BY_SUFFIX, SinkError, VideoWriter
@@ -29,10 +35,50 @@ if TYPE_CHECKING:
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg"})
+MAX_SIDE = 8192
+"""Widest or tallest picture `enhance` takes, pixels."""
+MAX_PIXELS = 50_000_000
+"""Largest picture `enhance` takes, pixels in all (50 megapixels)."""
 
 
 class OfflineError(Exception):
     """The input or output of `enhance` cannot be used; the message names the path."""
+
+
+class EnhancerLoadError(OfflineError):
+    """The enhancer could not be made ready (a named backend or model cannot run): the whole
+    run stops, not just one file."""
+
+
+_LIMIT = f"at most {MAX_SIDE} px on a side and {MAX_PIXELS // 1_000_000} megapixels"
+
+
+def check_size(path: Path, width: int, height: int) -> None:
+    """Refuse a picture above `MAX_SIDE` on a side or `MAX_PIXELS` in all."""
+    if max(width, height) > MAX_SIDE or width * height > MAX_PIXELS:
+        raise OfflineError(
+            f"{path}: {width}×{height} is too large to enhance ({_LIMIT}); scale it down first"
+        )
+
+
+def _header_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from the image file's header, without decoding the pixels; None when
+    Pillow cannot tell (the decoded frame is checked instead)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
+            with PIL.Image.open(path) as image:
+                width, height = image.size
+    except PIL.Image.DecompressionBombError:
+        # Pillow's own limit, far above ours, stops it before it tells the size.
+        limit = 2 * (PIL.Image.MAX_IMAGE_PIXELS or 0) // 1_000_000
+        raise OfflineError(
+            f"{path}: over {limit} megapixels is too large to enhance ({_LIMIT}); "
+            "scale it down first"
+        ) from None
+    except (OSError, ValueError, SyntaxError):
+        return None
+    return int(width), int(height)
 
 
 @dataclass
@@ -56,8 +102,11 @@ class LazyEnhancer(Enhancer):
 
     def _ready(self) -> Enhancer:
         if self.inner is None:
-            self.inner = self._make()
-            self.inner.load()
+            try:
+                self.inner = self._make()
+                self.inner.load()
+            except EnhancerError as exc:
+                raise EnhancerLoadError(str(exc)) from exc
         return self.inner
 
     def _enhance(self, image: Image) -> Image:
@@ -119,11 +168,18 @@ def _run(enhancer: Enhancer, gate: SceneGate | None, image: Image, t: float | No
 
 
 def _read_image(path: Path) -> np.ndarray:
+    size = _header_size(path)
+    if size is not None:
+        check_size(path, *size)
     # imdecode from bytes, so non-ASCII paths work and a corrupt file is one clear error.
-    data = np.fromfile(path, dtype=np.uint8)
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise OfflineError(f"{path}: cannot read: {exc.strerror or exc}") from None
     image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if image is None:
         raise OfflineError(f"{path}: cannot decode image")
+    check_size(path, image.shape[1], image.shape[0])
     return np.asarray(image)
 
 
@@ -131,8 +187,18 @@ def _write_image(path: Path, image: np.ndarray) -> None:
     ok, encoded = cv2.imencode(path.suffix, image)
     if not ok:
         raise OfflineError(f"{path}: cannot encode image as {path.suffix}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    encoded.tofile(path)
+    try:
+        encoded.tofile(path)
+    except OSError as exc:
+        raise OfflineError(f"{path}: cannot write: {exc.strerror or exc}") from None
+
+
+def _check_output(src: Path, dst: Path) -> None:
+    """An output file needs an existing folder and must not be the input."""
+    if not dst.parent.is_dir():
+        raise OfflineError(f"{dst}: no such folder {dst.parent}; create it first")
+    if dst.exists() and dst.resolve() == src.resolve():
+        raise OfflineError(f"{dst}: is the input; refusing to overwrite it (choose another --out)")
 
 
 def enhance_image(
@@ -145,6 +211,8 @@ def enhance_image(
     try:
         image = _read_image(src)
         _write_image(dst, _run(enhancer, gate, image, None))
+    except EnhancerLoadError:
+        raise
     except (OfflineError, EnhancerError) as exc:
         result.failed.append((src, str(exc)))
         return
@@ -164,6 +232,12 @@ def enhance_video(
     cap = cv2.VideoCapture(str(src), cv2.CAP_FFMPEG)
     if not cap.isOpened():
         raise OfflineError(f"{src}: cannot decode video")
+    width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    try:
+        check_size(src, width, height)
+    except OfflineError:
+        cap.release()
+        raise
     fps = cap.get(cv2.CAP_PROP_FPS)
     fps = fps if fps and fps > 0 else 10.0
     writer = VideoWriter(dst, fps)
@@ -197,7 +271,10 @@ def enhance_path(
         images = sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not images:
             raise OfflineError(f"{src}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OfflineError(f"{out}: cannot create the folder: {exc.strerror or exc}") from None
         if out.resolve() == src.resolve():
             raise OfflineError(f"{out}: output folder is the input folder; refusing to overwrite")
         for image in images:
@@ -210,12 +287,14 @@ def enhance_path(
         dst = out / src.name if out.is_dir() else out
         if dst.suffix.lower() not in IMAGE_SUFFIXES:
             raise OfflineError(f"{dst}: output of an image must be an image file or a folder")
+        _check_output(src, dst)
         enhance_image(enhancer, src, dst, result, gate)
         if result.failed:
             raise OfflineError(result.failed[0][1])
         return result
     if suffix in VIDEO_SUFFIXES:
         dst = out / f"{src.stem}.mp4" if out.is_dir() else out
+        _check_output(src, dst)
         enhance_video(enhancer, src, dst, result, gate)
         return result
     raise OfflineError(

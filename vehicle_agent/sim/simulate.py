@@ -244,19 +244,26 @@ def prepare_report(report_dir: Path) -> ReportPaths:
     return report
 
 
+def bench_uplink_config(config: Config, broker: str) -> MqttUplinkConfig:
+    """The config's `[uplink]` (TLS, credentials) aimed at `broker`; `ConfigError` names
+    `--broker` when the two do not make a valid link (the CLI checks it before starting)."""
+    from vehicle_agent.uplink.commands import describe_validation  # noqa: PLC0415
+
+    table = config.uplink.model_dump(mode="json") if config.uplink.type == "mqtt" else {}
+    try:
+        return MqttUplinkConfig.model_validate({**table, "type": "mqtt", "broker": broker})
+    except ValidationError as exc:
+        raise ConfigError("--broker", "uplink", describe_validation(exc)) from None
+
+
 def bench_uplink(config: Config, broker: str | None, events: EventBus, report_dir: Path) -> Uplink:
     """No fleet link, or MQTT to `broker` (TLS and credentials from the config's `[uplink]`),
     with its outbox in the report directory unless the config names one."""
     if broker is None:
         return NoUplink()
-    from vehicle_agent.uplink.commands import describe_validation  # noqa: PLC0415
     from vehicle_agent.uplink.mqtt import MqttUplink  # noqa: PLC0415 - paho only when used
 
-    table = config.uplink.model_dump(mode="json") if config.uplink.type == "mqtt" else {}
-    try:
-        uplink = MqttUplinkConfig.model_validate({**table, "type": "mqtt", "broker": broker})
-    except ValidationError as exc:
-        raise ConfigError("--broker", "uplink", describe_validation(exc)) from None
+    uplink = bench_uplink_config(config, broker)
     outbox = uplink.outbox.path or report_dir / "uplink.sqlite3"
     config = config.model_copy(update={"uplink": uplink})
     return MqttUplink.from_config(config, events, outbox_path=outbox)
