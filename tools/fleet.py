@@ -41,6 +41,19 @@ from vehicle_agent.uplink.topics import CommandReply, FrameMeta
 DEFAULT_TTL_S = 60.0
 
 
+class ReplyTimeoutError(TimeoutError):
+    """No reply to a command in time: the vehicle is offline, or too busy to answer."""
+
+    def __init__(self, vehicle: str, name: str, timeout_s: float) -> None:
+        self.vehicle = vehicle
+        self.name = name
+        self.timeout_s = timeout_s
+        super().__init__(
+            f"timed out after {timeout_s:g} s waiting for vehicle {vehicle!r} to reply to "
+            f"{name!r} (is it online? `watch {vehicle}` shows its status)"
+        )
+
+
 @dataclass(frozen=True)
 class BrokerAccess:
     """How the console reaches the broker (an operator account that may read `fleet/#`)."""
@@ -191,7 +204,8 @@ class FleetClient:
         response_topic: str | None = None,
         ttl_s: float | None = DEFAULT_TTL_S,
     ) -> CommandReply:
-        """Publish a command and wait for the reply that carries its correlation data."""
+        """Publish a command and wait for the reply that carries its correlation data; raise
+        `ReplyTimeoutError` (a `TimeoutError`) naming the vehicle when none comes in time."""
         reply_topic = response_topic or self.topic(vehicle, f"replies/{self.client_id}")
         listen_on = self.topic(vehicle, "replies/#")
         if listen_on not in self._subscribed_replies:
@@ -208,7 +222,10 @@ class FleetClient:
                 response_topic=reply_topic,
                 ttl_s=ttl_s,
             )
-            received = await wait_for(future, timeout_s)
+            try:
+                received = await wait_for(future, timeout_s)
+            except TimeoutError:
+                raise ReplyTimeoutError(vehicle, _command_name(payload), timeout_s) from None
         finally:
             self._replies.pop(correlation, None)
         return CommandReply.model_validate_json(received.payload)
@@ -232,6 +249,14 @@ class FleetClient:
         return await self.request(
             vehicle, json.dumps(body).encode(), timeout_s=timeout_s, ttl_s=ttl_s
         )
+
+
+def _command_name(payload: bytes) -> str:
+    try:
+        name = json.loads(payload).get("name")
+    except (ValueError, AttributeError):
+        name = None
+    return name if isinstance(name, str) else "the command"
 
 
 class FrameAssembler:
@@ -479,8 +504,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     }[args.command]
     try:
         return compat.run(command(args))
+    except ReplyTimeoutError as exc:
+        print(f"fleet: {exc}", file=sys.stderr)
+        return 1
     except (SecretError, ValueError, aiomqtt.MqttError, TimeoutError) as exc:
-        print(f"fleet: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"fleet: {type(exc).__name__}: {exc or 'timed out'}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -7,6 +7,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,11 +19,20 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.uplink.broker import Broker, Certs
-from tests.uplink.helpers import make_uplink, mqtt_config, record, wait_for
+from tests.uplink.broker import OPERATOR, Broker, Certs
+from tests.uplink.conftest import PASSWORDS
+from tests.uplink.helpers import (
+    OPERATOR_CREDENTIAL,
+    make_uplink,
+    mqtt_config,
+    operator_cli,
+    record,
+    wait_for,
+)
 from tools.fleet import FleetClient, FrameAssembler
 from vehicle_agent.config import Config, PassthroughEnhancerConfig
 from vehicle_agent.records import Actuation
+from vehicle_agent.secrets import env_name
 from vehicle_agent.uplink.telemetry import SystemSample, TelemetryAggregator
 from vehicle_agent.uplink.topics import OutboxStatus, UplinkStatus
 
@@ -517,3 +529,33 @@ def test_telemetry_carries_the_fan_driver_alarms_and_the_service_latch() -> None
     assert telemetry.fan_driver == "none"
     assert telemetry.alarms == ["no_real_fan", "lens_service_required"]
     assert telemetry.lens_service_required is True
+
+
+def test_fleet_send_to_an_absent_vehicle_says_it_timed_out_waiting_for_it(
+    broker: Broker, certs: Certs
+) -> None:
+    env = {**os.environ, env_name(OPERATOR_CREDENTIAL): PASSWORDS[OPERATOR]}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tools.fleet",
+            *operator_cli(broker, certs),
+            "send",
+            "veh-2",
+            "ping",
+            "--timeout",
+            "0.5",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    expected = (
+        "fleet: timed out after 0.5 s waiting for vehicle 'veh-2' to reply to 'ping' "
+        "(is it online? `watch veh-2` shows its status)"
+    )
+    assert result.stderr.strip().splitlines() == [expected]
