@@ -210,3 +210,15 @@ def test_toml_numbers_and_paths_are_read_as_before(tmp_path: Path) -> None:
     assert config.agent.state_dir == tmp_path
     assert config.uplink.ca_file == ca  # type: ignore[union-attr]
     assert config.uplink.keepalive_s == 30  # type: ignore[union-attr]
+
+
+def test_every_section_given_empty_takes_its_defaults_in_strict_mode() -> None:
+    """A default strict validation would refuse (a Path object) breaks every TOML file that
+    has its section: `[agent]` without `state_dir` did."""
+    for model in all_models():
+        required = [n for n, info in model.model_fields.items() if info.is_required()]
+        if required:
+            continue
+        model.model_validate_json("{}", strict=True)
+    config = parse_config({"agent": {}, "control": {"fan": {"driver": "sysfs"}}})
+    assert config.agent.state_dir == Path("/var/lib/vehicle-agent")

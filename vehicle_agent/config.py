@@ -62,6 +62,8 @@ class AgentConfig(ConfigModel):
     )
     state_dir: Path = Field(
         Path("/var/lib/vehicle-agent"),
+        # A Path already; validated, it would fail parse_config's strict (JSON) mode.
+        validate_default=False,
         description="Directory for persistent state (outbox, models, counters).",
     )
 

@@ -88,7 +88,9 @@ class SysfsPwmFanConfig(ConfigModel):
         "normal", description="'inversed' for a driver stage that runs the fan on a low level."
     )
     root: Path = Field(
-        Path("/sys/class/pwm"), description="The sysfs PWM class directory (tests: a fake tree)."
+        Path("/sys/class/pwm"),
+        validate_default=False,  # a Path already (strict TOML validation takes strings)
+        description="The sysfs PWM class directory (tests: a fake tree).",
     )
     tach_path: Path | None = Field(
         None, description="A hwmon fanN_input file giving the fan speed in rpm, if wired."
