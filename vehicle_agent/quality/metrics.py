@@ -42,7 +42,7 @@ def _shrink(image: Image, width: int) -> Image:
     # Halving with INTER_AREA is OpenCV's fast path (~0.3 ms for 1280×720); a direct area resize
     # by a non-integer factor is several times slower.
     while w >= 2 * width:
-        w, h = w // 2, h // 2
+        w, h = w // 2, max(1, h // 2)  # a strip one pixel tall stays one pixel tall
         image = np.asarray(cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA), np.uint8)
     if w > width:
         size = (width, max(1, round(h * width / w)))
