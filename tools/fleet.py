@@ -1,11 +1,19 @@
 """Fleet console (cloud side): watch vehicles' telemetry and events, send commands, save frames.
 
     python -m tools.fleet --broker mqtts://HOST:8883 --ca-file ca.crt --username operator \
-        --password-credential fleet-password watch [VEHICLE]
-    python -m tools.fleet … send VEHICLE ping
+        --password-credential fleet-password watch [VEHICLE] [--camera CAMERA]
+    python -m tools.fleet … send VEHICLE ping                  # the vehicle's `front` camera
+    python -m tools.fleet … send VEHICLE ping --camera rear
+    python -m tools.fleet … send VEHICLE clean_lens --all-cameras   # every camera answers
     python -m tools.fleet … send VEHICLE set_config --args '{"changes": {"telemetry_interval_s": 5}}'
-    python -m tools.fleet … frames VEHICLE --out DIR
-    python -m tools.fleet … collect --out DATASET [--vehicle VEHICLE] [--idle-exit 30]
+    python -m tools.fleet … frames VEHICLE [--camera CAMERA] --out DIR
+    python -m tools.fleet … collect --out DATASET [--vehicle VEHICLE] [--camera CAMERA]
+
+A command goes to one camera (`--camera`, default the configuration's default camera id,
+`front`), or with `--all-cameras` to the vehicle-wide topic that every camera obeys: the console
+then waits for a reply from each camera whose retained status is `online`. Watching, frames and
+collecting take every camera unless `--camera` names one. A message in the single-camera topic
+layout (no camera level) is reported with one line and ignored.
 
 The password comes from a credential name (`$CREDENTIALS_DIRECTORY/NAME` or the environment
 variable `VEHICLE_AGENT_<NAME>`), never from the command line. Topics and payloads are those of
@@ -35,22 +43,30 @@ from paho.mqtt.properties import Properties
 from tools.dataset import CollectStats, DatasetError, DatasetWriter
 from vehicle_agent import compat
 from vehicle_agent.compat import Self, wait_for
+from vehicle_agent.config import AgentConfig
 from vehicle_agent.secrets import SecretError, read_secret
-from vehicle_agent.uplink.topics import CommandReply, FrameMeta
+from vehicle_agent.uplink.topics import ONLINE, CommandReply, FleetTopics, FrameMeta, legacy_message
 
 DEFAULT_TTL_S = 60.0
+DEFAULT_CAMERA: str = AgentConfig.model_fields["camera_id"].default
+"""The camera a command goes to when none is named: the daemon's default `agent.camera_id`."""
 
 
 class ReplyTimeoutError(TimeoutError):
     """No reply to a command in time: the vehicle is offline, or too busy to answer."""
 
-    def __init__(self, vehicle: str, name: str, timeout_s: float) -> None:
+    def __init__(
+        self, vehicle: str, name: str, timeout_s: float, camera: str | None = None
+    ) -> None:
         self.vehicle = vehicle
+        self.camera = camera
         self.name = name
         self.timeout_s = timeout_s
+        who = f"camera {camera!r} of vehicle {vehicle!r}" if camera else f"vehicle {vehicle!r}"
+        watch = f"watch {vehicle}" + (f" --camera {camera}" if camera else "")
         super().__init__(
-            f"timed out after {timeout_s:g} s waiting for vehicle {vehicle!r} to reply to "
-            f"{name!r} (is it online? `watch {vehicle}` shows its status)"
+            f"timed out after {timeout_s:g} s waiting for {who} to reply to "
+            f"{name!r} (is it online? `{watch}` shows its status)"
         )
 
 
@@ -102,6 +118,8 @@ class FleetClient:
     session_expiry_s: int = 0
     _client: aiomqtt.Client | None = None
     _replies: dict[bytes, asyncio.Future[Received]] = field(default_factory=dict)
+    _reply_queues: dict[bytes, asyncio.Queue[Received]] = field(default_factory=dict)
+    """Correlation → every reply to a vehicle-wide command (one per camera)."""
     _subscribed_replies: set[str] = field(default_factory=set)
     _listeners: list[asyncio.Queue[Received]] = field(default_factory=list)
     _reader: asyncio.Task[None] | None = None
@@ -155,11 +173,27 @@ class FleetClient:
                 future = self._replies.pop(correlation, None)
                 if future is not None and not future.done():
                     future.set_result(received)
+                replies = self._reply_queues.get(correlation)
+                if replies is not None:
+                    replies.put_nowait(received)
             for queue in self._listeners:
                 queue.put_nowait(received)
 
+    @property
+    def topics(self) -> FleetTopics:
+        return FleetTopics(self.access.prefix)
+
     def topic(self, vehicle: str, suffix: str) -> str:
-        return f"{self.access.prefix}/{vehicle}/{suffix}"
+        """A vehicle-wide topic (`commands`, `replies/…`, `update/…`)."""
+        return self.topics.vehicle(vehicle, suffix)
+
+    def camera_topic(self, vehicle: str, camera: str, suffix: str) -> str:
+        """A camera's topic (`status`, `telemetry`, `events`, `frames/…`, `commands`, …)."""
+        return self.topics.camera(vehicle, camera, suffix)
+
+    def _base(self, vehicle: str, camera: str | None) -> str:
+        """Where a camera's (or with None, the vehicle's) commands and replies live."""
+        return self.camera_topic(vehicle, camera, "") if camera else self.topic(vehicle, "")
 
     async def subscribe(self, topic: str) -> None:
         await self.client.subscribe(topic, qos=1)
@@ -179,11 +213,13 @@ class FleetClient:
         vehicle: str,
         payload: bytes,
         *,
+        camera: str | None = DEFAULT_CAMERA,
         correlation: bytes | None = None,
         response_topic: str | None = None,
         ttl_s: float | None = DEFAULT_TTL_S,
     ) -> None:
-        """Publish raw command bytes (tests use it for malformed ones)."""
+        """Publish raw command bytes to `camera` (None: every camera of the vehicle; tests use it
+        for malformed ones)."""
         properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         if response_topic is not None:
             properties.ResponseTopic = response_topic
@@ -192,7 +228,7 @@ class FleetClient:
         if ttl_s is not None:
             properties.MessageExpiryInterval = max(1, int(ttl_s))
         await self.client.publish(
-            self.topic(vehicle, "commands"), payload, qos=1, properties=properties
+            self._base(vehicle, camera) + "commands", payload, qos=1, properties=properties
         )
 
     async def request(
@@ -200,17 +236,17 @@ class FleetClient:
         vehicle: str,
         payload: bytes,
         *,
+        camera: str = DEFAULT_CAMERA,
         timeout_s: float = 10.0,
         response_topic: str | None = None,
         ttl_s: float | None = DEFAULT_TTL_S,
     ) -> CommandReply:
-        """Publish a command and wait for the reply that carries its correlation data; raise
-        `ReplyTimeoutError` (a `TimeoutError`) naming the vehicle when none comes in time."""
-        reply_topic = response_topic or self.topic(vehicle, f"replies/{self.client_id}")
-        listen_on = self.topic(vehicle, "replies/#")
-        if listen_on not in self._subscribed_replies:
-            await self.subscribe(listen_on)
-            self._subscribed_replies.add(listen_on)
+        """Publish a command to one camera and wait for the reply that carries its correlation
+        data; raise `ReplyTimeoutError` (a `TimeoutError`) naming the camera when none comes in
+        time."""
+        base = self._base(vehicle, camera)
+        reply_topic = response_topic or f"{base}replies/{self.client_id}"
+        await self._listen_for_replies(f"{base}replies/#")
         correlation = secrets.token_bytes(8)
         future: asyncio.Future[Received] = asyncio.get_running_loop().create_future()
         self._replies[correlation] = future
@@ -218,6 +254,7 @@ class FleetClient:
             await self.publish_command(
                 vehicle,
                 payload,
+                camera=camera,
                 correlation=correlation,
                 response_topic=reply_topic,
                 ttl_s=ttl_s,
@@ -225,12 +262,97 @@ class FleetClient:
             try:
                 received = await wait_for(future, timeout_s)
             except TimeoutError:
-                raise ReplyTimeoutError(vehicle, _command_name(payload), timeout_s) from None
+                name = _command_name(payload)
+                raise ReplyTimeoutError(vehicle, name, timeout_s, camera) from None
         finally:
             self._replies.pop(correlation, None)
         return CommandReply.model_validate_json(received.payload)
 
+    async def _listen_for_replies(self, topic_filter: str) -> None:
+        if topic_filter not in self._subscribed_replies:
+            await self.subscribe(topic_filter)
+            self._subscribed_replies.add(topic_filter)
+
+    async def request_all(
+        self,
+        vehicle: str,
+        payload: bytes,
+        *,
+        timeout_s: float = 10.0,
+        ttl_s: float | None = DEFAULT_TTL_S,
+    ) -> tuple[dict[str, CommandReply], set[str]]:
+        """Publish a command on the vehicle-wide topic, which every camera obeys, and collect
+        the replies (one per camera, by `camera_id`) until each camera whose retained status
+        says `online` has answered, or `timeout_s`. Returns the replies and the online cameras
+        that did not answer. (The retained statuses arrive before any reply: the broker sends
+        them when it grants the subscription, before it receives the command.)"""
+        online: set[str] = set()
+        replies: dict[str, CommandReply] = {}
+        correlation = secrets.token_bytes(8)
+        queue: asyncio.Queue[Received] = asyncio.Queue()
+        self._reply_queues[correlation] = queue
+        status_filter = self.camera_topic(vehicle, "+", "status")
+        try:
+            async with self.listen() as everything:
+                await self.subscribe(status_filter)
+                await self._listen_for_replies(self.topic(vehicle, "replies/#"))
+                await self.publish_command(
+                    vehicle,
+                    payload,
+                    camera=None,
+                    correlation=correlation,
+                    response_topic=self.topic(vehicle, f"replies/{self.client_id}"),
+                    ttl_s=ttl_s,
+                )
+                deadline = time.monotonic() + timeout_s
+                while True:
+                    while not everything.empty():
+                        message = everything.get_nowait()
+                        address = self.topics.parse(message.topic)
+                        if address is None or address.suffix != "status" or not address.camera_id:
+                            continue
+                        if message.payload == ONLINE:
+                            online.add(address.camera_id)
+                        else:
+                            online.discard(address.camera_id)
+                    if online and online <= replies.keys():
+                        break
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    try:
+                        received = await wait_for(queue.get(), min(remaining, 0.2))
+                    except TimeoutError:
+                        continue
+                    reply = CommandReply.model_validate_json(received.payload)
+                    replies[reply.camera_id] = reply
+        finally:
+            self._reply_queues.pop(correlation, None)
+            with contextlib.suppress(aiomqtt.MqttError):
+                await self.client.unsubscribe(status_filter)
+        return replies, online - replies.keys()
+
     async def send(
+        self,
+        vehicle: str,
+        name: str,
+        args: dict[str, Any] | None = None,
+        *,
+        camera: str = DEFAULT_CAMERA,
+        command_id: str | None = None,
+        ttl_s: float = DEFAULT_TTL_S,
+        timeout_s: float = 10.0,
+    ) -> CommandReply:
+        """Send a command to one camera of `vehicle` and return its reply."""
+        return await self.request(
+            vehicle,
+            _command(name, args, command_id, ttl_s),
+            camera=camera,
+            timeout_s=timeout_s,
+            ttl_s=ttl_s,
+        )
+
+    async def send_all(
         self,
         vehicle: str,
         name: str,
@@ -239,16 +361,21 @@ class FleetClient:
         command_id: str | None = None,
         ttl_s: float = DEFAULT_TTL_S,
         timeout_s: float = 10.0,
-    ) -> CommandReply:
-        body = {
-            "id": command_id or f"c-{secrets.token_hex(6)}",
-            "name": name,
-            "args": args or {},
-            "expires_at": round(time.time() + ttl_s, 3),
-        }
-        return await self.request(
-            vehicle, json.dumps(body).encode(), timeout_s=timeout_s, ttl_s=ttl_s
+    ) -> tuple[dict[str, CommandReply], set[str]]:
+        """Send a command to every camera of `vehicle` (see `request_all`)."""
+        return await self.request_all(
+            vehicle, _command(name, args, command_id, ttl_s), timeout_s=timeout_s, ttl_s=ttl_s
         )
+
+
+def _command(name: str, args: dict[str, Any] | None, command_id: str | None, ttl_s: float) -> bytes:
+    body = {
+        "id": command_id or f"c-{secrets.token_hex(6)}",
+        "name": name,
+        "args": args or {},
+        "expires_at": round(time.time() + ttl_s, 3),
+    }
+    return json.dumps(body).encode()
 
 
 def _command_name(payload: bytes) -> str:
@@ -314,21 +441,47 @@ def _line(message: Received) -> str:
     return f"{message.topic} {json.dumps(body) if not isinstance(body, str) else body}"
 
 
+class LegacyNotice:
+    """Says once per vehicle that it still speaks the single-camera topic layout."""
+
+    def __init__(self, topics: FleetTopics, log: Any = sys.stderr) -> None:
+        self.topics = topics
+        self.log = log
+        self.told: set[str] = set()
+
+    def check(self, topic: str) -> bool:
+        """True (and one line the first time for its vehicle) when `topic` is of the old layout."""
+        if not self.topics.legacy(topic):
+            return False
+        vehicle = topic.split("/")[1]
+        if vehicle not in self.told:
+            self.told.add(vehicle)
+            print(f"fleet: {legacy_message(topic)}", file=self.log, flush=True)
+        return True
+
+
 async def cmd_watch(args: argparse.Namespace) -> int:
     access = _access(args)
     vehicle = args.vehicle or "+"
+    camera = args.camera or "+"
     suffixes = ["status", "telemetry", "events", "replies/#"] + (
         ["frames/+/meta"] if args.frames else []
     )
     while True:
         try:
             async with FleetClient(access) as fleet, fleet.listen() as queue:
+                legacy = LegacyNotice(fleet.topics)
                 for suffix in suffixes:
-                    await fleet.subscribe(fleet.topic(vehicle, suffix))
-                print(f"watching {access.prefix}/{vehicle}/… on {access.url}", file=sys.stderr)
+                    await fleet.subscribe(fleet.camera_topic(vehicle, camera, suffix))
+                await fleet.subscribe(fleet.topic(vehicle, "replies/#"))
+                for topic_filter in fleet.topics.legacy_filters(vehicle):
+                    await fleet.subscribe(topic_filter)
+                where = fleet.camera_topic(vehicle, camera, "…")
+                print(f"watching {where} on {access.url}", file=sys.stderr)
                 while True:
                     message = await queue.get()
-                    print(_line(message), flush=True)
+                    if not legacy.check(message.topic):
+                        print(_line(message), flush=True)
         except aiomqtt.MqttError as exc:
             print(f"fleet: {exc}; reconnecting in 2 s", file=sys.stderr)
             await asyncio.sleep(2.0)
@@ -341,10 +494,27 @@ async def cmd_send(args: argparse.Namespace) -> int:
         print(f"fleet: --args is not JSON: {exc}", file=sys.stderr)
         return 2
     async with FleetClient(_access(args)) as fleet:
+        if args.all_cameras:
+            replies, silent = await fleet.send_all(
+                args.vehicle,
+                args.name,
+                command_args,
+                command_id=args.id,
+                ttl_s=args.ttl,
+                timeout_s=args.timeout,
+            )
+            for camera in sorted(replies):
+                print(replies[camera].model_dump_json(indent=2))
+            if not replies:
+                raise ReplyTimeoutError(args.vehicle, args.name, args.timeout)
+            for camera in sorted(silent):
+                print(f"fleet: {ReplyTimeoutError(args.vehicle, args.name, args.timeout, camera)}")
+            return 0 if not silent and all(r.ok for r in replies.values()) else 1
         reply = await fleet.send(
             args.vehicle,
             args.name,
             command_args,
+            camera=args.camera or DEFAULT_CAMERA,
             command_id=args.id,
             ttl_s=args.ttl,
             timeout_s=args.timeout,
@@ -359,7 +529,7 @@ async def cmd_frames(args: argparse.Namespace) -> int:
     assembler = FrameAssembler()
     saved = 0
     async with FleetClient(_access(args)) as fleet, fleet.listen() as queue:
-        await fleet.subscribe(fleet.topic(args.vehicle, "frames/#"))
+        await fleet.subscribe(fleet.camera_topic(args.vehicle, args.camera or "+", "frames/#"))
         while args.count == 0 or saved < args.count:
             message = await queue.get()
             done = assembler.add(message.topic, message.payload)
@@ -388,6 +558,7 @@ async def collect(
     out: Path,
     *,
     vehicle: str = "+",
+    camera: str = "+",
     count: int = 0,
     idle_exit_s: float = 0.0,
     session_expiry_s: int = 7 * 24 * 3600,
@@ -395,7 +566,7 @@ async def collect(
     stop: asyncio.Event | None = None,
     log: Any = sys.stderr,
 ) -> CollectStats:
-    """Write the uploads of `vehicle` ('+': all) into the data set `out` (tools/dataset.py) until
+    """Write the uploads of `vehicle`'s `camera` ('+': all) into the data set `out` (tools/dataset.py) until
     `count` new frames (0: no limit) or `idle_exit_s` quiet seconds (0: never; with `stop`,
     counted only once `stop` is set); `ready` is set once the subscription is in place. One line
     per new frame goes to stdout."""
@@ -404,6 +575,9 @@ async def collect(
     client = FleetClient(access, client_id=collector_id(out), session_expiry_s=session_expiry_s)
     new = 0
     async with client as fleet, fleet.listen() as queue:
+        legacy = LegacyNotice(fleet.topics, log)
+        await fleet.subscribe(fleet.camera_topic(vehicle, camera, "frames/#"))
+        # The old layout's uploads are refused, said once per vehicle (never stored blindly).
         await fleet.subscribe(fleet.topic(vehicle, "frames/#"))
         if ready is not None:
             ready.set()
@@ -419,6 +593,8 @@ async def collect(
                     break
                 continue
             quiet_since = time.monotonic()
+            if legacy.check(message.topic):
+                continue
             try:
                 entry = await asyncio.to_thread(writer.add, message.topic, message.payload)
             except DatasetError as exc:
@@ -443,6 +619,7 @@ async def cmd_collect(args: argparse.Namespace) -> int:
         _access(args),
         args.out,
         vehicle=args.vehicle,
+        camera=args.camera,
         count=args.count,
         idle_exit_s=args.idle_exit,
         session_expiry_s=args.session_expiry,
@@ -464,9 +641,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     watch = sub.add_parser("watch", help="print status, telemetry, events and replies")
     watch.add_argument("vehicle", nargs="?", help="vehicle id (default: all)")
+    watch.add_argument("--camera", help="one camera id (default: every camera)")
     watch.add_argument("--frames", action="store_true", help="also print frame uploads")
     send = sub.add_parser("send", help="send a command and print its reply")
     send.add_argument("vehicle")
+    to = send.add_mutually_exclusive_group()
+    to.add_argument("--camera", help=f"camera id (default: {DEFAULT_CAMERA})")
+    to.add_argument(
+        "--all-cameras",
+        action="store_true",
+        help="send on the vehicle-wide topic; wait for a reply from each online camera",
+    )
     send.add_argument("name", help="ping, get_status, clean_lens, set_config, capture_frames, …")
     send.add_argument("--args", help="the command's args as a JSON object")
     send.add_argument("--id", help="command id (default: random)")
@@ -474,6 +659,7 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the reply")
     frames = sub.add_parser("frames", help="save uploaded frames as JPEG + JSON")
     frames.add_argument("vehicle")
+    frames.add_argument("--camera", help="one camera id (default: every camera)")
     frames.add_argument("--out", type=Path, required=True)
     frames.add_argument("--count", type=int, default=0, help="stop after this many (0: never)")
     collect = sub.add_parser(
@@ -481,6 +667,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     collect.add_argument("--out", type=Path, required=True, help="data set folder (resumed)")
     collect.add_argument("--vehicle", default="+", help="one vehicle id (default: all)")
+    collect.add_argument("--camera", default="+", help="one camera id (default: all)")
     collect.add_argument("--count", type=int, default=0, help="stop after this many new frames")
     collect.add_argument(
         "--idle-exit", type=float, default=0.0, help="stop after this many quiet seconds (0: never)"

@@ -6,14 +6,18 @@
     python -m tools.model_update --broker mqtts://HOST:8883 --ca-file ca.crt \
         --username operator --password-credential fleet-password \
         publish fast-enhance-1.0.1.offer.json models/fast-enhance veh-1 veh-2 --watch
-    python -m tools.model_update … watch veh-1 veh-2
+    python -m tools.model_update … watch veh-1 veh-2/rear
     python -m tools.model_update … clear fast-enhance-1.0.1.offer.json veh-1
 
 `sign` takes any model folder with `model.onnx` + `manifest.json` (a shipped model, or a training
 run's export); `--version` overrides the folder's version (vehicles take only newer ones).
 `publish` sends the chunks, then the offer, all retained (chunks expire with the offer), to each
 vehicle; `--watch` follows their `model_update_*`, `model_swapped` and `model_rolled_back`
-events, and clears the retained messages of each vehicle that is done. See docs/model-updates.md.
+events, and clears the retained messages of each vehicle that is done. An offer is the
+vehicle's: every camera of the vehicle takes it. A target is `VEHICLE` (its `front` camera, the
+default camera id) or `VEHICLE/CAMERA`; name each camera to watch (`veh-1/front veh-1/rear`): the
+retained offer is cleared once every camera named of that vehicle is done. See
+docs/model-updates.md.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from tools.fleet import BrokerAccess, FleetClient
+from tools.fleet import DEFAULT_CAMERA, BrokerAccess, FleetClient
 from vehicle_agent import compat
 from vehicle_agent.compat import UTC, wait_for
 from vehicle_agent.enhance.manifest import read_manifest, verify_file
@@ -139,6 +143,20 @@ def read_offer(path: Path) -> tuple[SignedUpdate, UpdateManifest]:
 # -- publishing ----------------------------------------------------------------------------------
 
 
+def target(text: str) -> tuple[str, str]:
+    """`VEHICLE` or `VEHICLE/CAMERA` → (vehicle, camera); the camera defaults to `front`."""
+    vehicle, _, camera = text.partition("/")
+    for label, part in (("vehicle", vehicle), ("camera", camera or DEFAULT_CAMERA)):
+        if not part or "/" in part or "+" in part or "#" in part:
+            raise ToolError(f"target {text!r}: {label} id {part!r} is not a topic level")
+    return vehicle, camera or DEFAULT_CAMERA
+
+
+def vehicles_of(targets: Sequence[str]) -> list[str]:
+    """The vehicles of the targets, each once, in order (offers go to vehicles)."""
+    return list(dict.fromkeys(target(t)[0] for t in targets))
+
+
 def _retained(expires_at: float) -> Properties:
     properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
     properties.MessageExpiryInterval = max(1, int(expires_at - time.time()))
@@ -155,7 +173,7 @@ async def publish(
         raise ToolError(f"{model_file} is not the file the offer was signed for")
     properties = _retained(manifest.expires_at)
     chunks = split(data, manifest.chunk_size)
-    for vehicle in vehicles:
+    for vehicle in vehicles_of(vehicles):
         # Several in flight at once: each publish waits for its PUBACK.
         for start in range(0, len(chunks), PUBLISH_BATCH):
             await asyncio.gather(
@@ -198,17 +216,20 @@ async def watch(
     out: Any = sys.stdout,
     then: Callable[[], Awaitable[None]] | None = None,
 ) -> dict[str, str]:
-    """Print update events until each vehicle runs `label` (`model_swapped` with it), refuses
-    it or rolls it back. Returns vehicle → 'swapped', 'refused', 'rolled_back' or 'timeout'.
-    `then` runs once the subscriptions are in place (the publish, so no event is missed)."""
+    """Print update events until each target (`VEHICLE` or `VEHICLE/CAMERA`) runs `label`
+    (`model_swapped` with it), refuses it or rolls it back. Returns target → 'swapped',
+    'refused', 'rolled_back' or 'timeout'. `then` runs once the subscriptions are in place (the
+    publish, so no event is missed). With `offer`, a vehicle's retained offer is cleared once
+    all its targets are done."""
     outcomes: dict[str, str] = {}
+    by_camera = {target(t): t for t in vehicles}
     deadline = time.monotonic() + timeout_s
     async with fleet.listen() as queue:
-        for vehicle in vehicles:
-            await fleet.subscribe(fleet.topic(vehicle, "events"))
+        for vehicle, camera in by_camera:
+            await fleet.subscribe(fleet.camera_topic(vehicle, camera, "events"))
         if then is not None:
             await then()
-        while len(outcomes) < len(vehicles):
+        while len(outcomes) < len(by_camera):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -216,8 +237,11 @@ async def watch(
                 message = await wait_for(queue.get(), remaining)
             except TimeoutError:
                 break
-            vehicle = message.topic.split("/")[-2]
-            if vehicle not in vehicles or vehicle in outcomes:
+            address = fleet.topics.parse(message.topic)
+            if address is None or address.camera_id is None:
+                continue
+            name = by_camera.get((address.vehicle_id, address.camera_id))
+            if name is None or name in outcomes:
                 continue
             try:
                 event = json.loads(message.payload)
@@ -226,19 +250,21 @@ async def watch(
             kind, data = event.get("type", ""), event.get("data", {})
             if not (kind.startswith("model_update") or kind in {"model_swapped", *DONE}):
                 continue
-            print(f"{vehicle} {kind} {json.dumps(data)}", file=out, flush=True)
+            print(f"{name} {kind} {json.dumps(data)}", file=out, flush=True)
             if label is not None and data.get("model") != label:
                 continue
             if kind == "model_swapped":
-                outcomes[vehicle] = "swapped"
+                outcomes[name] = "swapped"
             elif kind == "model_update_refused":
-                outcomes[vehicle] = "refused"
+                outcomes[name] = "refused"
             elif kind == "model_rolled_back":
-                outcomes[vehicle] = "rolled_back"
-            if vehicle in outcomes and offer is not None:
+                outcomes[name] = "rolled_back"
+            vehicle = address.vehicle_id
+            done = all(t in outcomes for (v, _), t in by_camera.items() if v == vehicle)
+            if name in outcomes and done and offer is not None:
                 await clear(fleet, offer, vehicle)
-    for vehicle in vehicles:
-        outcomes.setdefault(vehicle, "timeout")
+    for name in by_camera.values():
+        outcomes.setdefault(name, "timeout")
     return outcomes
 
 
@@ -321,7 +347,7 @@ async def cmd_watch(args: argparse.Namespace) -> int:
 async def cmd_clear(args: argparse.Namespace) -> int:
     offer, _ = read_offer(args.offer)
     async with FleetClient(_access(args)) as fleet:
-        for vehicle in args.vehicles:
+        for vehicle in vehicles_of(args.vehicles):
             await clear(fleet, offer, vehicle)
     return 0
 
@@ -352,16 +378,21 @@ def build_parser() -> argparse.ArgumentParser:
     pub = sub.add_parser("publish", help="publish an offer and its model to vehicles")
     pub.add_argument("offer", type=Path)
     pub.add_argument("model", type=Path, help="the model folder or its model.onnx")
-    pub.add_argument("vehicles", nargs="+", help="vehicle ids (a group: several)")
+    pub.add_argument(
+        "vehicles",
+        nargs="+",
+        help="VEHICLE or VEHICLE/CAMERA (a group: several; the offer goes to the vehicle, "
+        "--watch follows the cameras named, `front` when none is)",
+    )
     pub.add_argument("--watch", action="store_true", help="follow progress until done")
     pub.add_argument("--timeout", type=float, default=600.0, help="seconds to watch")
     wat = sub.add_parser("watch", help="follow vehicles' model update events")
-    wat.add_argument("vehicles", nargs="+")
+    wat.add_argument("vehicles", nargs="+", help="VEHICLE (its front camera) or VEHICLE/CAMERA")
     wat.add_argument("--model", help="name@version to wait for")
     wat.add_argument("--timeout", type=float, default=600.0)
     clr = sub.add_parser("clear", help="remove an offer's retained messages")
     clr.add_argument("offer", type=Path)
-    clr.add_argument("vehicles", nargs="+")
+    clr.add_argument("vehicles", nargs="+", help="vehicle ids (VEHICLE/CAMERA: its vehicle)")
     return parser
 
 

@@ -28,6 +28,7 @@ from vehicle_agent.compat import Self, tomllib
 from vehicle_agent.config_base import ConfigModel
 from vehicle_agent.control.settings import ControlConfig
 from vehicle_agent.update.settings import UpdateConfig
+from vehicle_agent.uplink.topics import camera_id_problem
 
 __all__ = ["Config", "ConfigError", "ConfigModel", "ControlConfig", "load_config", "parse_config"]
 
@@ -58,14 +59,24 @@ class AgentConfig(ConfigModel):
         min_length=1,
         max_length=32,
         pattern=r"^[A-Za-z0-9_-]+$",
-        description="Identifier of the camera this daemon controls.",
+        description="Identifier of the camera this daemon controls (letters, digits, '-' and "
+        "'_'; not a word of the fleet link's topics, see docs/mqtt.md). Each camera of a "
+        "vehicle runs its own daemon with its own camera_id and state_dir.",
     )
     state_dir: Path = Field(
         Path("/var/lib/vehicle-agent"),
         # A Path already; validated, it would fail parse_config's strict (JSON) mode.
         validate_default=False,
-        description="Directory for persistent state (outbox, models, counters).",
+        description="Directory for persistent state (outbox, models, counters); one per camera.",
     )
+
+    @field_validator("camera_id")
+    @classmethod
+    def _camera_topic_level(cls, camera_id: str) -> str:
+        problem = camera_id_problem(camera_id)
+        if problem is not None:
+            raise ValueError(problem)
+        return camera_id
 
 
 class ReconnectConfig(ConfigModel):
@@ -716,7 +727,7 @@ class MqttUplinkConfig(ConfigModel):
     topic_prefix: str = Field(
         "fleet",
         pattern=r"^[A-Za-z0-9_-]{1,64}$",
-        description="First topic level; the vehicle's topics are <prefix>/<vehicle_id>/….",
+        description="First topic level; the camera's topics are <prefix>/<vehicle_id>/<camera_id>/….",
     )
     keepalive_s: int = Field(
         30, ge=5, le=1200, description="MQTT keepalive: a silent link is declared lost after 1.5×."

@@ -51,7 +51,9 @@ def collect(root: Path, vehicle: str, count: int, *, dark: bool) -> None:
         policy.request(1, "raw", None)
         (job,) = policy.on_frame(rec)
         upload_id = f"{vehicle}-{'d' if dark else 'g'}{i}"
-        _, messages = encode_upload(job, Topics("fleet", vehicle), vehicle, SETTINGS, upload_id)
+        _, messages = encode_upload(
+            job, Topics("fleet", vehicle, "front"), vehicle, SETTINGS, upload_id
+        )
         for message in messages:
             writer.add(message.topic, message.payload)
 

@@ -57,7 +57,7 @@ async def test_a_stalled_transfer_subscribes_again_and_skips_what_it_has(tmp_pat
             },
         }
     )
-    topics = Topics("fleet", "veh-1")
+    topics = Topics("fleet", "veh-1", "front")
     events: list[tuple[str, dict[str, Any]]] = []
     updater = ModelUpdater(config, topics, lambda type_, **data: events.append((type_, data)))
     subs = FakeSubscriptions()
@@ -108,7 +108,7 @@ def updater_for(tmp_path: Path, keys: Keys, **update: Any) -> tuple[ModelUpdater
             "update": {"trusted_keys": keys.trusted(), "device": "d", "golden_count": 1, **update},
         }
     )
-    topics = Topics("fleet", "veh-1")
+    topics = Topics("fleet", "veh-1", "front")
     events: Events = []
     updater = ModelUpdater(config, topics, lambda type_, **data: events.append((type_, data)))
     return updater, topics, events

@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from vehicle_agent.uplink.topics import mosquitto_acl
+
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
 
@@ -98,7 +100,8 @@ class Broker:
     - `impostor`: TLS with a CA-signed certificate for another name;
     - `mtls`: TLS that requires a client certificate and takes its CN as the username.
 
-    ACL: every user reads and writes `fleet/<username>/#`; `operator` all of `fleet/#`.
+    ACL: `vehicle_agent.uplink.topics.mosquitto_acl` (each user its own `fleet/<username>/…`, its
+    cameras' topics written, commands and updates read); `operator` all of `fleet/#`.
     """
 
     def __init__(self, directory: Path, certs: Certs, users: dict[str, str]) -> None:
@@ -126,9 +129,8 @@ class Broker:
                 capture_output=True,
             )
         acl = self.directory / "acl"
-        acl.write_text(
-            f"pattern readwrite fleet/%u/#\n\nuser {OPERATOR}\ntopic readwrite fleet/#\n"
-        )
+        # The ACL docs/mqtt.md gives: each vehicle (username) its own subtree, by direction.
+        acl.write_text(f"{mosquitto_acl('fleet')}\nuser {OPERATOR}\ntopic readwrite fleet/#\n")
         c = self.certs
         tls = f"cafile {c.ca}\ntls_version tlsv1.2\n"
         (self.directory / "mosquitto.conf").write_text(

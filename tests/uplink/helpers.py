@@ -33,6 +33,7 @@ def mqtt_config(
     tmp_path: Path,
     *,
     vehicle: str = "veh-1",
+    camera: str = "front",
     listener: str = "tls",
     username: str | None = "veh-1",
     **fields: Any,
@@ -59,7 +60,11 @@ def mqtt_config(
             uplink[key] = value
     return parse_config(
         {
-            "agent": {"vehicle_id": vehicle, "state_dir": str(tmp_path / "state")},
+            "agent": {
+                "vehicle_id": vehicle,
+                "camera_id": camera,
+                "state_dir": str(tmp_path / "state"),
+            },
             "uplink": uplink,
         }
     )

@@ -1,10 +1,13 @@
 """The fleet's data collector (`python -m tools.fleet collect`) against the real broker: frames
 sorted into good and poor, duplicates dropped, an upload split across a restart completed, bad
-messages refused without stopping it."""
+messages refused without stopping it, one camera taken when named, the single-camera layout
+ignored with one line."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import io
 import json
 from pathlib import Path
 
@@ -12,10 +15,10 @@ import cv2
 import pytest
 
 from tests.uplink.broker import OPERATOR, Broker, Certs
-from tests.uplink.conftest import PASSWORDS
+from tests.uplink.conftest import PASSWORDS, operator_access
 from tests.uplink.helpers import OPERATOR_CREDENTIAL, operator_cli, record
 from tools.dataset import DatasetError, DatasetWriter, describe, read_dataset
-from tools.fleet import FleetClient, build_parser, cmd_collect
+from tools.fleet import FleetClient, build_parser, cmd_collect, collect
 from vehicle_agent.config import UploadConfig
 from vehicle_agent.records import AdhesionEstimate
 from vehicle_agent.secrets import env_name
@@ -27,7 +30,13 @@ SETTINGS = UploadConfig(chunk_kib=1, max_width=128, jpeg_quality=90)
 
 
 def upload(
-    vehicle: str, seq: int, upload_id: str, *, brightness: int = 120, soiled: bool = False
+    vehicle: str,
+    seq: int,
+    upload_id: str,
+    *,
+    brightness: int = 120,
+    soiled: bool = False,
+    camera: str = "front",
 ) -> list[OutMessage]:
     """The messages a vehicle publishes for one frame (meta first, then its chunks)."""
     policy = UploadPolicy(SETTINGS, clock=lambda: 0.0)
@@ -36,7 +45,7 @@ def upload(
     if soiled:
         rec = rec.replace(adhesion=AdhesionEstimate(0.9, 0.2))
     (job,) = policy.on_frame(rec)
-    _, messages = encode_upload(job, Topics("fleet", vehicle), vehicle, SETTINGS, upload_id)
+    _, messages = encode_upload(job, Topics("fleet", vehicle, camera), vehicle, SETTINGS, upload_id)
     return messages
 
 
@@ -99,11 +108,11 @@ async def test_collect_sorts_dedupes_and_resumes_an_upload_split_by_a_restart(
 def test_bad_messages_are_refused_and_leave_nothing_behind(tmp_path: Path) -> None:
     writer = DatasetWriter(tmp_path)
     with pytest.raises(DatasetError, match="bad frame meta"):
-        writer.add("fleet/veh-1/frames/up-1/meta", b"{not json")
+        writer.add("fleet/veh-1/front/frames/up-1/meta", b"{not json")
     with pytest.raises(DatasetError, match="not a safe identifier"):
-        writer.add("fleet/veh-1/frames/..%2F/0", b"x")
+        writer.add("fleet/veh-1/front/frames/..%2F/0", b"x")
     with pytest.raises(DatasetError, match="unknown part"):
-        writer.add("fleet/veh-1/frames/up-1/oops", b"x")
+        writer.add("fleet/veh-1/front/frames/up-1/oops", b"x")
     messages = upload("veh-1", 5, "up-5")
     corrupt = [*messages[:-1], dataclasses.replace(messages[-1], payload=b"garbage")]
     for message in corrupt[:-1]:
@@ -132,3 +141,39 @@ def test_an_index_line_cut_by_a_crash_is_dropped_and_the_frame_taken_again(
     assert writer.frames == 1
     assert json.loads(index.read_text().splitlines()[0])["upload_id"] == "up-6"
     assert cv2.imread(str(tmp_path / read_dataset(tmp_path)[0].path)) is not None
+
+
+async def test_collect_takes_one_camera_when_named_and_says_once_that_old_layout_is_ignored(
+    broker: Broker, certs: Certs, operator: FleetClient, tmp_path: Path
+) -> None:
+    rear = upload("veh-1", 1, "up-rear", camera="rear")
+    front = upload("veh-1", 2, "up-front")
+    old = [
+        dataclasses.replace(m, topic=m.topic.replace("/front/", "/"))
+        for m in upload("veh-1", 3, "up-old")
+    ]
+    log = io.StringIO()
+    ready = asyncio.Event()
+    task = asyncio.create_task(
+        collect(
+            operator_access(broker, certs),
+            tmp_path / "dataset",
+            camera="rear",
+            count=1,
+            ready=ready,
+            log=log,
+        )
+    )
+    await asyncio.wait_for(ready.wait(), 10)
+    await publish(operator, old + front + rear)
+    stats = await asyncio.wait_for(task, 20)
+    assert stats.saved == 1
+    [entry] = [p.stem for p in (tmp_path / "dataset").rglob("*.jpg")]
+    assert entry == "up-rear"
+    notices = [line for line in log.getvalue().splitlines() if "single-camera" in line]
+    expected = (
+        "fleet: fleet/veh-1/frames/up-old/meta: single-camera topic layout (no camera level), "
+        "ignored: that daemon predates per-camera topics; upgrade it (its topics become "
+        "<prefix>/<vehicle_id>/<camera_id>/…)"
+    )
+    assert notices == [expected]

@@ -31,11 +31,11 @@ def message(mid: int, topic: str = "fleet/veh-1/update/offer", payload: bytes = 
 
 def link(on_message: Any) -> tuple[_Link, list[int]]:
     new = _Link(
-        client_id="veh-1",
+        client_id="veh-1.front",
         username=None,
         password=None,
         tls=None,
-        will_topic="fleet/veh-1/status",
+        will_topic="fleet/veh-1/front/status",
         keepalive=5,
         connect_timeout=1,
         on_message=on_message,
@@ -78,10 +78,10 @@ def command_message(mid: int, cid: str) -> Any:
     payload = json.dumps(
         {"id": cid, "name": "ping", "args": {}, "expires_at": time.time() + 60}
     ).encode()
-    msg = message(mid, "fleet/veh-1/commands", payload)
+    msg = message(mid, "fleet/veh-1/front/commands", payload)
     properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
     properties.CorrelationData = cid.encode()
-    properties.ResponseTopic = "fleet/veh-1/replies/t"
+    properties.ResponseTopic = "fleet/veh-1/front/replies/t"
     msg.properties = properties
     return msg
 
@@ -107,7 +107,7 @@ async def test_a_command_that_finds_the_queue_full_is_answered_busy(tmp_path: Pa
     assert reply.error is not None
     assert (reply.id, reply.error.code) == (f"c-{COMMAND_WINDOW}", "busy")
     assert (busy.topic, busy.correlation) == (
-        "fleet/veh-1/replies/t",
+        "fleet/veh-1/front/replies/t",
         f"c-{COMMAND_WINDOW}".encode(),
     )
     [event] = recorder.of("command_handled")

@@ -32,7 +32,7 @@ from vehicle_agent.uplink.topics import (
     Topics,
 )
 
-TOPICS = Topics("fleet", "veh-1")
+TOPICS = Topics("fleet", "veh-1", "front")
 TTL = dict.fromkeys(MessageClass, 3600.0)
 
 
@@ -218,9 +218,14 @@ async def test_the_id_is_echoed_when_only_the_rest_is_malformed(
 async def test_a_response_topic_outside_replies_is_refused_on_the_default_topic(
     ledger: OutboxLedger, calls: Calls
 ) -> None:
-    for topic in ("fleet/veh-1/telemetry", "fleet/veh-2/replies", "fleet/veh-1/replies/#"):
+    for topic in (
+        "fleet/veh-1/front/telemetry",
+        "fleet/veh-2/replies",
+        "fleet/veh-1/replies/#",
+        "fleet/veh-1/rear/replies/x",  # another camera's
+    ):
         outcome, reply = await handle(processor(ledger, calls), command(cid="c-t"), topic)
-        assert outcome.reply.topic == "fleet/veh-1/replies"
+        assert outcome.reply.topic == "fleet/veh-1/front/replies"
         assert reply.error is not None
         assert reply.error.code == "bad_response_topic"
     assert calls.calls == []
@@ -231,7 +236,8 @@ async def test_without_response_topic_the_reply_goes_to_replies(
 ) -> None:
     outcome, reply = await handle(processor(ledger, calls), command(), None)
     assert reply.ok
-    assert outcome.reply.topic == "fleet/veh-1/replies"
+    assert outcome.reply.topic == "fleet/veh-1/front/replies"
+    assert reply.camera_id == "front"
 
 
 async def test_commands_run_one_at_a_time_in_arrival_order(

@@ -113,7 +113,7 @@ async def test_kill_9_during_a_broker_outage_loses_nothing(
 ) -> None:
     config = _write_daemon_config(tmp_path, broker, certs)
     db = tmp_path / "state" / "uplink.sqlite3"
-    topics = ["fleet/veh-1/telemetry", "fleet/veh-1/events"]
+    topics = ["fleet/veh-1/front/telemetry", "fleet/veh-1/front/events"]
     async with Watcher(operator_access(broker, certs), topics) as watcher:
         daemon = _start("run", "--config", str(config))
         try:
@@ -192,7 +192,7 @@ async def test_simulate_telemetry_tells_the_condition_model_and_module_temperatu
     config = tmp_path / "sim.toml"
     config.write_text(f'[agent]\nvehicle_id = "veh-1"\n{_uplink_toml(broker, certs)}')
     report = tmp_path / "report"
-    async with Watcher(operator_access(broker, certs), ["fleet/veh-1/telemetry"]) as watcher:
+    async with Watcher(operator_access(broker, certs), ["fleet/veh-1/front/telemetry"]) as watcher:
         sim = _start(
             "simulate",
             "--config",

@@ -49,7 +49,7 @@ async def test_broker_restart_during_telemetry_loses_no_sequence_number(
     broker: Broker, certs: Certs, tmp_path: Path
 ) -> None:
     config = mqtt_config(broker, certs, tmp_path)
-    async with Watcher(operator_access(broker, certs), ["fleet/veh-1/telemetry"]) as watcher:
+    async with Watcher(operator_access(broker, certs), ["fleet/veh-1/front/telemetry"]) as watcher:
         uplink, recorder = make_uplink(config)
         await uplink.start()
         try:

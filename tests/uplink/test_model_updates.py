@@ -463,7 +463,7 @@ async def test_a_daemon_that_keeps_crashing_after_the_swap_rolls_back_and_says_s
     active = tmp_path / "state" / "models" / "fast-enhance"
     async with (
         FleetClient(operator_access(broker, certs)) as operator,
-        Watcher(operator_access(broker, certs), ["fleet/veh-1/events"]) as watcher,
+        Watcher(operator_access(broker, certs), ["fleet/veh-1/front/events"]) as watcher,
     ):
         await model_update.publish(operator, offer, shipped / "model.onnx", ["veh-1"])
         daemon = _start_daemon(config, env)

@@ -176,7 +176,7 @@ async def test_bad_commands_through_the_broker_get_error_replies(
             json.dumps(
                 {"id": "t-1", "name": "ping", "args": {}, "expires_at": time.time() + 60}
             ).encode(),
-            response_topic="fleet/veh-1/telemetry",
+            response_topic="fleet/veh-1/front/telemetry",
         )
         assert outside.error is not None
         assert outside.error.code == "bad_response_topic"
@@ -233,7 +233,7 @@ async def test_capture_frames_uploads_chunked_jpegs_that_reassemble(
     broker: Broker, certs: Certs, tmp_path: Path, operator: FleetClient
 ) -> None:
     uplink, recorder = make_uplink(config_for(broker, certs, tmp_path, upload__chunk_kib=2))
-    await operator.subscribe("fleet/veh-1/frames/#")
+    await operator.subscribe("fleet/veh-1/front/frames/#")
     assembler = FrameAssembler()
     frames: list[tuple[Any, bytes]] = []
     await uplink.start()
@@ -555,7 +555,7 @@ def test_fleet_send_to_an_absent_vehicle_says_it_timed_out_waiting_for_it(
     )
     assert result.returncode == 1
     expected = (
-        "fleet: timed out after 0.5 s waiting for vehicle 'veh-2' to reply to 'ping' "
-        "(is it online? `watch veh-2` shows its status)"
+        "fleet: timed out after 0.5 s waiting for camera 'front' of vehicle 'veh-2' to reply to "
+        "'ping' (is it online? `watch veh-2 --camera front` shows its status)"
     )
     assert result.stderr.strip().splitlines() == [expected]

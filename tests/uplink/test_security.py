@@ -39,7 +39,7 @@ async def test_a_publish_outside_the_vehicle_subtree_is_refused_counted_and_not_
     refused = {e.data["message_class"]: e.data for e in recorder.of("uplink_refused")}
     assert refused["telemetry"]["reason_code"] == 135
     assert refused["telemetry"]["reason"] == "Not authorized"
-    assert refused["telemetry"]["topic"] == "fleet/veh-1/telemetry"
+    assert refused["telemetry"]["topic"] == "fleet/veh-1/front/telemetry"
     assert refused["status"]["reason_code"] == 135
     # One event per class and code, not one per message.
     assert len(recorder.of("uplink_refused")) <= 4
@@ -144,7 +144,7 @@ async def test_a_client_certificate_replaces_the_password(
         client_cert_file=str(certs.client_cert),
         client_key_file=str(certs.client_key),
     )
-    topic = f"fleet/{certs.client_cn}/telemetry"
+    topic = f"fleet/{certs.client_cn}/front/telemetry"
     async with Watcher(operator_access(broker, certs), [topic]) as watcher:
         uplink, _ = make_uplink(config)
         await uplink.start()
@@ -158,7 +158,7 @@ async def test_a_client_certificate_replaces_the_password(
 async def test_the_last_will_says_offline_when_the_link_drops(
     broker: Broker, certs: Certs, tmp_path: Path
 ) -> None:
-    async with Watcher(operator_access(broker, certs), ["fleet/veh-1/status"]) as watcher:
+    async with Watcher(operator_access(broker, certs), ["fleet/veh-1/front/status"]) as watcher:
         uplink, _ = make_uplink(mqtt_config(broker, certs, tmp_path))
         await uplink.start()
         try:

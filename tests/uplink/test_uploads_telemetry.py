@@ -76,7 +76,7 @@ def test_frames_before_and_after_a_cleaning_are_uploaded() -> None:
 
 
 def test_an_upload_is_chunked_jpeg_with_metadata_that_reassembles() -> None:
-    topics = Topics("fleet", "veh-1")
+    topics = Topics("fleet", "veh-1", "front")
     settings = UploadConfig(chunk_kib=1, max_width=64, jpeg_quality=95)
     policy = UploadPolicy(settings, clock=Clock())
     policy.request(1, "raw", "c-9")
@@ -88,8 +88,8 @@ def test_an_upload_is_chunked_jpeg_with_metadata_that_reassembles() -> None:
     assert meta.quality is not None
     assert meta.quality.sharpness == 500.0
     assert meta.chunks == len(messages) - 1 > 1
-    assert messages[0].topic == "fleet/veh-1/frames/up-1/meta"
-    assert messages[1].topic == "fleet/veh-1/frames/up-1/0"
+    assert messages[0].topic == "fleet/veh-1/front/frames/up-1/meta"
+    assert messages[1].topic == "fleet/veh-1/front/frames/up-1/0"
     assert {m.group for m in messages} == {"up-1"}
     assembler = FrameAssembler()
     done = None
@@ -219,7 +219,7 @@ def test_a_frame_upload_names_the_frames_condition_and_model() -> None:
     assert rec.quality is not None
     rec = rec.replace(quality=dataclasses.replace(rec.quality, condition="fog"), model="m@2")
     (job,) = policy.on_frame(rec)
-    meta, _ = encode_upload(job, Topics("fleet", "veh-1"), "veh-1", settings, "up-2")
+    meta, _ = encode_upload(job, Topics("fleet", "veh-1", "front"), "veh-1", settings, "up-2")
     assert (meta.condition, meta.model) == ("fog", "m@2")
 
 

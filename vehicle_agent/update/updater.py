@@ -155,7 +155,7 @@ class ModelUpdater:
     def on_message(self, topic: str, payload: bytes) -> None:
         """A message on `update/…` (on the event loop; returns at once)."""
         current = self._current
-        if current is not None and topic.startswith(f"{self.topics.root}/update/data/"):
+        if current is not None and self.topics.is_update_chunk(topic):
             index = topic.rsplit("/", 1)[-1]
             if index.isdigit() and int(index) in current.transfer.have:
                 return  # re-sent after a refresh: it never takes a place in the queue

@@ -219,6 +219,7 @@ class CommandProcessor:
     ) -> OutMessage:
         body = CommandReply(
             vehicle_id=self.vehicle_id,
+            camera_id=self.topics.camera_id,
             id=cid,
             name=name,
             ok=error is None,
@@ -286,7 +287,8 @@ class CommandProcessor:
                 cid,
                 name,
                 "bad_response_topic",
-                f"response topic {incoming.response_topic!r} is not under {self.topics.replies}",
+                f"response topic {incoming.response_topic!r} is not under {self.topics.replies} "
+                f"or {self.topics.vehicle_replies}",
             )
         running = self._running.get(cid)
         if running is not None:

@@ -377,10 +377,11 @@ class _Link:
             if not self.lost.done():
                 self.client.ack(mid, 1)
 
-    async def subscribe(self, topic: str) -> list[ReasonCode]:
+    async def subscribe(self, *topics: str) -> list[ReasonCode]:
+        """One SUBSCRIBE for `topics`; their reason codes, in order."""
         future: asyncio.Future[list[ReasonCode]] = self.loop.create_future()
         future.add_done_callback(_retrieve)
-        rc, mid = self.client.subscribe(topic, options=SubscribeOptions(qos=1))
+        rc, mid = self.client.subscribe([(t, SubscribeOptions(qos=1)) for t in topics])
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
             raise UplinkError(f"subscribe failed: {mqtt.error_string(rc)}")
         self._subscribes[mid] = future
@@ -560,7 +561,7 @@ class MqttUplink(Uplink):
         """`config` with the changes `set_config` made (persisted in the outbox database)."""
         self.agent = agent
         self.events = events
-        self.topics = Topics(config.topic_prefix, agent.vehicle_id)
+        self.topics = Topics(config.topic_prefix, agent.vehicle_id, agent.camera_id)
         self.outbox_path = outbox_path
         self._password = password
         self._tls = tls
@@ -684,6 +685,7 @@ class MqttUplink(Uplink):
         self._event_seq += 1
         message = EventMessage(
             vehicle_id=self.agent.vehicle_id,
+            camera_id=self.agent.camera_id,
             seq=self._event_seq,
             time=round(time.time(), 3),
             type=event.type,
@@ -781,6 +783,7 @@ class MqttUplink(Uplink):
         }
         outbox = Outbox(self.outbox_path, int(o.budget_mb * 2**20), ttl, synchronous=o.synchronous)
         try:
+            self._claim(outbox)
             self._telemetry_seq = outbox.counter("telemetry_seq")
             self._event_seq = outbox.counter("event_seq")
             overrides = outbox.settings()
@@ -807,6 +810,26 @@ class MqttUplink(Uplink):
             self._telemetry_seq,
         )
         return outbox, purged
+
+    def _claim(self, outbox: Outbox) -> None:
+        """Make the outbox this camera's; one of the single-camera layout is migrated: its
+        stored messages move to the camera's topics and the old retained `status` is cleared."""
+        topics = self.topics
+        claim = outbox.claim(topics.vehicle_id, topics.camera_id, topics.migrated)
+        if not claim.legacy:
+            return
+        clear = OutMessage(
+            MessageClass.EVENT, topics.legacy_status, b"", retain=True, content_type=None
+        )
+        outbox.write([clear])
+        logger.warning(
+            "outbox %s: migrated from the single-camera topic layout to %s/… (%d stored messages "
+            "moved; the retained %s is cleared)",
+            self.outbox_path,
+            topics.root,
+            claim.migrated,
+            topics.legacy_status,
+        )
 
     def _set_ttls(self, outbox: Outbox) -> None:
         o = self.settings.outbox
@@ -920,7 +943,7 @@ class MqttUplink(Uplink):
         while True:
             attempts += 1
             link = _Link(
-                client_id=self.agent.vehicle_id,
+                client_id=self.topics.client_id,
                 username=config.username,
                 password=self._password,
                 tls=self._tls,
@@ -987,13 +1010,16 @@ class MqttUplink(Uplink):
                 retain=True,
                 on_ack=self._status_acked,
             )
+            # The camera's commands and the vehicle's, which every camera obeys: one round trip.
+            command_topics = (self.topics.commands, self.topics.vehicle_commands)
             try:
-                codes = await link.subscribe(self.topics.commands)
+                codes = await link.subscribe(*command_topics)
             except (UplinkError, TimeoutError) as exc:
                 link.abandon()
                 return f"subscribe failed: {exc}"
-            if codes and codes[0].is_failure:
-                self._refused_event(self.topics.commands, "subscription", codes[0])
+            for topic, code in zip(command_topics, codes, strict=False):
+                if code.is_failure:
+                    self._refused_event(topic, "subscription", code)
             for topic_filter in sorted(self._wanted):
                 self._subscribe_soon(link, topic_filter)
             return await asyncio.shield(link.lost)
@@ -1208,8 +1234,8 @@ class MqttUplink(Uplink):
     # -- commands -----------------------------------------------------------------------------
 
     def _on_message(self, message: mqtt.MQTTMessage, settle: Callable[[], None]) -> None:
-        if message.topic != self.topics.commands:
-            if self.updates is not None and message.topic.startswith(self.topics.root + "/update/"):
+        if not self.topics.is_command_topic(message.topic):
+            if self.updates is not None and self.topics.is_update_topic(message.topic):
                 self.updates.on_message(message.topic, bytes(message.payload))
             settle()
             return

@@ -2,8 +2,8 @@
 
 A message is committed here before the MQTT client sees it and deleted only when the broker
 acknowledges it, so neither a broker outage nor a `kill -9` of the daemon loses it. The same
-database keeps the per-vehicle sequence numbers, the ledger of commands already run (at most
-once) and the settings that `set_config` persisted.
+database keeps the camera's sequence numbers, the camera it belongs to (one outbox per camera),
+the ledger of commands already run (at most once) and the settings that `set_config` persisted.
 
 Blocking and single-threaded on purpose: `MqttUplink` calls it from one dedicated thread.
 """
@@ -59,6 +59,11 @@ CREATE TABLE IF NOT EXISTS commands (
     reply BLOB
 );
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS owner (
+    one INTEGER PRIMARY KEY CHECK (one = 1),
+    vehicle TEXT NOT NULL,
+    camera TEXT NOT NULL
+);
 """
 
 
@@ -103,6 +108,15 @@ class OutboxStats:
     pending_bytes: int
     pending_by_class: dict[str, int]
     dropped: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What `Outbox.claim` found: `legacy` when the outbox predates per-camera topics (it had
+    state but no owner), and how many stored messages it moved to the camera's topics."""
+
+    legacy: bool
+    migrated: int
 
 
 @dataclass
@@ -161,6 +175,45 @@ class Outbox:
 
     def close(self) -> None:
         self._db.close()
+
+    def claim(self, vehicle: str, camera: str, migrate: Callable[[str], str | None]) -> Claim:
+        """Record that this outbox is camera `camera` of `vehicle`'s, or refuse (`OutboxError`)
+        when it is another camera's: two daemons on one outbox would share its sequence numbers
+        and command ledger. An outbox without an owner is of the single-camera layout (or new):
+        `migrate` maps each stored message's topic to its new one (None: unchanged)."""
+        with self._transaction():
+            row = self._db.execute("SELECT vehicle, camera FROM owner").fetchone()
+            if row is not None:
+                if tuple(row) != (vehicle, camera):
+                    raise OutboxError(
+                        self.path,
+                        f"belongs to camera {row[1]!r} of vehicle {row[0]!r}, not camera "
+                        f"{camera!r} of vehicle {vehicle!r}: give each camera's daemon its own "
+                        "agent.state_dir (or uplink.outbox.path)",
+                    )
+                return Claim(legacy=False, migrated=0)
+            had_state = any(
+                self._db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone()  # noqa: S608
+                for table in ("outbox", "counters", "commands")
+            )
+            moved = 0
+            for row_id, topic, size in self._db.execute(
+                "SELECT id, topic, size FROM outbox"
+            ).fetchall():
+                new = migrate(topic)
+                if new is None or new == topic:
+                    continue
+                grown = len(new) - len(topic)
+                self._db.execute(
+                    "UPDATE outbox SET topic = ?, size = ? WHERE id = ?",
+                    (new, size + grown, row_id),
+                )
+                self._bytes += grown
+                moved += 1
+            self._db.execute(
+                "INSERT INTO owner (one, vehicle, camera) VALUES (1, ?, ?)", (vehicle, camera)
+            )
+        return Claim(legacy=had_state, migrated=moved)
 
     # -- writing ------------------------------------------------------------------------------
 

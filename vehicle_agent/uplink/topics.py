@@ -1,8 +1,13 @@
 """Uplink stage: every MQTT topic and payload of the fleet link, defined once (docs/mqtt.md is made here).
 
 Topics live under one subtree per vehicle, `<prefix>/<vehicle_id>/…` (prefix `fleet` by default),
-so the broker's ACL `pattern readwrite fleet/%u/#` confines a vehicle to its own subtree.
-JSON payloads are pydantic models with a schema version `v`; `mqtt_markdown()` renders them.
+and there under one per camera, `<prefix>/<vehicle_id>/<camera_id>/…` (as Frigate's
+`frigate/<camera>/…`): each camera daemon has its own status, Last Will, telemetry, events,
+uploads, commands and replies. A few topics are the vehicle's (`commands` that every camera obeys,
+`replies`, model `update/…`), so the words they use cannot be camera ids. The broker's ACL
+(`MOSQUITTO_ACL`, username = vehicle id) confines a vehicle to its own subtree. `Topics` is a
+camera's view (the daemon), `FleetTopics` the cloud's (any vehicle or camera, wildcards). JSON
+payloads are pydantic models with a schema version `v`; `mqtt_markdown()` renders them.
 """
 
 from __future__ import annotations
@@ -91,10 +96,10 @@ class UplinkStatus(Payload):
 class Telemetry(Payload):
     v: Literal[1] = Field(SCHEMA_VERSION, description="Schema version.")
     vehicle_id: str = Field(description="The vehicle (also in the topic).")
-    camera_id: str = Field(description="The camera this daemon controls.")
+    camera_id: str = Field(description="The camera this daemon controls (also in the topic).")
     seq: int = Field(
         description=(
-            "Telemetry sequence number of this vehicle: +1 per message, kept across restarts "
+            "Telemetry sequence number of this camera: +1 per message, kept across restarts "
             "(stored with the outbox), so a gap means a message was dropped (see `uplink.outbox`)."
         )
     )
@@ -162,7 +167,8 @@ class Telemetry(Payload):
 class EventMessage(Payload):
     v: Literal[1] = Field(SCHEMA_VERSION, description="Schema version.")
     vehicle_id: str = Field(description="The vehicle.")
-    seq: int = Field(description="Event sequence number of this vehicle, kept across restarts.")
+    camera_id: str = Field(description="The camera whose daemon emitted it (also in the topic).")
+    seq: int = Field(description="Event sequence number of this camera, kept across restarts.")
     time: float = Field(description="When the event was emitted, Unix time in seconds.")
     type: str = Field(description="Event type, one of docs/events.md.")
     t: float = Field(description="Seconds of video time (see docs/events.md).")
@@ -177,6 +183,7 @@ FrameContent = Literal["raw", "enhanced"]
 class FrameMeta(Payload):
     v: Literal[1] = Field(SCHEMA_VERSION, description="Schema version.")
     vehicle_id: str = Field(description="The vehicle.")
+    camera_id: str = Field(description="The camera that took the frame (also in the topic).")
     upload_id: str = Field(description="Identifies the upload; also in the topic.")
     reason: UploadReason = Field(
         description=(
@@ -226,6 +233,10 @@ class CommandErrorInfo(Payload):
 class CommandReply(Payload):
     v: Literal[1] = Field(SCHEMA_VERSION, description="Schema version.")
     vehicle_id: str = Field(description="The vehicle that answers.")
+    camera_id: str = Field(
+        description="The camera whose daemon answers (a vehicle-wide command gets one reply "
+        "from each camera)."
+    )
     id: str | None = Field(description="The command id; null when it could not be read.")
     name: str | None = Field(description="The command name; null when it could not be read.")
     ok: bool = Field(description="True when the command ran and succeeded.")
@@ -373,7 +384,9 @@ COMMANDS: Mapping[str, CommandSpec] = {
 @dataclass(frozen=True, kw_only=True)
 class TopicSpec:
     suffix: str
-    """Below `<prefix>/<vehicle_id>/`; `{name}` parts are filled in per message."""
+    """Below `<prefix>/<vehicle_id>/<camera_id>/` (scope 'camera') or `<prefix>/<vehicle_id>/`
+    (scope 'vehicle'); `{name}` parts are filled in per message."""
+    scope: Literal["camera", "vehicle"] = "camera"
     direction: Literal["vehicle → cloud", "cloud → vehicle"]
     payload: type[BaseModel] | str
     """A model for JSON payloads, or a description of the bytes."""
@@ -382,6 +395,12 @@ class TopicSpec:
     message_class: MessageClass | None
     """The outbox class (priority, time to live); None: not sent through the outbox."""
     description: str
+
+    @property
+    def path(self) -> str:
+        """The topic with its placeholders, for the docs."""
+        level = "<camera_id>/" if self.scope == "camera" else ""
+        return f"<prefix>/<vehicle_id>/{level}{self.suffix}"
 
 
 TOPICS: Mapping[str, TopicSpec] = {
@@ -438,9 +457,24 @@ TOPICS: Mapping[str, TopicSpec] = {
         qos=1,
         retain=False,
         message_class=None,
-        description="Commands. Set the MQTT 5 Response Topic (under `replies`) and Correlation Data; "
-        "the vehicle subscribes with a persistent session, so commands sent while it is "
-        "offline arrive when it reconnects (unless expired).",
+        description="Commands to this camera. Set the MQTT 5 Response Topic (under the camera's "
+        "or the vehicle's `replies`) and Correlation Data; the camera subscribes with a "
+        "persistent session, so commands sent while it is offline arrive when it reconnects "
+        "(unless expired).",
+    ),
+    "vehicle_commands": TopicSpec(
+        suffix="commands",
+        scope="vehicle",
+        direction="cloud → vehicle",
+        payload=CommandRequest,
+        qos=1,
+        retain=False,
+        message_class=None,
+        description="Commands to every camera of the vehicle: each camera daemon runs it (its own "
+        "ledger: once per camera) and sends its own reply, with its `camera_id`, to the "
+        "Response Topic (under the vehicle's `replies`, so that one subscription gets them "
+        "all). The topic of the single-camera layout's commands, so an older console still "
+        "reaches the vehicle.",
     ),
     "replies": TopicSpec(
         suffix="replies[/{anything}]",
@@ -450,10 +484,23 @@ TOPICS: Mapping[str, TopicSpec] = {
         retain=False,
         message_class=MessageClass.REPLY,
         description="One reply per command, on the request's Response Topic (which must lie under "
-        "`replies`) or on `replies` itself, with the request's Correlation Data.",
+        "the camera's or the vehicle's `replies`) or on the camera's `replies` itself, with the "
+        "request's Correlation Data.",
+    ),
+    "vehicle_replies": TopicSpec(
+        suffix="replies/{anything}",
+        scope="vehicle",
+        direction="vehicle → cloud",
+        payload=CommandReply,
+        qos=1,
+        retain=False,
+        message_class=MessageClass.REPLY,
+        description="Replies to a Response Topic under the vehicle's `replies` (the choice for a "
+        "vehicle-wide command): one per camera, told apart by `camera_id`.",
     ),
     "update_offer": TopicSpec(
         suffix="update/offer",
+        scope="vehicle",
         direction="cloud → vehicle",
         payload=SignedUpdate,
         qos=1,
@@ -461,10 +508,13 @@ TOPICS: Mapping[str, TopicSpec] = {
         message_class=None,
         description="The signed model update offered to this vehicle (its `manifest` is an "
         "[UpdateManifest](#updatemanifest)); retained, so a vehicle that is offline gets it when "
-        "it connects. The vehicle answers with `model_update_*` events (docs/model-updates.md).",
+        "it connects. Every camera of the vehicle takes it (each installs it in its own "
+        "`state_dir`) and answers with `model_update_*` events on its own `events` topic "
+        "(docs/model-updates.md).",
     ),
     "update_chunk": TopicSpec(
         suffix="update/data/{update_id}/{index}",
+        scope="vehicle",
         direction="cloud → vehicle",
         payload="bytes: part `index` (0-based) of the model file, `chunk_size` bytes except the "
         "last",
@@ -480,24 +530,72 @@ TOPICS: Mapping[str, TopicSpec] = {
 
 _TOPIC_PART = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
+VEHICLE_LEVEL: Final = frozenset({"commands", "replies", "update"})
+"""Words of the vehicle's own topics, one level below the vehicle: not camera ids."""
+LEGACY_LEVEL: Final = frozenset({"status", "telemetry", "events", "frames"})
+"""Words of the single-camera layout (`<prefix>/<vehicle_id>/telemetry`, …): not camera ids,
+so that no topic of that layout can be read as a camera's."""
+RESERVED_CAMERA_IDS: Final = VEHICLE_LEVEL | LEGACY_LEVEL
+
+
+def camera_id_problem(camera_id: str) -> str | None:
+    """Why `camera_id` cannot be a camera's topic level, or None when it can."""
+    if not _TOPIC_PART.match(camera_id):
+        return "must be 1–64 letters, digits, '-' or '_'"
+    if camera_id in RESERVED_CAMERA_IDS:
+        reserved = ", ".join(sorted(RESERVED_CAMERA_IDS))
+        return f"{camera_id!r} is a topic name of the fleet link (reserved: {reserved})"
+    return None
+
+
+def client_id(vehicle_id: str, camera_id: str) -> str:
+    """The camera daemon's MQTT client id, `<vehicle_id>.<camera_id>`: unique per camera (two
+    cameras of one vehicle do not take each other's connection over) and stable, so the
+    persistent session (commands queued while it was offline) is found again after a restart.
+    Neither id may contain '.', so the pair reads back unambiguously."""
+    return f"{vehicle_id}.{camera_id}"
+
 
 class Topics:
-    """The topics of one vehicle, built from the table above."""
+    """The topics of one camera daemon (`<prefix>/<vehicle_id>/<camera_id>/…`) and the
+    vehicle-wide ones it uses (`<prefix>/<vehicle_id>/commands`, `replies`, `update/…`)."""
 
-    def __init__(self, prefix: str, vehicle_id: str) -> None:
+    def __init__(self, prefix: str, vehicle_id: str, camera_id: str) -> None:
         for label, part in (("prefix", prefix), ("vehicle id", vehicle_id)):
             if not _TOPIC_PART.match(part):
                 raise ValueError(f"{label} {part!r} is not a valid topic level")
-        self.root = f"{prefix}/{vehicle_id}"
+        problem = camera_id_problem(camera_id)
+        if problem is not None:
+            raise ValueError(f"camera id {camera_id!r}: {problem}")
+        self.prefix = prefix
+        self.vehicle_id = vehicle_id
+        self.camera_id = camera_id
+        self.client_id = client_id(vehicle_id, camera_id)
+        self.vehicle = f"{prefix}/{vehicle_id}"
+        self.root = f"{self.vehicle}/{camera_id}"
         self.status = f"{self.root}/{TOPICS['status'].suffix}"
         self.telemetry = f"{self.root}/{TOPICS['telemetry'].suffix}"
         self.events = f"{self.root}/{TOPICS['events'].suffix}"
         self.commands = f"{self.root}/{TOPICS['commands'].suffix}"
         self.replies = f"{self.root}/replies"
-        self.update_offer = f"{self.root}/{TOPICS['update_offer'].suffix}"
+        self.vehicle_commands = f"{self.vehicle}/{TOPICS['vehicle_commands'].suffix}"
+        self.vehicle_replies = f"{self.vehicle}/replies"
+        self.update_offer = f"{self.vehicle}/{TOPICS['update_offer'].suffix}"
+        self.legacy_status = f"{self.vehicle}/status"
+        """The single-camera layout's retained status, cleared once when a camera migrates."""
 
     def update_chunk(self, update_id: str, index: int) -> str:
-        return f"{self.root}/update/data/{update_id}/{index}"
+        return f"{self.vehicle}/update/data/{update_id}/{index}"
+
+    def is_update_topic(self, topic: str) -> bool:
+        return topic.startswith(f"{self.vehicle}/update/")
+
+    def is_update_chunk(self, topic: str) -> bool:
+        return topic.startswith(f"{self.vehicle}/update/data/")
+
+    def is_command_topic(self, topic: str) -> bool:
+        """The camera's own commands, or the vehicle-wide ones every camera obeys."""
+        return topic in (self.commands, self.vehicle_commands)
 
     def frame_meta(self, upload_id: str) -> str:
         return f"{self.root}/frames/{upload_id}/meta"
@@ -506,10 +604,105 @@ class Topics:
         return f"{self.root}/frames/{upload_id}/{index}"
 
     def is_reply_topic(self, topic: str) -> bool:
-        """Whether `topic` may carry this vehicle's replies (no wildcards, under `replies`)."""
+        """Whether `topic` may carry this camera's replies: no wildcards, under the camera's
+        `replies` or the vehicle's."""
         if "+" in topic or "#" in topic or len(topic) > 256:
             return False
-        return topic == self.replies or topic.startswith(self.replies + "/")
+        return any(
+            topic == base or topic.startswith(base + "/")
+            for base in (self.replies, self.vehicle_replies)
+        )
+
+    def migrated(self, topic: str) -> str | None:
+        """The topic of this camera that a stored single-camera-layout `topic` becomes
+        (`<prefix>/<vehicle_id>/telemetry` → `<prefix>/<vehicle_id>/<camera_id>/telemetry`, the
+        same for `events` and `frames/…`), or None when `topic` is not of that layout. Replies
+        stay: the vehicle's `replies` is still valid."""
+        head, _, rest = topic.partition(self.vehicle + "/")
+        if head or not rest:
+            return None
+        first = rest.split("/", 1)[0]
+        if first in LEGACY_LEVEL - {"status"}:
+            return f"{self.root}/{rest}"
+        return None
+
+
+@dataclass(frozen=True)
+class TopicAddress:
+    """What a topic of the fleet tree names: the vehicle, the camera (None for a vehicle-wide
+    topic) and the rest (`telemetry`, `frames/<upload_id>/meta`, …)."""
+
+    vehicle_id: str
+    camera_id: str | None
+    suffix: str
+
+
+@dataclass(frozen=True)
+class FleetTopics:
+    """The cloud's view of the tree: topics and filters for any vehicle and camera (`+` for all),
+    and which vehicle and camera a received topic belongs to. The tools build topics here only."""
+
+    prefix: str = "fleet"
+
+    def camera(self, vehicle: str, camera: str, suffix: str) -> str:
+        """A camera's topic (`vehicle` or `camera` may be `+`)."""
+        return f"{self.prefix}/{vehicle}/{camera}/{suffix}"
+
+    def vehicle(self, vehicle: str, suffix: str) -> str:
+        """A vehicle-wide topic: `commands`, `replies/…`, `update/…`."""
+        return f"{self.prefix}/{vehicle}/{suffix}"
+
+    def parse(self, topic: str) -> TopicAddress | None:
+        """The address of a received topic; None when it is not below the prefix, or is of the
+        single-camera layout (`<prefix>/<vehicle_id>/telemetry`): see `legacy`."""
+        parts = topic.split("/")
+        if len(parts) < 3 or parts[0] != self.prefix:
+            return None
+        vehicle, level = parts[1], parts[2]
+        if level in VEHICLE_LEVEL:
+            return TopicAddress(vehicle, None, "/".join(parts[2:]))
+        if level in LEGACY_LEVEL or len(parts) < 4:
+            return None
+        return TopicAddress(vehicle, level, "/".join(parts[3:]))
+
+    def legacy(self, topic: str) -> bool:
+        """Whether `topic` is of the single-camera layout, which has no camera level."""
+        parts = topic.split("/")
+        return len(parts) >= 3 and parts[0] == self.prefix and parts[2] in LEGACY_LEVEL
+
+    def legacy_filters(self, vehicle: str) -> list[str]:
+        """Filters that catch what a daemon of the single-camera layout still sends."""
+        return [f"{self.prefix}/{vehicle}/{level}" for level in ("status", "telemetry", "events")]
+
+
+def legacy_message(topic: str) -> str:
+    """The one line a tool prints for a message in the single-camera layout."""
+    return (
+        f"{topic}: single-camera topic layout (no camera level), ignored: that daemon predates "
+        "per-camera topics; upgrade it (its topics become <prefix>/<vehicle_id>/<camera_id>/…)"
+    )
+
+
+def mosquitto_acl(prefix: str = "fleet") -> str:
+    """The broker's ACL for the vehicles (Mosquitto `acl_file` patterns; username = vehicle id,
+    which every camera of the vehicle uses): each camera may write its own telemetry, events,
+    status, uploads and replies and read its commands, and the vehicle's commands, replies and
+    updates; nothing of another vehicle. The operator's lines come after it."""
+    p = f"{prefix}/%u"
+    lines = [
+        f"pattern write {p}/+/status",
+        f"pattern write {p}/+/telemetry",
+        f"pattern write {p}/+/events",
+        f"pattern write {p}/+/frames/#",
+        f"pattern write {p}/+/replies/#",
+        f"pattern write {p}/replies/#",
+        f"pattern read {p}/+/commands",
+        f"pattern read {p}/commands",
+        f"pattern read {p}/update/#",
+        "# the single-camera layout's retained status, cleared by a camera that migrates",
+        f"pattern write {p}/status",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 # -- docs/mqtt.md ------------------------------------------------------------------------------
@@ -648,11 +841,53 @@ def mqtt_markdown(
         "<!-- Generated by vehicle_agent.uplink.docs.mqtt_markdown(); do not edit. -->",
         "",
         'The daemon talks MQTT 5 to one broker (`[uplink] type = "mqtt"`, see',
-        "docs/configuration.md). Every topic sits below `<prefix>/<vehicle_id>/` (prefix `fleet`",
-        "by default): the broker's ACL `pattern readwrite fleet/%u/#` with the vehicle id as",
-        "username keeps each vehicle in its own subtree. TLS (`mqtts://`) checks the broker's",
-        "certificate against `ca_file` and its name against the URL's host; a config that names",
-        "TLS files with a plain `mqtt://` URL is refused.",
+        "docs/configuration.md). TLS (`mqtts://`) checks the broker's certificate against",
+        "`ca_file` and its name against the URL's host; a config that names TLS files with a",
+        "plain `mqtt://` URL is refused.",
+        "",
+        "## Vehicles and cameras",
+        "",
+        "One daemon runs beside each camera (`agent.camera_id`; `front` by default), so a",
+        "vehicle may have several. Every topic sits below `<prefix>/<vehicle_id>/` (prefix",
+        "`fleet` by default), and a camera's below `<prefix>/<vehicle_id>/<camera_id>/`, as",
+        "Frigate's `frigate/<camera>/…`: each camera has its own `status` (and Last Will),",
+        "`telemetry` and `events` (each with its own `seq`, so a gap still means a lost",
+        "message), frame uploads, `commands` and `replies`. The vehicle-wide view is a",
+        "wildcard: `fleet/veh-0001/+/telemetry` (every camera of a vehicle),",
+        "`fleet/+/+/status` (the whole fleet). Three things are the vehicle's: `commands`,",
+        "which every camera of the vehicle runs and answers, each with its `camera_id`;",
+        "`replies/…`, where a vehicle-wide command's replies go; and model `update/…`, which",
+        "every camera takes. So `commands`, `replies` and `update`, and the old layout's",
+        "`status`, `telemetry`, `events` and `frames`, cannot be camera ids (`check-config`",
+        "refuses them).",
+        "",
+        "Each camera connects with the MQTT client id `<vehicle_id>.<camera_id>`: unique per",
+        "camera, so two cameras do not take each other's connection over, and stable, so the",
+        "persistent session (commands sent while the camera was offline) is found again after",
+        "a restart. All cameras of a vehicle log in as the vehicle (username or certificate",
+        "name = vehicle id). Each camera daemon needs its own `agent.state_dir` (or",
+        "`uplink.outbox.path`): the outbox holds the camera's sequence numbers and command",
+        "ledger, and a daemon refuses an outbox that another camera of the vehicle uses.",
+        "",
+        "The broker's ACL (Mosquitto `acl_file`; `%u` is the username) confines each vehicle to",
+        "its own subtree, each direction to its topics:",
+        "",
+        "```",
+        mosquitto_acl().rstrip(),
+        "```",
+        "",
+        "The operator (the fleet console, `tools.model_update`, the collector) gets",
+        "`topic readwrite fleet/#`.",
+        "",
+        "**The single-camera layout** (`<prefix>/<vehicle_id>/telemetry`, client id = vehicle",
+        "id) is migrated, not refused, on the vehicle: at the first start with this version the",
+        "outbox's pending telemetry, events and uploads move to the camera's topics (nothing",
+        "queued during an outage is lost), and the old layout's retained `status` is cleared",
+        "(an empty retained message), so it does not claim `online` for ever. Commands on the",
+        "old topic `<prefix>/<vehicle_id>/commands` are now vehicle-wide, so an older console",
+        "still reaches a one-camera vehicle. The old client id's session at the broker expires",
+        "by itself after `session_expiry_s`. The tools refuse the old layout instead: a",
+        "message on an old topic is reported with one line naming the topic and ignored.",
         "",
         "All messages are QoS 1. Outgoing ones (except `status`) are first written to a SQLite",
         "outbox and deleted only when the broker acknowledges them with a PUBACK reason code",
@@ -674,7 +909,7 @@ def mqtt_markdown(
         )
         klass = spec.message_class.value if spec.message_class else "—"
         out.append(
-            f"| `<prefix>/<vehicle_id>/{spec.suffix}` | {spec.direction} | {payload} | "
+            f"| `{spec.path}` | {spec.direction} | {payload} | "
             f"{spec.qos} | {'yes' if spec.retain else 'no'} | {klass} | {spec.description} |"
         )
     out += [
@@ -699,11 +934,13 @@ def mqtt_markdown(
         "",
         "## Commands",
         "",
-        "A command is a [CommandRequest](#commandrequest) on `commands` with the MQTT 5 Response",
-        "Topic and Correlation Data set; the [CommandReply](#commandreply) goes to that Response",
-        "Topic (it must lie under the vehicle's `replies`; otherwise the reply goes to `replies`",
+        "A command is a [CommandRequest](#commandrequest) on a camera's `commands` (or the",
+        "vehicle's, for every camera) with the MQTT 5 Response Topic and Correlation Data set;",
+        "the [CommandReply](#commandreply) goes to that Response Topic (it must lie under the",
+        "camera's or the vehicle's `replies`; otherwise the reply goes to the camera's `replies`",
         "with error `bad_response_topic` and the command is not run; without a Response Topic it",
-        "goes to `replies`) and carries the same Correlation Data. Every command gets one reply.",
+        "goes to the camera's `replies`) and carries the same Correlation Data. Every command",
+        "gets one reply from each camera that receives it.",
         "Each id runs at most once: a redelivered command gets the first reply again (a",
         "redelivery of one still running gets it when that one finishes); one that was running",
         "when the daemon stopped gets `interrupted`. Checks, in order, each refusing the command",
@@ -763,7 +1000,8 @@ def mqtt_markdown(
         "",
         "The cloud publishes a model's chunks on `update/data/<update_id>/<index>`, then the",
         "signed offer on `update/offer`, all retained with a Message Expiry at the offer's",
-        "expiry (`python -m tools.model_update publish`). The vehicle verifies the offer,",
+        "expiry (`python -m tools.model_update publish`). These topics are the vehicle's, not a",
+        "camera's: every camera of the vehicle takes the update. Each camera verifies the offer,",
         "subscribes to the chunks it lacks a window at a time (after a reconnect or restart",
         "too), and reports every step as events",
         "(`model_update_offered`, `…_progress`, `…_refused`, `…_installed`, `model_swapped`,",

@@ -192,6 +192,7 @@ def encode_upload(
     adhesion = record.adhesion
     meta = FrameMeta(
         vehicle_id=vehicle_id,
+        camera_id=topics.camera_id,
         upload_id=upload_id,
         reason=job.reason,
         command_id=job.command_id,
