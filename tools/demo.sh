@@ -31,7 +31,7 @@ for _ in $(seq 50); do
   sleep 0.1
 done
 sleep 0.2  # mosquitto may ignore a signal sent right after start-up (field notes)
-mosquitto_sub -V mqttv5 -h 127.0.0.1 -p "$port" -t 'fleet/+/telemetry' >"$REPORT/broker-telemetry.jsonl" &
+mosquitto_sub -V mqttv5 -h 127.0.0.1 -p "$port" -t 'fleet/+/+/telemetry' >"$REPORT/broker-telemetry.jsonl" &
 sub=$!
 .venv/bin/vehicle-agent --log-level WARNING simulate --config tools/demo.toml \
   --broker "mqtt://127.0.0.1:$port" --report "$REPORT" --speed max --inject "drops@10s"

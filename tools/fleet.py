@@ -324,7 +324,12 @@ class FleetClient:
                         received = await wait_for(queue.get(), min(remaining, 0.2))
                     except TimeoutError:
                         continue
-                    reply = CommandReply.model_validate_json(received.payload)
+                    try:
+                        reply = CommandReply.model_validate_json(received.payload)
+                    except ValueError:
+                        # A daemon of the single-camera layout answers without a camera id.
+                        print(f"fleet: {legacy_message(received.topic)}", file=sys.stderr)
+                        continue
                     replies[reply.camera_id] = reply
         finally:
             self._reply_queues.pop(correlation, None)

@@ -404,6 +404,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "sign":
             return cmd_sign(args)
         command = {"publish": cmd_publish, "watch": cmd_watch, "clear": cmd_clear}[args.command]
+        for name in args.vehicles:
+            target(name)  # a bad target is refused before any connection
         return compat.run(command(args))
     except (ToolError, SecretError, ValueError, aiomqtt.MqttError, TimeoutError) as exc:
         print(f"model_update: {type(exc).__name__}: {exc}", file=sys.stderr)
