@@ -455,6 +455,8 @@ def test_closing_the_chain_cancels_a_build_still_running(models: Path, clock: Fa
     chain.close()
     assert builder.cancelled == 1
     assert not any(t.name.startswith("enhance-loader") for t in threading.enumerate())
+
+
 def floorless_chain(models: Path, clock: FakeClock, *scripts: Script) -> EnhancerChain:
     """Scripted model backends only, no passthrough after them (offline, a named model)."""
     for script in scripts:
