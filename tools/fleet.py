@@ -28,7 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
+try:
+    import aiomqtt
+except ModuleNotFoundError as exc:  # pragma: no cover - the extra is installed where tests run
+    raise SystemExit(
+        "tools.fleet needs the fleet extra (aiomqtt is not installed): pip install -e '.[fleet]'"
+    ) from exc
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -39,6 +44,8 @@ from vehicle_agent.secrets import SecretError, read_secret
 from vehicle_agent.uplink.topics import CommandReply, FrameMeta
 
 DEFAULT_TTL_S = 60.0
+JSON_CONTENT_TYPE = "application/json"
+"""Content type of every command (and model update offer) the tools publish."""
 
 
 class ReplyTimeoutError(TimeoutError):
@@ -183,8 +190,10 @@ class FleetClient:
         response_topic: str | None = None,
         ttl_s: float | None = DEFAULT_TTL_S,
     ) -> None:
-        """Publish raw command bytes (tests use it for malformed ones)."""
+        """Publish raw command bytes (tests use it for malformed ones), as `application/json`
+        like every command (docs/mqtt.md)."""
         properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        properties.ContentType = JSON_CONTENT_TYPE
         if response_topic is not None:
             properties.ResponseTopic = response_topic
         if correlation is not None:

@@ -127,7 +127,9 @@ class Broker:
             )
         acl = self.directory / "acl"
         acl.write_text(
-            f"pattern readwrite fleet/%u/#\n\nuser {OPERATOR}\ntopic readwrite fleet/#\n"
+            # Home Assistant discovery: each vehicle writes its own node (docs/mqtt.md).
+            "pattern readwrite fleet/%u/#\npattern write homeassistant/+/%u/#\n\n"
+            f"user {OPERATOR}\ntopic readwrite fleet/#\ntopic readwrite homeassistant/#\n"
         )
         c = self.certs
         tls = f"cafile {c.ca}\ntls_version tlsv1.2\n"
