@@ -220,9 +220,10 @@ def test_global_options_are_accepted_before_or_after_the_command(tmp_path: Path)
     ):
         args = parser.parse_args(argv)
         assert (args.log_level, args.log_format, args.config) == ("DEBUG", "json", config), argv
-    for command in ("simulate", "status", "check-config", "safe-state"):
-        args = parser.parse_args([command, "--log-level", "warning"])
-        assert args.log_level == "WARNING"
+    for command in ("simulate", "status", "check-config", "safe-state", "enhance"):
+        extra = ["in.png", "--out", "o.png"] if command == "enhance" else []
+        args = parser.parse_args([command, *extra, "--log-level", "warning", "--config", "c"])
+        assert (args.log_level, args.config) == ("WARNING", Path("c")), command
     # An option given before the command is not undone by the command's defaults.
     args = parser.parse_args(["--config", str(config), "enhance", "in.png", "--out", "o.png"])
     assert args.config == config

@@ -259,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     _config_option(safe, f"TOML config file (default: {DEFAULT_CONFIG})")
 
     check = command("check-config", help="validate a config file and exit")
+    _config_option(check, "the config, when FILE is not given")
     check.add_argument(
         "file",
         type=Path,
