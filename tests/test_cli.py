@@ -1,7 +1,12 @@
-"""The command line: --version, offline enhancement of images, folders and videos, clear errors."""
+"""The command line: --version, offline enhancement of images, folders and videos, clear errors,
+global options after the command, --json, the default config, help and progress conventions."""
 
 from __future__ import annotations
 
+import json
+import os
+import pty
+import re
 import struct
 import subprocess
 import sys
@@ -13,7 +18,9 @@ import numpy as np
 import pytest
 
 from vehicle_agent import __version__
-from vehicle_agent.cli import main
+from vehicle_agent.cli import DEFAULT_CONFIG, build_parser, main
+from vehicle_agent.config import Config
+from vehicle_agent.enhance.store import ModelStore, default_dirs
 
 
 def dark_image(seed: int = 0) -> np.ndarray:
@@ -198,3 +205,159 @@ def test_simulate_with_a_bad_broker_url_is_a_plain_line(
     assert "--broker: " in line
     assert "mqtts://HOST[:PORT] or mqtt://HOST[:PORT]" in line
     assert "^" not in line  # no regular expression
+
+
+# -- conventions: global options, defaults, --json, help, progress ---------------------------
+
+
+def test_global_options_are_accepted_before_or_after_the_command(tmp_path: Path) -> None:
+    parser = build_parser()
+    config = tmp_path / "a.toml"
+    for argv in (
+        ["--log-level", "debug", "--log-format", "json", "--config", str(config), "run"],
+        ["run", "--log-level", "debug", "--log-format", "json", "--config", str(config)],
+        ["--log-level", "debug", "run", "--log-format", "json", "--config", str(config)],
+    ):
+        args = parser.parse_args(argv)
+        assert (args.log_level, args.log_format, args.config) == ("DEBUG", "json", config), argv
+    for command in ("simulate", "status", "check-config", "safe-state", "enhance"):
+        extra = ["in.png", "--out", "o.png"] if command == "enhance" else []
+        args = parser.parse_args([command, *extra, "--log-level", "warning", "--config", "c"])
+        assert (args.log_level, args.config) == ("WARNING", Path("c")), command
+    # An option given before the command is not undone by the command's defaults.
+    args = parser.parse_args(["--config", str(config), "enhance", "in.png", "--out", "o.png"])
+    assert args.config == config
+
+
+def test_check_config_takes_its_file_from_the_global_config_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "a.toml"
+    config.write_text('[agent]\nvehicle_id = "veh-9"\n')
+    assert main(["--config", str(config), "check-config", "--log-level", "error"]) == 0
+    assert capsys.readouterr().out.startswith(f"{config}: OK (config digest ")
+
+
+def test_run_and_safe_state_default_to_the_units_config(capsys: pytest.CaptureFixture[str]) -> None:
+    if DEFAULT_CONFIG.exists():
+        pytest.skip(f"{DEFAULT_CONFIG} exists on this machine")
+    for command in ("run", "safe-state", "check-config"):
+        assert main([command]) == 2
+        line = _one_error_line(capsys)
+        assert line == f"vehicle-agent: config error: {DEFAULT_CONFIG}: no such file", command
+
+
+def test_check_config_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text("[uplink]\ntype = 'none'\n")
+    assert main(["check-config", str(good), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["ok"] is True
+    assert data["file"] == str(good)
+    assert len(data["digest"]) == 12
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[uplink]\ntype = "mqtt"\nbroker = "mqtt://localhost"\nkeepalive_s = "30"\n')
+    assert main(["check-config", "--json", str(bad)]) == 2
+    captured = capsys.readouterr()
+    data = json.loads(captured.out)
+    assert data["ok"] is False
+    assert data["file"] == str(bad)
+    assert "uplink.keepalive_s" in data["error"]
+    assert captured.err.strip() == f"vehicle-agent: config error: {data['error']}"
+
+
+def test_enhance_help_lists_the_installed_models(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["enhance", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    listed = out.split("installed models (--model NAME):\n", 1)[1]
+    store = ModelStore(default_dirs(Config().agent.state_dir))
+    assert store.names()  # the shipped ones
+    for name in store.names():
+        _, manifest = store.find(name)
+        assert re.search(
+            rf"^  {re.escape(name)} +{re.escape(manifest.version)} ", listed, re.MULTILINE
+        )
+
+
+def _clip(path: Path, frames: int) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 15, (80, 60))
+    for i in range(frames):
+        writer.write(dark_image(i))
+    writer.release()
+    return path
+
+
+def test_enhance_of_a_video_shows_a_progress_bar_on_a_terminal(tmp_path: Path) -> None:
+    clip = _clip(tmp_path / "clip.avi", 12)
+    out = tmp_path / "out.mp4"
+    primary, secondary = pty.openpty()
+    env = {**os.environ, "TERM": "xterm", "COLUMNS": "120"}
+    env.pop("NO_COLOR", None)
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "vehicle_agent", "enhance", str(clip)),
+            *("--out", str(out), "--backend", "passthrough"),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=secondary,
+        env=env,
+    )
+    os.close(secondary)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(primary, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    stdout, _ = proc.communicate(timeout=60)
+    os.close(primary)
+    assert proc.returncode == 0, seen.decode(errors="replace")
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", seen.decode(errors="replace"))
+    assert "enhancing clip.avi" in text
+    assert "12/12" in text
+    assert b"enhanced 12 frame(s)" in stdout
+
+
+def test_enhance_of_a_video_off_a_terminal_shows_no_bar(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clip = _clip(tmp_path / "clip.avi", 5)
+    assert (
+        main(["enhance", str(clip), "--out", str(tmp_path / "o.mp4"), "--backend", "passthrough"])
+        == 0
+    )
+    assert "enhancing" not in capsys.readouterr().err
+
+
+def test_tools_gan_without_the_train_extra_says_which_to_install(tmp_path: Path) -> None:
+    # A torch that is not installed: a package on the path ahead of site-packages that fails.
+    hidden = tmp_path / "no-train"
+    (hidden / "torch").mkdir(parents=True)
+    (hidden / "torch" / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'torch'\", name='torch')\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hidden), str(root)])}
+    for argv in (["train", "--out", str(tmp_path / "out")], ["--help"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "tools.gan", *argv],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=root,
+            check=False,
+        )
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.strip().splitlines() == [
+            (
+                "python -m tools.gan: needs the train extra (torch is not installed): "
+                "pip install -e '.[train]' (torch 2.13.0 CPU build, onnx, scikit-image), or "
+                "VEHICLE_AGENT_EXTRAS=dev,train bash tools/setup.sh"
+            )
+        ]

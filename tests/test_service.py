@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_metrics import assert_families_are_declared
 from tests.test_simulate import cut_clip
 from vehicle_agent.cli import main
 from vehicle_agent.config import load_config
@@ -267,7 +268,7 @@ def test_metrics_endpoint_answers_during_a_simulate_run_and_status_reads_it(
                 continue
             if 'seconds_bucket{le="0.01",stage="output"}' in text:
                 scraped.append(text)
-                code = main(["status", "--url", url])
+                code = main(["status", "--url", url, "--interval", "0.2"])
                 printed.append(f"{code}")
                 return
             time.sleep(0.05)
@@ -289,17 +290,20 @@ def test_metrics_endpoint_answers_during_a_simulate_run_and_status_reads_it(
     for name in (
         "vehicle_agent_frames_in_total",
         "vehicle_agent_frames_dropped_total",
-        "vehicle_agent_fps",
         'vehicle_agent_stage_latency_seconds_bucket{le="0.01",stage="enhance"}',
-        "vehicle_agent_fan_duty",
+        "vehicle_agent_fan_duty_ratio",
     ):
         assert name in text
+    assert_families_are_declared(text)
     backend = re.search(r'vehicle_agent_enhancer_info\{backend="([^"]+)"\}', text)
     assert backend is not None
     assert printed == ["0"]
     out = capsys.readouterr().out
     assert "simulating" in out
     assert f"enhance  {backend[1]}" in out
+    assert " fps" in out  # the rate of frames_out_total between two scrapes
+    stages = [line.split()[0] for line in out.split("(flow order)\n", 1)[1].splitlines()[:6]]
+    assert stages == ["capture", "enhance", "analyze", "act", "uplink", "output"]
 
 
 def test_status_without_a_daemon_is_one_clear_error(capsys: pytest.CaptureFixture[str]) -> None:

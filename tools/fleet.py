@@ -36,7 +36,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
+try:
+    import aiomqtt
+except ModuleNotFoundError as exc:  # pragma: no cover - the extra is installed where tests run
+    raise SystemExit(
+        "tools.fleet needs the fleet extra (aiomqtt is not installed): pip install -e '.[fleet]'"
+    ) from exc
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -50,6 +55,8 @@ from vehicle_agent.uplink.topics import ONLINE, CommandReply, FleetTopics, Frame
 DEFAULT_TTL_S = 60.0
 DEFAULT_CAMERA: str = AgentConfig.model_fields["camera_id"].default
 """The camera a command goes to when none is named: the daemon's default `agent.camera_id`."""
+JSON_CONTENT_TYPE = "application/json"
+"""Content type of every command (and model update offer) the tools publish."""
 
 
 class ReplyTimeoutError(TimeoutError):
@@ -219,8 +226,9 @@ class FleetClient:
         ttl_s: float | None = DEFAULT_TTL_S,
     ) -> None:
         """Publish raw command bytes to `camera` (None: every camera of the vehicle; tests use it
-        for malformed ones)."""
+        for malformed ones), as `application/json` like every command (docs/mqtt.md)."""
         properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        properties.ContentType = JSON_CONTENT_TYPE
         if response_topic is not None:
             properties.ResponseTopic = response_topic
         if correlation is not None:

@@ -7,6 +7,7 @@ python -m tools.gen_docs --check  # exit 1 if they are not current (CI)
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import types
 import typing
@@ -21,11 +22,22 @@ from firmware_bridge import gen_docs as mcu_docs
 from tools.footage import docs as footage_docs
 from vehicle_agent.config import Config
 from vehicle_agent.events import EVENT_TYPES
+from vehicle_agent.service.metrics import metrics_markdown
 from vehicle_agent.uplink.docs import mqtt_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DOC = ROOT / "docs" / "configuration.md"
 EVENTS_DOC = ROOT / "docs" / "events.md"
+SERVICE_DOC = ROOT / "docs" / "service.md"
+_METRICS_BLOCK = re.compile(r"(?s)(<!-- metrics: generated [^\n]*-->\n).*?(<!-- /metrics -->)")
+
+
+def service_markdown() -> str:
+    """docs/service.md with its metrics table rewritten from `service.metrics.METRICS`."""
+    text = SERVICE_DOC.read_text(encoding="utf-8")
+    if not _METRICS_BLOCK.search(text):
+        raise ValueError(f"{SERVICE_DOC}: the generated metrics block is missing")
+    return _METRICS_BLOCK.sub(lambda m: f"{m[1]}{metrics_markdown()}\n{m[2]}", text)
 
 
 def _is_class(annotation: Any) -> TypeGuard[type[Any]]:
@@ -182,6 +194,7 @@ def main() -> int:
         (EVENTS_DOC, events_markdown()),
         (mcu_docs.DOC, mcu_docs.render(mcu_docs.DOC.read_text(encoding="utf-8"))),
         (ROOT / "docs" / "mqtt.md", mqtt_markdown()),
+        (SERVICE_DOC, service_markdown()),
         (footage_docs.DOC, footage_docs.render(footage_docs.DOC.read_text(encoding="utf-8"))),
     ]
     for path, text in generated:

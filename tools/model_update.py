@@ -34,13 +34,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
+try:
+    import aiomqtt
+except ModuleNotFoundError as exc:  # pragma: no cover - the extra is installed where tests run
+    raise SystemExit(
+        "tools.model_update needs the fleet extra (aiomqtt is not installed): "
+        "pip install -e '.[fleet]'"
+    ) from exc
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from tools.fleet import DEFAULT_CAMERA, BrokerAccess, FleetClient
+from tools.fleet import DEFAULT_CAMERA, JSON_CONTENT_TYPE, BrokerAccess, FleetClient
 from vehicle_agent import compat
 from vehicle_agent.compat import UTC, wait_for
 from vehicle_agent.enhance.manifest import read_manifest, verify_file
@@ -157,9 +163,10 @@ def vehicles_of(targets: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(target(t)[0] for t in targets))
 
 
-def _retained(expires_at: float) -> Properties:
+def _retained(expires_at: float, content_type: str) -> Properties:
     properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
     properties.MessageExpiryInterval = max(1, int(expires_at - time.time()))
+    properties.ContentType = content_type
     return properties
 
 
@@ -171,7 +178,9 @@ async def publish(
     data = await asyncio.to_thread(model_file.read_bytes)
     if len(data) != manifest.size or hashlib.sha256(data).hexdigest() != manifest.sha256:
         raise ToolError(f"{model_file} is not the file the offer was signed for")
-    properties = _retained(manifest.expires_at)
+    # The offer is JSON like every command; the chunks are the model file's bytes.
+    properties = _retained(manifest.expires_at, "application/octet-stream")
+    offer_properties = _retained(manifest.expires_at, JSON_CONTENT_TYPE)
     chunks = split(data, manifest.chunk_size)
     for vehicle in vehicles_of(vehicles):
         # Several in flight at once: each publish waits for its PUBACK.
@@ -193,7 +202,7 @@ async def publish(
             offer.to_bytes(),
             qos=1,
             retain=True,
-            properties=properties,
+            properties=offer_properties,
         )
 
 

@@ -11,7 +11,8 @@ APT_PACKAGES=(
   systemd                                                                 # systemd-analyze (unit check)
   opencv-data                                                             # BRISQUE model files
 )
-EXTRAS="${VEHICLE_AGENT_EXTRAS:-dev}"
+# dev: the test tools (aiomqtt among them); fleet: what tools.fleet and tools.model_update need.
+EXTRAS="${VEHICLE_AGENT_EXTRAS:-dev,fleet}"
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

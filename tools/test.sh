@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The train extra too: the training tools are tested (torch==2.13.0, the CPU build).
-VEHICLE_AGENT_EXTRAS=dev,train bash tools/setup.sh
+VEHICLE_AGENT_EXTRAS=dev,fleet,train bash tools/setup.sh
 set -x
 .venv/bin/ruff format --check .
 .venv/bin/ruff check .

@@ -34,13 +34,12 @@ from vehicle_agent.output.sinks import FrameSink, ImageFolderSink, VideoFileSink
 from vehicle_agent.quality.metrics import compute_quality
 from vehicle_agent.quality.monitor import QualityMonitor, settings_from_config
 from vehicle_agent.queues import END, StageQueue
-from vehicle_agent.records import Actuation, FrameRecord, JsonValue
+from vehicle_agent.records import STAGES, Actuation, FrameRecord, JsonValue
 from vehicle_agent.update.updater import recover_at_start
 from vehicle_agent.uplink.base import NoUplink, PipelineHooks, Uplink
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("capture", "enhance", "analyze", "act", "uplink", "output")
 LATENCY_WINDOW = 10_000
 """Latency samples kept per stage for the summary's median and p95."""
 FPS_WINDOW = 64

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+import textwrap
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,9 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
+DEFAULT_CONFIG = Path("/etc/vehicle-agent/vehicle-agent.toml")
+"""The config `run`, `safe-state` and `check-config` read when none is named (the unit's)."""
+
 
 class CliError(Exception):
     """A failure reported as one line on stderr with a non-zero exit code."""
@@ -30,31 +35,97 @@ class CliError(Exception):
         super().__init__(message)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="vehicle-agent",
-        description="Camera controller daemon: capture, enhance, analyze, act, uplink.",
-    )
-    parser.add_argument("--version", action="version", version=f"vehicle-agent {__version__}")
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose epilog may be computed when help is shown (installed models)."""
+
+    def __init__(self, *args: Any, epilog_from: Callable[[], str] | None = None, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._epilog_from = epilog_from
+
+    def format_help(self) -> str:
+        if self._epilog_from is not None:
+            self.epilog = self._epilog_from()
+        return super().format_help()
+
+
+def _global_options(parser: argparse.ArgumentParser, *, after_command: bool) -> None:
+    """The options every command takes, before or after its name (`vehicle-agent --log-level
+    DEBUG run` and `vehicle-agent run --log-level DEBUG`). After the name they default to
+    SUPPRESS, so one given before the name is not overwritten by the command's default."""
+    default = argparse.SUPPRESS if after_command else None
     parser.add_argument(
         "--log-level",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         type=str.upper,
+        default=default,
         help="lowest level logged (default: the config's, else INFO)",
     )
     parser.add_argument(
         "--log-format",
         choices=["auto", "human", "json", "journald"],
+        default=default,
         help="log line format (default: the config's, else auto: journald under systemd, "
         "human on a terminal, JSON otherwise)",
     )
+
+
+def _config_option(parser: argparse.ArgumentParser, help_text: str) -> None:
+    # SUPPRESS: `vehicle-agent --config FILE COMMAND` is not undone by the command's default.
+    parser.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=help_text)
+
+
+def _installed_models() -> str:
+    """`enhance --help`'s epilog: the models in the default folders, read when help is shown."""
+    from vehicle_agent.enhance.manifest import ManifestError  # noqa: PLC0415
+    from vehicle_agent.enhance.store import ModelStore, default_dirs  # noqa: PLC0415
+
+    dirs = default_dirs(Config().agent.state_dir)
+    store = ModelStore(dirs)
+    rows = []
+    for name in store.names():
+        try:
+            directory, manifest = store.find(name)
+        except ManifestError as exc:
+            rows.append(f"  {name:16s} (unreadable: {exc.reason})")
+            continue
+        rows.append(f"  {name:16s} {manifest.version:8s} {manifest.task:10s} {directory.parent}")
+    return "\n".join(
+        [
+            "installed models (--model NAME):",
+            *(rows or ["  none"]),
+            "searched in: " + ", ".join(map(str, dirs)),
+            "(the config's [enhance] model_dirs and --model-dir add folders)",
+        ]
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="vehicle-agent",
+        description="Camera controller daemon: capture, enhance, analyze, act, uplink. "
+        "--config, --log-level and --log-format may come before or after the command.",
+    )
+    parser.add_argument("--version", action="version", version=f"vehicle-agent {__version__}")
+    _global_options(parser, after_command=False)
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help=f"TOML config file, for the commands that take one (run, safe-state and "
+        f"check-config default to {DEFAULT_CONFIG}; the others to built-in defaults)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run the daemon on the vehicle (until SIGTERM/SIGINT)")
-    run.add_argument("--config", type=Path, required=True, help="TOML config file")
+    def command(name: str, **kw: Any) -> argparse.ArgumentParser:
+        sub_parser = sub.add_parser(name, **kw)
+        _global_options(sub_parser, after_command=True)
+        return sub_parser
 
-    sim = sub.add_parser("simulate", help="replay a recording with simulated hardware (bench)")
-    sim.add_argument("--config", type=Path, help="TOML config file (default: built-in defaults)")
+    run = command("run", help="run the daemon on the vehicle (until SIGTERM/SIGINT)")
+    _config_option(run, f"TOML config file (default: {DEFAULT_CONFIG})")
+
+    sim = command("simulate", help="replay a recording with simulated hardware (bench)")
+    _config_option(sim, "TOML config file (default: built-in defaults)")
     sim.add_argument("--video", type=Path, help="recording to replay (default: bundled sample)")
     sim.add_argument(
         "--report",
@@ -125,16 +196,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--broker, two runs give the same events.jsonl (thermal events may still move)",
     )
 
-    enh = sub.add_parser(
+    enh = command(
         "enhance",
         help="enhance an image, a folder of images or a video offline",
-        description="Enhance an image, a folder of images or a video with the daemon's enhance "
-        "chain. Pictures above 8192 px on a side or 50 megapixels are refused; the output "
-        "never replaces the input and its folder must exist.",
+        description=textwrap.fill(
+            "Enhance an image, a folder of images or a video with the daemon's enhance "
+            "chain. Pictures above 8192 px on a side or 50 megapixels are refused; the output "
+            "never replaces the input and its folder must exist. On a terminal a video shows a "
+            "progress bar."
+        ),
+        epilog_from=_installed_models,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     enh.add_argument("input", type=Path, metavar="IN", help="image, folder of images, or video")
     enh.add_argument("--out", type=Path, required=True, help="output file or folder")
-    enh.add_argument("--config", type=Path, help="TOML config whose [enhance] section is used")
+    _config_option(enh, "TOML config whose [enhance] section is used")
     enh.add_argument(
         "--backend",
         choices=["tensorrt", "onnxruntime", "classical", "passthrough"],
@@ -162,19 +238,40 @@ def build_parser() -> argparse.ArgumentParser:
         "only where it is likely to help",
     )
 
-    status = sub.add_parser("status", help="summary of the daemon running on this machine")
-    status.add_argument("--config", type=Path, help="the daemon's config (for its metrics port)")
+    status = command("status", help="summary of the daemon running on this machine")
+    _config_option(status, "the daemon's config (for its metrics port)")
     status.add_argument("--url", help="metrics URL (default: from the config, else port 9108)")
+    status.add_argument(
+        "--interval",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="seconds between the two scrapes the frame rate is measured over (default 1; "
+        "0: one scrape, no frame rate)",
+    )
+    status.add_argument("--json", action="store_true", help="print one JSON object")
 
-    safe = sub.add_parser(
+    safe = command(
         "safe-state",
         help="put the configured fan and cooler in their safe state and exit (the unit's "
         "ExecStopPost=)",
     )
-    safe.add_argument("--config", type=Path, required=True, help="TOML config file")
+    _config_option(safe, f"TOML config file (default: {DEFAULT_CONFIG})")
 
-    check = sub.add_parser("check-config", help="validate a config file and exit")
-    check.add_argument("file", type=Path, metavar="FILE")
+    check = command("check-config", help="validate a config file and exit")
+    _config_option(check, "the config, when FILE is not given")
+    check.add_argument(
+        "file",
+        type=Path,
+        nargs="?",
+        metavar="FILE",
+        help=f"the config (default: --config, else {DEFAULT_CONFIG})",
+    )
+    check.add_argument(
+        "--json",
+        action="store_true",
+        help='print one JSON object: {"file", "ok", "digest"} or {"file", "ok": false, "error"}',
+    )
     return parser
 
 
@@ -188,9 +285,23 @@ def _setup_logging(args: argparse.Namespace, config: Config | None) -> None:
     configure_logging(level, fmt)
 
 
+def _unit_config(args: argparse.Namespace) -> Path:
+    """The config of `run` and `safe-state`: --config, else the unit's file."""
+    return args.config if args.config is not None else DEFAULT_CONFIG
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
-    config = load_config(args.file)
-    print(f"{args.file}: OK (config digest {config.digest()})")
+    path: Path = args.file or _unit_config(args)
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        if args.json:
+            print(json.dumps({"file": str(path), "ok": False, "error": str(exc)}))
+        raise
+    if args.json:
+        print(json.dumps({"file": str(path), "ok": True, "digest": config.digest()}))
+    else:
+        print(f"{path}: OK (config digest {config.digest()})")
     return EXIT_OK
 
 
@@ -198,7 +309,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from vehicle_agent.control.build import SIMULATED_REFUSED, fan_problem  # noqa: PLC0415
     from vehicle_agent.service.daemon import run_daemon  # noqa: PLC0415 - keeps `--help` fast
 
-    config = load_config(args.config)
+    config_path = _unit_config(args)
+    config = load_config(config_path)
     problem = fan_problem(config.control)
     if problem == SIMULATED_REFUSED:
         raise CliError(f"[control.fan] driver 'simulated': {problem}", EXIT_USAGE)
@@ -212,7 +324,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         config.agent.camera_id,
     )
     result = compat.run(
-        run_daemon(config, args.config, log_override=(args.log_level, args.log_format))
+        run_daemon(config, config_path, log_override=(args.log_level, args.log_format))
     )
     logger.info(
         "stopped (%s): %d frames in, %d out, %d dropped, %.1f fps",
@@ -228,7 +340,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_safe_state(args: argparse.Namespace) -> int:
     from vehicle_agent.service.safe_state import make_safe  # noqa: PLC0415
 
-    config = load_config(args.config)
+    config = load_config(_unit_config(args))
     failed = compat.run(make_safe(config.control))
     for reason in failed:
         print(f"vehicle-agent: safe-state: {reason}", file=sys.stderr)
@@ -396,13 +508,16 @@ def cmd_enhance(args: argparse.Namespace) -> int:
     )
     # `--model` forces one model whatever the scene; otherwise the daemon's gating decides.
     gate = None if args.model is not None else SceneGate(config)
+    progress = _VideoProgress(args.input) if sys.stderr.isatty() else None
     try:
-        result = enhance_path(enhancer, args.input, args.out, gate)
+        result = enhance_path(enhancer, args.input, args.out, gate, progress=progress)
     except EnhancerLoadError as exc:
         raise CliError(f"{' '.join(named) or 'enhance'}: {exc}", EXIT_USAGE) from exc
     except OfflineError as exc:
         raise CliError(str(exc), EXIT_USAGE) from exc
     finally:
+        if progress is not None:
+            progress.close()
         enhancer.close()
     print(
         f"enhanced {result.frames} frame(s) with {enhancer.name} into {args.out}"
@@ -413,17 +528,50 @@ def cmd_enhance(args: argparse.Namespace) -> int:
     return EXIT_FAILURE if result.failed else EXIT_OK
 
 
+class _VideoProgress:
+    """`enhance` on a video, on a terminal: the simulator's progress bar, from the first frame."""
+
+    def __init__(self, video: Path) -> None:
+        self.video = video
+        self._bar: Any = None
+
+    def __call__(self, done: int, total: int | None) -> None:
+        if self._bar is None:
+            from vehicle_agent.sim.progress import ProgressSink  # noqa: PLC0415
+
+            self._bar = ProgressSink(total, f"enhancing {self.video.name}")
+        del done
+        self._bar.advance()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    from vehicle_agent.service.status import StatusError, fetch_status, format_status  # noqa: PLC0415
+    from vehicle_agent.service.status import (  # noqa: PLC0415
+        StatusError,
+        fetch_status,
+        format_status,
+        status_json,
+    )
 
     config = _config(args.config)
     service = config.service
     host = f"[{service.metrics_host}]" if ":" in service.metrics_host else service.metrics_host
     url = args.url or f"http://{host}:{service.metrics_port}/metrics"
+    if not 0.0 <= args.interval <= 60.0:
+        raise CliError(f"--interval {args.interval:g}: expected 0 to 60 seconds", EXIT_USAGE)
     try:
-        print(format_status(fetch_status(url)))
+        status = fetch_status(url, interval_s=args.interval)
     except StatusError as exc:
+        if args.json:
+            print(json.dumps({"url": url, "ok": False, "error": str(exc)}))
         raise CliError(str(exc)) from exc
+    if args.json:
+        print(json.dumps({"url": url, "ok": True, **status_json(status)}, indent=2))
+    else:
+        print(format_status(status))
     return EXIT_OK
 
 

@@ -28,6 +28,7 @@ from vehicle_agent.compat import Self, tomllib
 from vehicle_agent.config_base import ConfigModel
 from vehicle_agent.control.settings import ControlConfig
 from vehicle_agent.update.settings import UpdateConfig
+from vehicle_agent.uplink.discovery import HomeAssistantConfig
 from vehicle_agent.uplink.topics import camera_id_problem
 
 __all__ = ["Config", "ConfigError", "ConfigModel", "ControlConfig", "load_config", "parse_config"]
@@ -773,6 +774,10 @@ class MqttUplinkConfig(ConfigModel):
     )
     upload: UploadConfig = Field(
         default_factory=UploadConfig, description="Frame uploads (the fleet's training data)."
+    )
+    home_assistant: HomeAssistantConfig = Field(
+        default_factory=HomeAssistantConfig,
+        description="Home Assistant MQTT discovery of the camera (docs/mqtt.md); off by default.",
     )
 
     @field_validator("broker")

@@ -216,7 +216,8 @@ EVENT_TYPES: Mapping[str, EventSpec] = {
         "The broker refused a message (MQTT 5 reason code ≥ 0x80); it was dropped, not retried.",
         {
             "topic": "topic of the message",
-            "message_class": "'reply', 'event', 'telemetry' or 'frame'",
+            "message_class": "'reply', 'event', 'telemetry' or 'frame'; 'status', 'subscription' "
+            "or 'discovery' (Home Assistant) for what is not sent through the outbox",
             "reason_code": "MQTT 5 reason code, e.g. 135 (not authorized)",
             "reason": "reason code name",
         },

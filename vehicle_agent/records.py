@@ -16,6 +16,10 @@ Image: TypeAlias = npt.NDArray[np.uint8]
 
 JsonValue: TypeAlias = str | int | float | bool | list["JsonValue"] | dict[str, "JsonValue"] | None
 
+STAGES = ("capture", "enhance", "analyze", "act", "uplink", "output")
+"""The stages a record passes, in flow order (the names in `FrameRecord.latency`, the metrics'
+`stage` label, `vehicle-agent status`)."""
+
 
 def frozen_image(image: Image) -> Image:
     """Return `image` marked read-only, so a stage cannot change a frame another stage holds."""

@@ -129,8 +129,12 @@ class Broker:
                 capture_output=True,
             )
         acl = self.directory / "acl"
-        # The ACL docs/mqtt.md gives: each vehicle (username) its own subtree, by direction.
-        acl.write_text(f"{mosquitto_acl('fleet')}\nuser {OPERATOR}\ntopic readwrite fleet/#\n")
+        # The ACL docs/mqtt.md gives: each vehicle (username) its own subtree, by direction; and
+        # Home Assistant discovery: each vehicle writes its own node (docs/mqtt.md).
+        acl.write_text(
+            f"{mosquitto_acl('fleet')}\npattern write homeassistant/+/%u/#\n\n"
+            f"user {OPERATOR}\ntopic readwrite fleet/#\ntopic readwrite homeassistant/#\n"
+        )
         c = self.certs
         tls = f"cafile {c.ca}\ntls_version tlsv1.2\n"
         (self.directory / "mosquitto.conf").write_text(

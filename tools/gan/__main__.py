@@ -580,14 +580,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+TRAIN_EXTRA = frozenset({"torch", "onnx", "skimage"})
+"""Top-level modules of the `train` extra (pyproject.toml): missing, they get the install line."""
+
+INSTALL_TRAIN = (
+    "pip install -e '.[train]' (torch 2.13.0 CPU build, onnx, scikit-image), or "
+    "VEHICLE_AGENT_EXTRAS=dev,train bash tools/setup.sh"
+)
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from pydantic import ValidationError  # noqa: PLC0415
 
     from tools.gan.data import DataError  # noqa: PLC0415
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         code: int = args.func(args)
     except ValidationError as exc:
@@ -601,6 +607,25 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as exc:
         parser.error(f"{args.command}: {exc}")
     return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        # The parser too: its choices come from the torch models.
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)
+        return _run(parser, args)
+    except ModuleNotFoundError as exc:
+        missing = (exc.name or "").partition(".")[0]
+        if missing not in TRAIN_EXTRA:
+            raise
+        print(
+            f"python -m tools.gan: needs the train extra ({missing} is not installed): "
+            f"{INSTALL_TRAIN}",
+            file=sys.stderr,
+        )
+        return 2
 
 
 if __name__ == "__main__":

@@ -220,12 +220,18 @@ def enhance_image(
     result.frames += 1
 
 
+Progress = Callable[[int, int | None], None]
+"""Called after each frame of a video with (frames done, frames in the file or None)."""
+
+
 def enhance_video(
     enhancer: Enhancer,
     src: Path,
     dst: Path,
     result: OfflineResult,
     gate: SceneGate | None = None,
+    *,
+    progress: Progress | None = None,
 ) -> None:
     if dst.suffix.lower() not in FOURCC_BY_SUFFIX:
         raise OfflineError(f"{dst}: unsupported output video type; use {sorted(FOURCC_BY_SUFFIX)}")
@@ -240,6 +246,7 @@ def enhance_video(
         raise
     fps = cap.get(cv2.CAP_PROP_FPS)
     fps = fps if fps and fps > 0 else 10.0
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     writer = VideoWriter(dst, fps)
     try:
         while True:
@@ -249,6 +256,8 @@ def enhance_video(
             t = result.frames / fps
             writer.write(_run(enhancer, gate, np.asarray(frame), t))
             result.frames += 1
+            if progress is not None:
+                progress(result.frames, total if total > 0 else None)
     except (EnhancerError, SinkError) as exc:
         raise OfflineError(f"{src}: frame {result.frames}: {exc}") from exc
     finally:
@@ -260,10 +269,15 @@ def enhance_video(
 
 
 def enhance_path(
-    enhancer: Enhancer, src: Path, out: Path, gate: SceneGate | None = None
+    enhancer: Enhancer,
+    src: Path,
+    out: Path,
+    gate: SceneGate | None = None,
+    *,
+    progress: Progress | None = None,
 ) -> OfflineResult:
     """Enhance `src` into `out`: image → image, folder → folder (same names), video → video;
-    with `gate`, every frame is gated on its scene condition first."""
+    with `gate`, every frame is gated on its scene condition first; `progress` follows a video."""
     result = OfflineResult()
     if src.is_dir():
         if out.exists() and not out.is_dir():
@@ -295,7 +309,7 @@ def enhance_path(
     if suffix in VIDEO_SUFFIXES:
         dst = out / f"{src.stem}.mp4" if out.is_dir() else out
         _check_output(src, dst)
-        enhance_video(enhancer, src, dst, result, gate)
+        enhance_video(enhancer, src, dst, result, gate, progress=progress)
         return result
     raise OfflineError(
         f"{src}: not an image ({', '.join(sorted(IMAGE_SUFFIXES))}), "

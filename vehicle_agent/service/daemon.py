@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 LIVE_SECTIONS = frozenset({"logging", "enhance"})
 """Sections a reload applies without restarting the pipeline."""
 
-VERSIONED = ("numpy", "opencv-contrib-python-headless", "pydantic", "aiomqtt", "onnxruntime")
+VERSIONED = ("numpy", "opencv-contrib-python-headless", "pydantic", "paho-mqtt", "onnxruntime")
 
 
 def versions() -> dict[str, str]:

@@ -64,6 +64,10 @@ class ProgressSink(FrameSink):
 
     def write(self, record: FrameRecord) -> None:
         del record
+        self.advance()
+
+    def advance(self) -> None:
+        """One more frame done (`vehicle-agent enhance` on a video calls it directly)."""
         if not self._started:
             self._start()
         self._progress.advance(self._task)

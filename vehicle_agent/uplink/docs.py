@@ -8,6 +8,7 @@ from __future__ import annotations
 from vehicle_agent.config import OutboxConfig
 from vehicle_agent.uplink import topics
 from vehicle_agent.uplink.commands import COMMAND_WINDOW, MAX_DEPTH, settable_descriptions
+from vehicle_agent.uplink.discovery import discovery_markdown
 
 
 def mqtt_markdown() -> str:
@@ -18,6 +19,7 @@ def mqtt_markdown() -> str:
         "telemetry": outbox.ttl_telemetry_s,
         "frame": outbox.ttl_frame_s,
     }
-    return topics.mqtt_markdown(
+    text = topics.mqtt_markdown(
         settable_descriptions(), ttl, command_window=COMMAND_WINDOW, max_depth=MAX_DEPTH
     )
+    return f"{text.rstrip()}\n\n{discovery_markdown()}\n"

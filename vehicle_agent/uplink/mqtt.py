@@ -71,6 +71,8 @@ from vehicle_agent.uplink.commands import (
     current_settings,
     describe_validation,
 )
+from vehicle_agent.uplink.discovery import CONTENT_TYPE as JSON_CONTENT_TYPE
+from vehicle_agent.uplink.discovery import discovery_messages
 from vehicle_agent.uplink.outbox import (
     Outbox,
     OutboxError,
@@ -562,6 +564,14 @@ class MqttUplink(Uplink):
         self.agent = agent
         self.events = events
         self.topics = Topics(config.topic_prefix, agent.vehicle_id, agent.camera_id)
+        self._discovery = (
+            discovery_messages(
+                config.home_assistant, self.topics, agent.vehicle_id, agent.camera_id
+            )
+            if config.home_assistant.enabled
+            else []
+        )
+        """Home Assistant discovery configs, published retained on every connection."""
         self.outbox_path = outbox_path
         self._password = password
         self._tls = tls
@@ -1010,6 +1020,7 @@ class MqttUplink(Uplink):
                 retain=True,
                 on_ack=self._status_acked,
             )
+            self._announce(link)
             # The camera's commands and the vehicle's, which every camera obeys: one round trip.
             command_topics = (self.topics.commands, self.topics.vehicle_commands)
             try:
@@ -1030,6 +1041,20 @@ class MqttUplink(Uplink):
                 await sender
             self._busy.difference_update(link.inflight.values())
             link.inflight.clear()
+
+    def _announce(self, link: _Link) -> None:
+        """Home Assistant discovery configs (retained, JSON), when `[uplink.home_assistant]`."""
+        if not self._discovery:
+            return
+        properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        properties.ContentType = JSON_CONTENT_TYPE
+        for topic, payload in self._discovery:
+
+            def acked(code: ReasonCode, topic: str = topic) -> None:
+                if code.is_failure:
+                    self._refused_event(topic, "discovery", code)
+
+            link.publish(topic, payload, retain=True, properties=properties, on_ack=acked)
 
     def _status_acked(self, code: ReasonCode) -> None:
         if code.is_failure:
