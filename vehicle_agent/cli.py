@@ -24,7 +24,8 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 DEFAULT_CONFIG = Path("/etc/vehicle-agent/vehicle-agent.toml")
-"""The config `run`, `safe-state` and `check-config` read when none is named (the unit's)."""
+"""The config `run`, `safe-state`, `check-config` and `doctor` read when none is named (the
+unit's)."""
 
 
 class CliError(Exception):
@@ -272,6 +273,29 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help='print one JSON object: {"file", "ok", "digest"} or {"file", "ok": false, "error"}',
     )
+
+    doctor = command(
+        "doctor",
+        help="report what this machine can do of what the config needs, and why not",
+        description="One line per check (OK, WARN, FAIL): enhancement backends (onnxruntime "
+        "providers, TensorRT and pycuda/CUDA, engines, models), the camera source, the fan "
+        "driver and the MCU link. Exits 1 when something the config needs is missing. Asking "
+        "the MCU opens its port: stop the service first, or pass --no-mcu.",
+    )
+    _config_option(doctor, f"TOML config file (default: {DEFAULT_CONFIG})")
+    doctor.add_argument("--json", action="store_true", help="print the report as JSON")
+    doctor.add_argument(
+        "--no-mcu",
+        action="store_true",
+        help="do not open the MCU's port to ask for its status (only check that it exists)",
+    )
+    doctor.add_argument(
+        "--mcu-timeout",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="wait this long for the MCU to answer, seconds (default 2)",
+    )
     return parser
 
 
@@ -286,7 +310,7 @@ def _setup_logging(args: argparse.Namespace, config: Config | None) -> None:
 
 
 def _unit_config(args: argparse.Namespace) -> Path:
-    """The config of `run` and `safe-state`: --config, else the unit's file."""
+    """The config of `run`, `safe-state` and `doctor`: --config, else the unit's file."""
     return args.config if args.config is not None else DEFAULT_CONFIG
 
 
@@ -303,6 +327,28 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     else:
         print(f"{path}: OK (config digest {config.digest()})")
     return EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from vehicle_agent.service.doctor import (  # noqa: PLC0415 - keeps `--help` fast
+        Probes,
+        diagnose,
+        failed,
+        report_dict,
+        summary_line,
+    )
+
+    if not 0.1 <= args.mcu_timeout <= 30.0:
+        raise CliError(f"--mcu-timeout {args.mcu_timeout:g}: expected 0.1 to 30 s", EXIT_USAGE)
+    config = load_config(_unit_config(args))
+    findings = diagnose(config, Probes(query_mcu=not args.no_mcu, mcu_timeout_s=args.mcu_timeout))
+    if args.json:
+        print(json.dumps(report_dict(findings, _unit_config(args)), indent=2, ensure_ascii=False))
+    else:
+        for finding in findings:
+            print(finding.line())
+        print(summary_line(findings))
+    return EXIT_FAILURE if failed(findings) else EXIT_OK
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -582,6 +628,7 @@ COMMANDS = {
     "check-config": cmd_check_config,
     "status": cmd_status,
     "safe-state": cmd_safe_state,
+    "doctor": cmd_doctor,
 }
 
 

@@ -27,9 +27,9 @@ def _content_type(message: aiomqtt.Message) -> str | None:
 
 async def test_commands_from_the_fleet_console_are_json(operator: FleetClient) -> None:
     async with FleetClient(operator.access).new_client() as vehicle_side:
-        await vehicle_side.subscribe("fleet/veh-1/commands", qos=1)
+        await vehicle_side.subscribe("fleet/veh-1/front/commands", qos=1)
         payload = json.dumps({"v": 1, "id": "c-1", "command": "ping", "args": {}}).encode()
-        await operator.publish_command("veh-1", payload, response_topic="fleet/veh-1/replies")
+        await operator.publish_command("veh-1", payload, response_topic="fleet/veh-1/front/replies")
         message = await _first(vehicle_side)
     assert message.payload == payload
     assert _content_type(message) == "application/json"

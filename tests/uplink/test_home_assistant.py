@@ -51,7 +51,7 @@ async def test_discovery_configs_are_retained_json_and_read_the_daemons_topics(
 ) -> None:
     config = mqtt_config(broker, certs, tmp_path, home_assistant__enabled=True)
     access = operator_access(broker, certs)
-    async with Watcher(access, ["fleet/veh-1/telemetry"]) as watcher:
+    async with Watcher(access, ["fleet/veh-1/front/telemetry"]) as watcher:
         uplink, recorder = make_uplink(config)
         await uplink.start()
         try:
