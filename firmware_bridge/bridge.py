@@ -1,12 +1,9 @@
 """Firmware bridge: `McuBridge`, the host's asyncio client of the camera module's MCU over pyserial.
 
-I/O model: pyserial opens and configures the port (raw 8N1, exclusive lock, stale input
-flushed) and the event loop then watches its non-blocking file descriptor (`add_reader`);
-bytes go straight to `protocol.Decoder`. Chosen over a reader thread because there is no
-thread to stop or leak, a cancelled request is cancelled at once, and an unplugged port is
-noticed as soon as the kernel reports it (EOF or EIO on the fd). Frames are at most 55 bytes,
-so a write practically never blocks; a partial one is finished by `add_writer`. POSIX only,
-like the vehicle.
+The bytes travel over a `Transport` (`transport.py`; `SerialTransport`, pyserial watched by
+the event loop, unless one is given): the bridge feeds what arrives to `protocol.Decoder` and
+hears once when the port goes (EOF or EIO: an unplugged adapter is noticed at once). What the
+host knows of the MCU (`Identity`, `Telemetry`, `Snapshot`, `BridgeCounters`) is in `state.py`.
 
 What the bridge guarantees:
 - every request gets a reply, a `McuRefusedError` (NAK), or a `McuTimeoutError` after
@@ -29,13 +26,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-
-import serial
 
 from firmware_bridge.compat import Self, TaskGroup, wait_for
 from firmware_bridge.errors import (
@@ -62,7 +56,6 @@ from firmware_bridge.messages import (
     Fault,
     Kind,
     MessageSpec,
-    State,
     Value,
 )
 from firmware_bridge.protocol import (
@@ -73,14 +66,17 @@ from firmware_bridge.protocol import (
     ProtocolError,
     encode,
 )
+from firmware_bridge.state import BridgeCounters, Identity, Snapshot, Telemetry, number
+from firmware_bridge.transport import SerialTransport, TransportClosedError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Mapping
     from types import TracebackType
 
+    from firmware_bridge.transport import Transport
+
 logger = logging.getLogger(__name__)
 
-READ_BYTES = 4096
 ERROR_LOG_INTERVAL_S = 10.0
 """At most one warning per kind of bad frame in this time; the others are counted."""
 UPTIME_WRAP_MS = 1 << 32
@@ -88,145 +84,6 @@ UPTIME_WRAP_MS = 1 << 32
 
 class _LinkLostError(Exception):
     """The port went away while a request waited for its reply (internal: the request retries)."""
-
-
-def _number(value: Value) -> float:
-    if not isinstance(value, int | float):
-        raise TypeError(f"expected a number, got {value!r}")
-    return value
-
-
-def _temperature(value: Value) -> float | None:
-    return None if value is None else float(_number(value))
-
-
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """Who answered `identify`."""
-
-    protocol: int
-    firmware_version: str
-    serial_number: str
-    telemetry_period_s: float
-    host_timeout_s: float
-    fan_safe_duty: float
-    sensor_limit_c: float | None
-    hot_limit_c: float | None
-
-    @classmethod
-    def from_message(cls, message: Message) -> Identity:
-        v = message.values
-        return cls(
-            protocol=int(_number(v["protocol"])),
-            firmware_version=f"{v['fw_major']}.{v['fw_minor']}.{v['fw_patch']}",
-            serial_number=str(v["serial_number"]),
-            telemetry_period_s=_number(v["telemetry_period_ms"]) / 1000,
-            host_timeout_s=_number(v["host_timeout_ms"]) / 1000,
-            fan_safe_duty=float(_number(v["fan_safe_duty"])),
-            sensor_limit_c=_temperature(v["sensor_limit"]),
-            hot_limit_c=_temperature(v["hot_limit"]),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Telemetry:
-    """One sample from the MCU, in physical units (temperatures None when the MCU has no reading)."""
-
-    uptime_s: float
-    sensor_c: float | None
-    cold_side_c: float | None
-    hot_side_c: float | None
-    cooler_setpoint_c: float
-    cooler_drive: float
-    """0–1."""
-    fan_duty: float
-    """Applied duty, 0–1."""
-    fan_rpm: int
-    fan_hold_s: float
-    """Time before the fan reverts to its safe duty (0: not held)."""
-    cooler_hold_s: float
-    state: State
-    faults: Fault
-    mcu_rx_errors: int
-    """Frames from the host the MCU dropped (wraps at 65536)."""
-    source: str
-    """"report" (periodic) or "reply" (to `get_telemetry`)."""
-    seq: int
-
-    @classmethod
-    def from_message(cls, message: Message) -> Telemetry:
-        v = message.values
-        return cls(
-            uptime_s=_number(v["uptime_ms"]) / 1000,
-            sensor_c=_temperature(v["sensor_temp"]),
-            cold_side_c=_temperature(v["cold_side_temp"]),
-            hot_side_c=_temperature(v["hot_side_temp"]),
-            cooler_setpoint_c=float(_number(v["cooler_setpoint"])),
-            cooler_drive=float(_number(v["cooler_drive"])),
-            fan_duty=float(_number(v["fan_duty"])),
-            fan_rpm=int(_number(v["fan_rpm"])),
-            fan_hold_s=_number(v["fan_hold_ms"]) / 1000,
-            cooler_hold_s=_number(v["cooler_hold_ms"]) / 1000,
-            state=State(int(_number(v["state"]))),
-            faults=Fault(int(_number(v["faults"]))),
-            mcu_rx_errors=int(_number(v["rx_errors"])),
-            source="reply" if message.spec is TELEMETRY else "report",
-            seq=message.seq,
-        )
-
-    @property
-    def cooler_on(self) -> bool:
-        return State.COOLER_ON in self.state
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready: flags as lists of names."""
-        out = asdict(self)
-        out["state"] = [flag.name for flag in State if flag in self.state]
-        out["faults"] = [flag.name for flag in Fault if flag in self.faults]
-        return out
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """The latest telemetry with its age: `stale` once it is older than `stale_after_polls`."""
-
-    telemetry: Telemetry
-    received_at: float
-    """Bridge clock (monotonic seconds) when it arrived."""
-    poll: int
-    """The poll period it arrived in."""
-    age_polls: int
-    age_s: float
-    stale: bool
-
-
-@dataclass(slots=True)
-class BridgeCounters:
-    """What went wrong on the link since the bridge started; all only ever rise."""
-
-    frames_in: int = 0
-    frames_out: int = 0
-    crc_errors: int = 0
-    framing_errors: int = 0
-    """Bad COBS, truncated or over-long frames: garbage and cut frames."""
-    bad_messages: int = 0
-    """Intact frames with an unknown id, a wrong kind or a wrong length."""
-    bytes_discarded: int = 0
-    timeouts: int = 0
-    """Attempts that got no reply in time."""
-    retries: int = 0
-    reconnects: int = 0
-    """Links re-established after a loss (the first connection is not counted)."""
-    naks: int = 0
-    late_replies: int = 0
-    """Replies to no pending request (late after a retry, or mismatched)."""
-    reports_missed: int = 0
-    """Gaps in the sequence of periodic reports."""
-    mcu_resets: int = 0
-    """Times the MCU uptime went backwards (it rebooted)."""
-
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,6 +160,7 @@ class McuBridge:
         keepalive_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        transport: Transport | None = None,
     ) -> None:
         if request_timeout_s <= 0 or retries < 0 or poll_interval_s <= 0 or stale_after_polls < 1:
             raise ValueError(
@@ -326,12 +184,10 @@ class McuBridge:
         """Round-trip time of the last request answered at its first attempt."""
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
-        self._serial: serial.Serial | None = None
-        self._fd: int | None = None
+        self._transport: Transport = transport or SerialTransport(port, baudrate)
         self._decoder = Decoder()
         self._pending: dict[int, _Pending] = {}
         self._seq = 0
-        self._write_buffer = bytearray()
         self._ready = asyncio.Event()
         self._lost = asyncio.Event()
         self._changed = asyncio.Event()
@@ -471,7 +327,7 @@ class McuBridge:
     async def heartbeat(self) -> float:
         """Keep the session open; returns the MCU uptime in seconds."""
         reply = await self.request(HEARTBEAT)
-        return _number(reply["uptime_ms"]) / 1000
+        return number(reply["uptime_ms"]) / 1000
 
     async def clear_faults(self, mask: Fault = ALL_FAULTS) -> None:
         """Clear latched faults whose condition is gone (those still present stay set)."""
@@ -532,7 +388,7 @@ class McuBridge:
             if reply.spec is not NAK:
                 return reply
             self.counters.naks += 1
-            code, detail = int(_number(reply["code"])), int(_number(reply["detail"]))
+            code, detail = int(number(reply["code"])), int(number(reply["detail"]))
             if code == ErrorCode.VERSION_MISMATCH:
                 raise McuVersionError(self.port, PROTOCOL_VERSION, detail)
             if code == ErrorCode.NOT_IDENTIFIED and not handshake:
@@ -590,21 +446,10 @@ class McuBridge:
             self._notify()
 
     def _open(self) -> None:
-        try:
-            port = serial.Serial(
-                self.port, self.baudrate, timeout=0, write_timeout=0, exclusive=True
-            )
-        except (serial.SerialException, OSError, ValueError) as exc:
-            code = getattr(exc, "errno", None)
-            reason = os.strerror(code) if code else str(exc)
-            raise McuUnavailableError(self.port, reason) from exc
-        self._serial = port
-        self._fd = port.fileno()
         self._decoder = Decoder()
         self._last_report_seq = None
-        self._write_buffer.clear()
         self._lost.clear()
-        asyncio.get_running_loop().add_reader(self._fd, self._on_readable)
+        self._transport.open(self._on_bytes, self._drop_link)
 
     async def _handshake(self) -> Identity:
         reply = await self._request(IDENTIFY, {"host_protocol": PROTOCOL_VERSION}, handshake=True)
@@ -620,15 +465,7 @@ class McuBridge:
         return identity
 
     def _close_port(self) -> None:
-        if self._fd is not None:
-            loop = asyncio.get_running_loop()
-            loop.remove_reader(self._fd)
-            loop.remove_writer(self._fd)
-            self._fd = None
-        if self._serial is not None:
-            with contextlib.suppress(OSError, serial.SerialException):
-                self._serial.close()
-            self._serial = None
+        self._transport.close()
         self._fail_pending()
 
     def _fail_pending(self) -> None:
@@ -642,10 +479,7 @@ class McuBridge:
         if self._lost.is_set():
             return
         logger.warning(f"{self.port}: link lost: {reason}")
-        if self._fd is not None:
-            loop = asyncio.get_running_loop()
-            loop.remove_reader(self._fd)
-            loop.remove_writer(self._fd)
+        self._transport.close()
         self._ready.clear()
         self._lost.set()
         self._fail_pending()
@@ -657,51 +491,16 @@ class McuBridge:
     # -- bytes
 
     def _send(self, frame: bytes) -> None:
-        if self._fd is None or self._lost.is_set():
+        if self._lost.is_set() or not self._transport.is_open:
             raise _LinkLostError
         self.counters.frames_out += 1
         self._last_tx = self._clock()
-        if self._write_buffer:
-            self._write_buffer += frame
-            return
         try:
-            written = os.write(self._fd, frame)
-        except BlockingIOError:
-            written = 0
-        except OSError as exc:
-            self._drop_link(f"write failed: {exc}")
+            self._transport.write(frame)
+        except TransportClosedError as exc:
             raise _LinkLostError from exc
-        if written < len(frame):
-            self._write_buffer += frame[written:]
-            asyncio.get_running_loop().add_writer(self._fd, self._on_writable)
 
-    def _on_writable(self) -> None:
-        if self._fd is None:
-            return
-        try:
-            written = os.write(self._fd, self._write_buffer)
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            self._drop_link(f"write failed: {exc}")
-            return
-        del self._write_buffer[:written]
-        if not self._write_buffer:
-            asyncio.get_running_loop().remove_writer(self._fd)
-
-    def _on_readable(self) -> None:
-        if self._fd is None:
-            return
-        try:
-            data = os.read(self._fd, READ_BYTES)
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            self._drop_link(f"read failed: {exc}")
-            return
-        if not data:
-            self._drop_link("port closed (end of file)")
-            return
+    def _on_bytes(self, data: bytes) -> None:
         discarded = self._decoder.bytes_discarded
         feed = self._decoder.feed(data)
         self.counters.bytes_discarded += self._decoder.bytes_discarded - discarded
