@@ -226,16 +226,19 @@ async def watch(
     then: Callable[[], Awaitable[None]] | None = None,
 ) -> dict[str, str]:
     """Print update events until each target (`VEHICLE` or `VEHICLE/CAMERA`) runs `label`
-    (`model_swapped` with it), refuses it or rolls it back. Returns target → 'swapped',
-    'refused', 'rolled_back' or 'timeout'. `then` runs once the subscriptions are in place (the
-    publish, so no event is missed). With `offer`, a vehicle's retained offer is cleared once
-    all its targets are done."""
+    (`model_swapped` or `model_update_confirmed` with it, or telemetry whose `model` is it: the
+    vehicle's own state, should an event have been missed), refuses it or rolls it back.
+    Returns target → 'swapped', 'refused', 'rolled_back' or 'timeout'. `then` runs once the
+    subscriptions are in place (the publish, so no event is missed). With `offer`, a
+    vehicle's retained offer is cleared once all its targets are done."""
     outcomes: dict[str, str] = {}
     by_camera = {target(t): t for t in vehicles}
     deadline = time.monotonic() + timeout_s
     async with fleet.listen() as queue:
         for vehicle, camera in by_camera:
             await fleet.subscribe(fleet.camera_topic(vehicle, camera, "events"))
+            if label is not None:
+                await fleet.subscribe(fleet.camera_topic(vehicle, camera, "telemetry"))
         if then is not None:
             await then()
         while len(outcomes) < len(by_camera):
@@ -256,13 +259,24 @@ async def watch(
                 event = json.loads(message.payload)
             except ValueError:
                 continue
-            kind, data = event.get("type", ""), event.get("data", {})
-            if not (kind.startswith("model_update") or kind in {"model_swapped", *DONE}):
+            if not isinstance(event, dict):
+                continue
+            data: Any
+            if address.suffix == "telemetry":
+                if event.get("model") != label:
+                    continue
+                kind, data = "telemetry", {"model": label}
+            else:
+                kind, data = str(event.get("type", "")), event.get("data", {})
+            if not isinstance(data, dict):
+                continue
+            wanted = kind.startswith("model_update") or kind in {"model_swapped", "telemetry"}
+            if not (wanted or kind in DONE):
                 continue
             print(f"{name} {kind} {json.dumps(data)}", file=out, flush=True)
             if label is not None and data.get("model") != label:
                 continue
-            if kind == "model_swapped":
+            if kind in {"model_swapped", "model_update_confirmed", "telemetry"}:
                 outcomes[name] = "swapped"
             elif kind == "model_update_refused":
                 outcomes[name] = "refused"

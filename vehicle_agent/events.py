@@ -172,7 +172,9 @@ EVENT_TYPES: Mapping[str, EventSpec] = {
             "reason": "'condition' (the scene condition chose another model), 'fallback' (the "
             "previous one was demoted), 'promoted' (a preferred one is back, or its engine "
             "build finished), 'replaced' (config reload or fleet command), 'update' (a model "
-            "update was installed), 'rollback' (a model update was rolled back)",
+            "update was installed), 'rollback' (a model update was rolled back), 'reconciled' (at "
+            "start: the model runs a version the fleet was not told of, as after a kill between "
+            "an update's swap and this event; previous and current are then name@version)",
             "condition": "scene condition that gated the frame, or null when unknown",
             "model": "name@version of the model now giving frames, or null (none, or unknown)",
         },

@@ -7,7 +7,9 @@ Everything lives in `<agent.state_dir>/models/`, the model store's update folder
     .versions/<name>/<version>/ model.onnx, manifest.json, update.json (the signed offer)
     .staging/<update_id>/       offer.json, chunks/<index> (see transfer.py)
     .staging/outcomes.json      offers already handled (a redelivery is ignored)
-    .ledger.json                versions installed, bad versions, the trial after a swap, reports
+    .staging/reports.json       events not yet in the fleet link's outbox (absent when none)
+    .ledger.json                versions installed, bad versions, the trial after a swap, the
+                                version of each model last reported running
 
 Each step is atomic: a file is written beside its target, fsynced, renamed over it, and the
 directory fsynced; the pointer is a new symlink renamed over the old one. So a `kill -9` or a
@@ -23,7 +25,8 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +52,8 @@ LEDGER = ".ledger.json"
 OUTCOMES = "outcomes.json"
 """In staging: offers already handled, so a redelivered one is ignored (refusals write here
 only, never outside staging)."""
+REPORTS = "reports.json"
+"""In staging: the `Report`s kept until the outbox holds them."""
 OFFER_FILE = "offer.json"
 UPDATE_FILE = "update.json"
 TMP_MARK = ".tmp-"
@@ -93,10 +98,12 @@ def _remove(path: Path) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Report:
-    """An event to emit once the fleet link is up (kept in the ledger until then)."""
+    """An event the operator's tools wait for, kept in the ledger until the outbox holds it (so
+    a kill in between emits it again at the next start: at least once)."""
 
     type: str
     data: dict[str, Any]
+    id: str = ""
 
 
 class ModelInstaller:
@@ -108,6 +115,7 @@ class ModelInstaller:
         self.staging_root = root / STAGING
         self.ledger_path = root / LEDGER
         self.outcomes_path = self.staging_root / OUTCOMES
+        self.reports_path = self.staging_root / REPORTS
 
     # -- ledger --------------------------------------------------------------------------------
 
@@ -115,17 +123,18 @@ class ModelInstaller:
         try:
             data: Any = json.loads(self.ledger_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            return {"v": 1, "models": {}, "reports": []}
+            return {"v": 1, "models": {}, "reports": [], "reported": {}}
         except (OSError, ValueError) as exc:
             # Written atomically, so only a broken disk gets here: start over, but say so.
             logger.error(  # noqa: TRY400 - the reason is the message
                 "model update ledger %s unreadable (%s); starting a new one", self.ledger_path, exc
             )
-            return {"v": 1, "models": {}, "reports": []}
+            return {"v": 1, "models": {}, "reports": [], "reported": {}}
         if not isinstance(data, dict):
-            return {"v": 1, "models": {}, "reports": []}
+            return {"v": 1, "models": {}, "reports": [], "reported": {}}
         data.setdefault("models", {})
         data.setdefault("reports", [])
+        data.setdefault("reported", {})
         return data
 
     def _save(self, ledger: dict[str, Any]) -> None:
@@ -165,17 +174,66 @@ class ModelInstaller:
         self.staging_root.mkdir(parents=True, exist_ok=True)
         write_atomic(self.outcomes_path, json.dumps(outcomes, indent=1).encode())
 
-    def add_report(self, report: Report) -> None:
-        with self._editing() as ledger:
-            ledger["reports"].append({"type": report.type, "data": report.data})
+    def _kept_reports(self) -> list[dict[str, Any]]:
+        try:
+            data: Any = json.loads(self.reports_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as exc:
+            logger.error("kept reports %s unreadable (%s); dropped", self.reports_path, exc)  # noqa: TRY400
+            return []
+        return [r for r in data if isinstance(r, dict)] if isinstance(data, list) else []
+
+    def _keep_reports(self, reports: list[dict[str, Any]]) -> None:
+        if reports:
+            self.staging_root.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.reports_path, json.dumps(reports[-MAX_REPORTS:], indent=1).encode())
+        elif self.reports_path.exists():
+            self.reports_path.unlink()
+            fsync_dir(self.staging_root)
+
+    def add_report(self, report: Report) -> Report:
+        """Keep `report` until `drop_reports` (returned with its id). Kept in staging: a
+        refusal writes nothing outside it."""
+        kept = Report(report.type, dict(report.data), report.id or uuid.uuid4().hex[:12])
+        reports = self._kept_reports()
+        reports.append({"id": kept.id, "type": kept.type, "data": kept.data})
+        self._keep_reports(reports)
+        return kept
+
+    def pending_reports(self) -> list[Report]:
+        """Reports kept and not yet dropped, oldest first (those an older daemon kept in the
+        ledger first)."""
+        return [
+            Report(str(r["type"]), dict(r["data"]), str(r.get("id", "")))
+            for r in [*self.ledger()["reports"], *self._kept_reports()]
+        ]
+
+    def drop_reports(self, ids: Collection[str]) -> None:
+        """Forget the reports `ids` (the outbox holds them now)."""
+        ledger = self.ledger()
+        if ledger["reports"]:
+            ledger["reports"] = [r for r in ledger["reports"] if str(r.get("id", "")) not in ids]
+            self._save(ledger)
+        reports = self._kept_reports()
+        kept = [r for r in reports if str(r.get("id", "")) not in ids]
+        if len(kept) != len(reports):
+            self._keep_reports(kept)
 
     def take_reports(self) -> list[Report]:
-        ledger = self.ledger()
-        reports = [Report(r["type"], dict(r["data"])) for r in ledger["reports"]]
+        """The pending reports, dropped at once (for callers that need no outbox)."""
+        reports = self.pending_reports()
         if reports:
-            ledger["reports"] = []
-            self._save(ledger)
+            self.drop_reports({r.id for r in reports})
         return reports
+
+    def reported(self) -> dict[str, str]:
+        """Model name → the version last reported to the fleet as the one running."""
+        return {str(k): str(v) for k, v in self.ledger()["reported"].items()}
+
+    def set_reported(self, name: str, version: str) -> None:
+        with self._editing() as ledger:
+            ledger["reported"][name] = version
 
     def trial(self, name: str) -> dict[str, Any] | None:
         entry = self.ledger()["models"].get(name)
@@ -262,13 +320,13 @@ class ModelInstaller:
     def clean_staging(self) -> list[str]:
         """Remove what a crash during a staging cleanup left: a folder without its offer (empty,
         or chunks only), one whose offer was handled already (installed, refused, rolled back,
-        superseded), and anything else but the outcomes file. Returns the names removed."""
+        superseded), and anything else but the outcomes and reports files. Returns the names removed."""
         if not self.staging_root.is_dir():
             return []
         outcomes = self._outcomes()
         removed = []
         for path in sorted(self.staging_root.iterdir()):
-            if path.name == OUTCOMES:
+            if path.name in {OUTCOMES, REPORTS}:
                 continue
             if path.is_dir() and not path.is_symlink():
                 offer = path / OFFER_FILE
@@ -450,9 +508,9 @@ class ModelInstaller:
         self._save(ledger)
         for report in reports:
             name, _, version = str(report.data["model"]).partition("@")
+            self.add_report(report)  # first: a kill during the rollback still reports it
             restored = self.rollback(name, version, str(report.data["reason"]))
             report.data["restored"] = f"{name}@{restored}" if restored else None
-            self.add_report(report)
         # Versions no pointer, trial or rollback target names (an install cut short).
         ledger = self.ledger()
         for name_dir in self.versions.glob("*"):

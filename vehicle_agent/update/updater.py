@@ -6,6 +6,12 @@ the loop, returns at once) and asks the link for subscriptions through `Subscrip
 and the health check run on one worker thread. The swap itself is the pipeline's: `reload`
 rebuilds the enhance chain (the model store now resolves the new version) and switches between
 two frames. `recover_at_start` runs before the pipeline loads any model (crash-loop rollback).
+
+What the operator's tools wait for is reported at least once, across any kill: a refusal or a
+rollback is kept in the ledger (`Report`) before it is emitted and dropped only once `flushed`
+says the outbox holds it; at start, what is kept is emitted again, and a model whose running
+version differs from the one last reported (a kill between the pointer swap and the
+`model_swapped` of the next frame) is announced as `model_swapped` with reason `reconciled`.
 """
 
 from __future__ import annotations
@@ -82,6 +88,8 @@ class Subscriptions(Protocol):
 
 Emit = Callable[..., object]
 """`emit(type_, **fields)`: an event of `UPDATE_EVENTS` (or `model_swapped`)."""
+Flush = Callable[[], Awaitable[None]]
+"""Wait until every event emitted so far is in the fleet link's outbox (survives a kill)."""
 Reload = Callable[[str], Awaitable[str | None]]
 """Rebuild and load the enhance chain, swap it in between two frames (the argument is the
 `model_swapped` reason); returns the name@version it runs."""
@@ -138,6 +146,7 @@ class ModelUpdater:
         self.backends = [c for c in config.enhance.chain if str(c.type) in MODEL_BACKENDS]
         self.subscriptions: Subscriptions | None = None
         self.reload: Reload | None = None
+        self.flushed: Flush | None = None
         self.limits = HealthLimits(
             self.settings.max_latency_ms, self.settings.blank_std, self.settings.max_mean_change
         )
@@ -202,6 +211,32 @@ class ModelUpdater:
     def _event(self, type_: str, **data: JsonValue) -> None:
         self.emit(type_, **data)
 
+    async def _keep(self, type_: str, **data: JsonValue) -> Report:
+        """Keep a report in the ledger before the step it reports (see the module doc)."""
+        return await self._disk(self.installer.add_report, Report(type_, dict(data)))
+
+    async def _report(self, *reports: Report) -> None:
+        """Emit kept reports, and drop them once the outbox holds them. A rollback reported
+        also tells what runs now (nothing left to reconcile)."""
+        for report in reports:
+            self._event(report.type, **report.data)
+        await self._durable()
+        for report in reports:
+            if report.type == "model_rolled_back":
+                name = str(report.data["model"]).partition("@")[0]
+                running = await self._disk(self._running_version, name)
+                if running is not None:
+                    await self._disk(self.installer.set_reported, name, running)
+        await self._disk(self.installer.drop_reports, {r.id for r in reports})
+
+    async def _durable(self) -> None:
+        if self.flushed is not None:
+            await self.flushed()
+
+    def _enhance_models(self) -> set[str]:
+        enhance = self.config.enhance
+        return {enhance.model, *enhance.gating.values()}
+
     def _running_version(self, name: str) -> str | None:
         """The version the model store resolves for `name` now (shipped models included; reads
         manifests: call on the worker thread)."""
@@ -229,11 +264,14 @@ class ModelUpdater:
     # -- start ---------------------------------------------------------------------------------
 
     async def _start(self) -> None:
-        for report in await self._disk(self.installer.take_reports):
+        reports = await self._disk(self.installer.pending_reports)
+        for report in reports:
             if report.type == "model_rolled_back":
                 name = str(report.data["model"]).partition("@")[0]
                 report.data["restored"] = await self._disk(self._running_label, name)
-            self._event(report.type, **report.data)
+        if reports:
+            await self._report(*reports)
+        await self._reconcile()
         await self._disk(self.installer.mark_running)
         now = time.monotonic()
         for name in await self._disk(self.installer.trials):
@@ -255,6 +293,29 @@ class ModelUpdater:
         if staged:
             await self._accept(staged[-1], resumed=True)
         self._want(self.topics.update_offer)
+
+    async def _reconcile(self) -> None:
+        """Announce a running version the fleet has not been told of (see the module doc).
+        Without a record, only an installed update needs announcing (not the shipped model)."""
+        reported = await self._disk(self.installer.reported)
+        for name in sorted(self._enhance_models()):
+            running = await self._disk(self._running_version, name)
+            last = reported.get(name)
+            if running is None or running == last:
+                continue
+            if last is None and await self._disk(self.installer.active_version, name) is None:
+                continue  # the shipped model, and no update of it was ever reported
+            logger.info("model %s runs %s, last reported %s: reconciled", name, running, last)
+            self._event(
+                "model_swapped",
+                previous=None if last is None else f"{name}@{last}",
+                current=f"{name}@{running}",
+                reason="reconciled",
+                condition=None,
+                model=f"{name}@{running}",
+            )
+            await self._durable()
+            await self._disk(self.installer.set_reported, name, running)
 
     # -- offers --------------------------------------------------------------------------------
 
@@ -383,15 +444,16 @@ class ModelUpdater:
         remember_as: str | None = None,
     ) -> None:
         logger.warning("model update %s refused: %s", label or update_id, exc)
-        key = remember_as or update_id
-        await self._disk(self.installer.remember_offer, key, f"refused:{exc.reason}")
-        self._event(
+        report = await self._keep(
             "model_update_refused",
             update_id=update_id,
             model=label,
             reason=exc.reason,
             detail=exc.detail,
         )
+        key = remember_as or update_id
+        await self._disk(self.installer.remember_offer, key, f"refused:{exc.reason}")
+        await self._report(report)
 
     # -- chunks --------------------------------------------------------------------------------
 
@@ -478,16 +540,17 @@ class ModelUpdater:
                 state_dir=self.config.agent.state_dir,
             )
         except HealthCheckFailedError as exc:
-            await self._disk(self.installer.rollback, name, manifest.version, str(exc))
-            await self._disk(self.installer.remember_offer, offer.update_id, "rolled_back")
-            await self._disk(self.installer.discard, offer.update_id)
-            self._event(
+            kept = await self._keep(
                 "model_rolled_back",
                 model=manifest.label,
                 restored=previous,
                 stage="health_check",
                 reason=str(exc),
             )
+            await self._disk(self.installer.rollback, name, manifest.version, str(exc))
+            await self._disk(self.installer.remember_offer, offer.update_id, "rolled_back")
+            await self._disk(self.installer.discard, offer.update_id)
+            await self._report(kept)
             return
         await self._disk(self.installer.activate, manifest)
         await self._disk(self.installer.remember_offer, offer.update_id, "installed")
@@ -503,7 +566,7 @@ class ModelUpdater:
         )
         self._confirm_at[name] = time.monotonic() + self.settings.confirm_after_s
         enhance = self.config.enhance
-        if self.reload is None or name not in {enhance.model, *enhance.gating.values()}:
+        if self.reload is None or name not in self._enhance_models():
             return  # no pipeline, or a model it does not run (yet): nothing to swap
         try:
             running = await self.reload("update")
@@ -516,18 +579,20 @@ class ModelUpdater:
         if running == manifest.label or (running is not None and name != enhance.model):
             return  # (a gated model runs only in its scene condition: not checkable here)
         self._confirm_at.pop(name, None)
+        kept = await self._keep(
+            "model_rolled_back",
+            model=manifest.label,
+            restored=previous,
+            stage="swap",
+            reason=failure,
+        )
         await self._disk(self.installer.rollback, name, manifest.version, failure)
         try:
             await self.reload("rollback")
         except Exception:
             logger.exception("reloading the previous model after a failed swap failed")
-        self._event(
-            "model_rolled_back",
-            model=manifest.label,
-            restored=await self._disk(self._running_label, name),
-            stage="swap",
-            reason=failure,
-        )
+        kept.data["restored"] = await self._disk(self._running_label, name)
+        await self._report(kept)
 
     # -- timers --------------------------------------------------------------------------------
 
@@ -569,3 +634,7 @@ class ModelUpdater:
                 confirmed = await self._disk(self.installer.confirm, name)
                 if confirmed is not None:
                     self._event("model_update_confirmed", model=f"{name}@{confirmed}")
+                    # The swap's own model_swapped left with the frames since; once the outbox
+                    # holds both, a restart has nothing to reconcile.
+                    await self._durable()
+                    await self._disk(self.installer.set_reported, name, confirmed)

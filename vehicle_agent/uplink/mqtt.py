@@ -631,6 +631,7 @@ class MqttUplink(Uplink):
         if full_config is not None and full_config.update.enabled:
             self.updates = ModelUpdater(full_config, self.topics, self._emit)
             self.updates.subscriptions = self
+            self.updates.flushed = self.flushed
 
     @classmethod
     def from_config(
@@ -859,6 +860,14 @@ class MqttUplink(Uplink):
         for name, value in (counters or {}).items():
             self._pending_counters[name] = max(value, self._pending_counters.get(name, 0))
         self._dirty.set()
+
+    async def flushed(self) -> None:
+        """Return once every message queued so far is written to the outbox (or counted lost):
+        the outbox's one thread runs writes in order, so an empty job after them marks the end."""
+        if self._outbox is None:
+            return
+        await self._write_pending()
+        await self.db(_nothing)
 
     async def _writer(self) -> None:
         while True:
