@@ -616,7 +616,9 @@ class OutboxConfig(ConfigModel):
         256.0,
         ge=1.0,
         le=100_000.0,
-        description="Disk budget, MiB; over it, the lowest-priority, oldest messages are dropped.",
+        description="Disk budget, MiB: the SQLite file and its write-ahead log together stay "
+        "within it plus 64 KiB after every write; over it, the lowest-priority, oldest messages "
+        "are dropped (and counted).",
     )
     synchronous: Literal["normal", "full"] = Field(
         "normal",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from vehicle_agent.uplink.outbox import OVERHEAD_BYTES, Outbox, OutMessage
+from vehicle_agent.uplink.outbox import DISK_MARGIN_BYTES, OVERHEAD_BYTES, Outbox, OutMessage
 from vehicle_agent.uplink.topics import MessageClass
 
 TTL = {
@@ -151,6 +151,38 @@ def test_a_message_larger_than_the_budget_is_dropped_and_counted(path: Path, clo
     result = box.write([msg(F, 0, 5000)])
     assert result.dropped == [(F, "too_large", 1)]
     assert box.pending == 0
+    box.close()
+
+
+def test_file_and_log_stay_within_a_1_mib_budget_through_a_long_outage_with_uploads(
+    path: Path, clock: Clock
+) -> None:
+    """Hours offline: telemetry, events and frame uploads (JPEG-sized chunks) keep coming and
+    nothing is acknowledged; after every write the file and its write-ahead log together stay
+    within the budget plus the stated margin, replies are kept over frames, and every drop
+    is counted."""
+    budget = 2**20
+    box = Outbox(path, budget, TTL, clock=clock)
+    worst = 0
+    for n in range(1500):  # about 4 h of 10 s telemetry, with an upload every 4th write
+        batch = [msg(T, n, 900), msg(E, n, 300)]
+        if n % 4 == 0:
+            batch += [msg(F, n, 48_000, group=f"up-{n}") for _ in range(3)]
+        if n % 50 == 0:
+            batch.append(msg(R, n, 200))
+        box.write(batch)
+        clock.now += 0.001  # nothing expires: the budget alone bounds the outbox
+        worst = max(worst, box.disk_bytes())
+    assert worst <= budget + DISK_MARGIN_BYTES, f"{worst} bytes on disk"
+    assert box.pending_bytes <= budget
+    pending = [m.message.message_class for m in box.next_batch(10_000)]
+    assert pending.count(R) == 30  # the replies all stayed
+    stats = box.stats()
+    assert stats.dropped["frame"]["budget"] > 0
+    box.close()
+    # Reopened: what was kept is all there.
+    box = Outbox(path, budget, TTL, clock=clock)
+    assert [m.message.message_class for m in box.next_batch(10_000)] == pending
     box.close()
 
 

@@ -10,6 +10,7 @@ Blocking and single-threaded on purpose: `MqttUplink` calls it from one dedicate
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
@@ -28,7 +29,16 @@ DropReason = Literal["budget", "expired", "refused", "too_large"]
 _COLUMNS = "id, class, topic, payload, retain, content_type, correlation, grp, expires, attempts"
 
 WAL_LIMIT_BYTES = 4 * 1024 * 1024
-"""The write-ahead log is truncated to this after a checkpoint."""
+"""The write-ahead log is checkpointed and truncated at this size, or at a sixteenth of the
+budget if that is smaller (at least `WAL_MIN_PAGES` pages)."""
+WAL_MIN_PAGES = 8
+DISK_MARGIN_BYTES = 64 * 1024
+"""The file and its write-ahead log stay within the budget plus this after every write (the
+schema's own pages, the command ledger, settings and counters). Within one transaction the log
+may grow by what that transaction writes; it is checkpointed right after."""
+_DISK_SLACK = 1 / 16
+"""Share of the budget freed below the limit when the disk is over it, so that the next writes
+do not have to compact again at once."""
 _INCREMENTAL = 2
 """`PRAGMA auto_vacuum` value of INCREMENTAL."""
 
@@ -162,7 +172,10 @@ class Outbox:
             if str(mode).lower() != "wal":
                 raise OutboxError(path, f"cannot use WAL journal mode (got {mode})")
             self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
-            self._db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
+            page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
+            wal_pages = max(WAL_MIN_PAGES, min(WAL_LIMIT_BYTES, budget_bytes // 16) // page_size)
+            self._db.execute(f"PRAGMA wal_autocheckpoint={wal_pages}")
+            self._db.execute(f"PRAGMA journal_size_limit={wal_pages * page_size}")
             self._db.executescript(_SCHEMA)
             if self._db.execute("PRAGMA auto_vacuum").fetchone()[0] != _INCREMENTAL:
                 self._db.execute("VACUUM")
@@ -172,6 +185,10 @@ class Outbox:
             raise OutboxError(path, str(exc)) from exc
         self._count: int = row[0]
         self._bytes: int = row[1]
+        self._page_size = page_size
+        self._payload_limit = budget_bytes
+        """What the rows may hold: the budget, lowered while the pages they take (B-tree,
+        indexes, free pages) would put the file over it; back to the budget once it drains."""
 
     def close(self) -> None:
         self._db.close()
@@ -253,6 +270,7 @@ class Outbox:
                 ids.extend(self._insert(unit, now, dropped))
             for klass, reason, count in dropped:
                 self._add_counter(f"dropped.{klass.value}.{reason}", count)
+        self._bound_disk(dropped)
         return WriteResult(ids, dropped)
 
     def _insert(
@@ -302,7 +320,7 @@ class Outbox:
         self, size: int, priority: int, dropped: list[tuple[MessageClass, DropReason, int]]
     ) -> bool:
         """Drop the lowest-priority, oldest rows (never above `priority`) until `size` fits."""
-        while self._bytes + size > self.budget_bytes:
+        while self._bytes + size > self._payload_limit:
             (lowest,) = self._db.execute("SELECT min(priority) FROM outbox").fetchone()
             if lowest is None or lowest > priority:
                 return False
@@ -335,6 +353,54 @@ class Outbox:
         self._count -= len(rows)
         self._bytes -= sum(r[0] for r in rows)
         return len(rows)
+
+    # -- the disk -----------------------------------------------------------------------------
+
+    @property
+    def wal_path(self) -> Path:
+        return self.path.with_name(self.path.name + "-wal")
+
+    def disk_bytes(self) -> int:
+        """The file and its write-ahead log, bytes: what the budget bounds."""
+        total = 0
+        for path in (self.path, self.wal_path):
+            with contextlib.suppress(FileNotFoundError):
+                total += path.stat().st_size
+        return total
+
+    def _compact(self) -> None:
+        """Free pages back to the file system, the log checkpointed and emptied."""
+        self._db.executescript("PRAGMA incremental_vacuum;")
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def _bound_disk(self, dropped: list[tuple[MessageClass, DropReason, int]]) -> None:
+        """After a write: keep file + log within budget + `DISK_MARGIN_BYTES`, compacting
+        first and then dropping the lowest-priority, oldest rows (counted as 'budget')."""
+        limit = self.budget_bytes + DISK_MARGIN_BYTES
+        slack = int(self.budget_bytes * _DISK_SLACK)
+        disk = self.disk_bytes()
+        if disk <= limit:
+            headroom = limit - disk - slack
+            if self._payload_limit < self.budget_bytes and headroom > 0:
+                # Room again (sent, expired, or pages packed better): let the rows grow back.
+                self._payload_limit = min(self.budget_bytes, self._payload_limit + headroom)
+            return
+        self._compact()
+        for _ in range(16):
+            excess = self.disk_bytes() - limit
+            if excess <= 0:
+                return
+            target = max(0, self._bytes - excess - slack)
+            self._payload_limit = min(self._payload_limit, target)
+            shed: list[tuple[MessageClass, DropReason, int]] = []
+            with self._transaction():
+                self._make_room(0, max(PRIORITY.values()), shed)
+                for klass, reason, count in shed:
+                    self._add_counter(f"dropped.{klass.value}.{reason}", count)
+            if not shed:
+                return  # no row left to drop: what is left is the schema and the ledgers
+            dropped.extend(shed)
+            self._compact()
 
     def reclaim(self, min_free_share: float = 0.25) -> int:
         """Give free pages back to the file system when they are at least `min_free_share` of
@@ -449,6 +515,7 @@ class Outbox:
             ids = self._insert([reply], self.clock(), dropped)
             for klass, reason, count in dropped:
                 self._add_counter(f"dropped.{klass.value}.{reason}", count)
+        self._bound_disk(dropped)
         return WriteResult(ids, dropped)
 
     def forget_commands(self, older_than_s: float) -> int:
