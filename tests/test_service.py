@@ -343,3 +343,62 @@ def test_the_daemon_process_tells_systemd_ready_then_stopping_on_sigterm(
     stopping = fake_systemd.times("STOPPING=1")
     assert stopping
     assert stopping[0] > fake_systemd.times("READY=1")[0]
+
+
+def test_a_hung_enhance_thread_stops_the_watchdog_and_sigterm_still_exits_safe(
+    tmp_path: Path, fake_systemd: FakeSystemd
+) -> None:
+    """The enhance stage stuck on one frame for good: the watchdog pings stop within
+    WatchdogSec (systemd would restart the daemon), STATUS says why, and SIGTERM ends the
+    process within 5 s with the fan in its safe state, although the thread never returns."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    watchdog_s = 2.0
+    config_path = write_config(
+        tmp_path,
+        extra='[pipeline]\nstall_s = 1.0\n\n[control.fan]\ndriver = "gpiozero"\npin = "GPIO18"\n',
+    )
+    marker = tmp_path / "hung-at"
+    env = {
+        **os.environ,
+        "NOTIFY_SOCKET": str(fake_systemd.path),
+        "WATCHDOG_USEC": str(int(watchdog_s * 1e6)),
+        "GPIOZERO_PIN_FACTORY": "mock",
+        "GPIOZERO_MOCK_PIN_CLASS": "mockpwmpin",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.hung_enhance", str(config_path), str(marker), "30"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not marker.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert marker.exists(), "the enhance stage never reached its hang"
+        time.sleep(0.05)
+        hung_at = float(marker.read_text())
+        time.sleep(2 * watchdog_s)  # systemd would have restarted it by now
+        assert proc.poll() is None
+        stopped_at = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+        exit_s = time.monotonic() - stopped_at
+    finally:
+        proc.kill()
+    pings = fake_systemd.times("WATCHDOG=1")
+    assert pings, err.decode()[-2000:]
+    assert [t for t in pings if t < hung_at], "no pings while frames moved"
+    late = [t for t in pings if t > hung_at + watchdog_s]
+    assert not late, f"pings {[round(t - hung_at, 2) for t in late]} s after the hang"
+    assert any("STATUS=stalled: stage enhance" in m for _, m in fake_systemd.messages)
+    print(f"SIGTERM to exit with a hung enhance thread: {exit_s:.2f} s")
+    assert exit_s < 5.0, err.decode()[-2000:]
+    types = [e["type"] for e in events(tmp_path)]
+    assert "stage_stalled" in types
+    assert "shutdown_forced" in types
+    safe = [e for e in events(tmp_path) if e["type"] == "actuator_safe_state"]
+    assert safe, types
+    assert "pipeline_stopped" in types

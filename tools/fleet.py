@@ -57,6 +57,9 @@ DEFAULT_CAMERA: str = AgentConfig.model_fields["camera_id"].default
 """The camera a command goes to when none is named: the daemon's default `agent.camera_id`."""
 JSON_CONTENT_TYPE = "application/json"
 """Content type of every command (and model update offer) the tools publish."""
+PENDING_CALLS_WARNING = 256
+"""aiomqtt warns above this many publishes in flight (its default, 10, is below one batch of
+model update chunks)."""
 
 
 class ReplyTimeoutError(TimeoutError):
@@ -135,7 +138,7 @@ class FleetClient:
         host, port, context = self.access.address()
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = self.session_expiry_s
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             host,
             port,
             username=self.access.username,
@@ -147,6 +150,10 @@ class FleetClient:
             properties=properties,
             timeout=10,
         )
+        # Model updates publish chunks in batches (and several vehicles at once): so many
+        # calls in flight are expected, not a warning per chunk.
+        client.pending_calls_threshold = PENDING_CALLS_WARNING
+        return client
 
     async def __aenter__(self) -> Self:
         self._client = self.new_client()

@@ -14,7 +14,6 @@ import statistics
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +36,7 @@ from vehicle_agent.queues import END, StageQueue
 from vehicle_agent.records import STAGES, Actuation, FrameRecord, JsonValue
 from vehicle_agent.update.updater import recover_at_start
 from vehicle_agent.uplink.base import NoUplink, PipelineHooks, Uplink
+from vehicle_agent.workers import StageThread, call_detached
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,8 @@ LATENCY_WINDOW = 10_000
 """Latency samples kept per stage for the summary's median and p95."""
 FPS_WINDOW = 64
 """Output frames over which the live frame rate is measured."""
+CLOSE_TIMEOUT_S = 2.0
+"""At shutdown, a sink or the enhancer gets this long to close before it is left behind."""
 
 StageObserver = Callable[[str, float], None]
 """Called on the event loop with (stage, seconds) for every frame a stage handled."""
@@ -226,6 +228,9 @@ class Pipeline:
         """Set by `run()` before any stage starts."""
         self.control_summary: dict[str, JsonValue] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._busy_since: dict[str, float] = {}
+        """Stage → when the frame it works on now entered it (absent: waiting for a frame)."""
+        self._threads: dict[str, StageThread] = {}
         self.sinks = [*output_sinks(config, lambda: self.capture.stats.source_fps), *parts.sinks]
 
     # -- stages, in flow order ---------------------------------------------------------------
@@ -248,12 +253,15 @@ class Pipeline:
             while (record := await inq.get()) is not END:
                 assert isinstance(record, FrameRecord)  # noqa: S101 - narrows the END union
                 start = time.perf_counter()
+                self._busy_since[name] = time.monotonic()
                 try:
                     result = await work(record)
                     health.succeeded(record)
                 except Exception as exc:
                     health.failed(record, exc)
                     result = record
+                finally:
+                    self._busy_since.pop(name, None)
                 seconds = time.perf_counter() - start
                 self._observe(name, seconds)
                 if on_result is not None:
@@ -272,14 +280,30 @@ class Pipeline:
         work: Callable[[FrameRecord], FrameRecord],
         on_result: Callable[[FrameRecord], None] | None = None,
     ) -> None:
-        """A CPU-bound stage: `work` runs on the stage's own thread, off the event loop."""
+        """A CPU-bound stage: `work` runs on the stage's own thread, off the event loop. A
+        daemon thread: cancelled (a forced shutdown), the stage never waits for a frame that
+        does not return, and neither does the process at exit."""
         loop = asyncio.get_running_loop()
-        with ThreadPoolExecutor(1, thread_name_prefix=name) as executor:
+        executor = self._threads[name] = StageThread(f"stage-{name}")
 
-            def in_thread(record: FrameRecord) -> Awaitable[FrameRecord]:
-                return loop.run_in_executor(executor, work, record)
+        def in_thread(record: FrameRecord) -> Awaitable[FrameRecord]:
+            return loop.run_in_executor(executor, work, record)
 
+        try:
             await self._stage(name, inq, outq, in_thread, on_result)
+        finally:
+            executor.shutdown(wait=False)
+
+    def stalled(self, bound_s: float) -> tuple[str, float] | None:
+        """(stage, seconds) of the first stage, in flow order, that has worked on one frame for
+        longer than `bound_s`; None while frames move (a stage waiting for input is not
+        stalled: capture waiting for a camera is the source's own state)."""
+        now = time.monotonic()
+        for name in STAGES:
+            since = self._busy_since.get(name)
+            if since is not None and now - since > bound_s:
+                return name, now - since
+        return None
 
     def replace_enhancer(self, enhancer: Enhancer, reason: str = "replaced") -> None:
         """Swap the backend (config reload): the enhance stage switches between two frames."""
@@ -521,6 +545,8 @@ class Pipeline:
             if not stages.done():
                 reason = "signal"
                 timeout = self.config.pipeline.shutdown_timeout_s
+                if self.stalled(self.config.pipeline.stall_s) is not None:
+                    timeout = 0.0  # a stalled stage cannot drain: no time lost waiting for it
                 done, _ = await asyncio.wait({stages}, timeout=timeout)
                 if not done:
                     pending = [n for n, t in self._tasks.items() if not t.done()]
@@ -561,13 +587,22 @@ class Pipeline:
             logger.exception("could not put the actuators in their safe state")
         for sink in self.sinks:
             try:
-                await asyncio.to_thread(sink.close)
+                await call_detached(sink.close, CLOSE_TIMEOUT_S, f"closing {type(sink).__name__}")
             except Exception:
                 logger.exception("closing a sink failed")
         self.events.emit("pipeline_stopped", self._last_t_video, reason=reason)
         with contextlib.suppress(Exception):
             await parts.uplink.close()
-        await asyncio.to_thread(parts.enhancer.close)
+        enhance = self._threads.get("enhance")
+        if enhance is not None and enhance.busy_s is not None:
+            # A frame never came back: the backend is in use; closing it under the stuck call
+            # could crash the process before it exits.
+            logger.error(
+                "the enhance stage has been on one frame for %.1f s; its backend is left open",
+                enhance.busy_s,
+            )
+        else:
+            await call_detached(parts.enhancer.close, CLOSE_TIMEOUT_S, "closing the enhancer")
         for close in parts.closers:
             close()
 

@@ -194,6 +194,14 @@ class PipelineConfig(ConfigModel):
         le=5.0,
         description="On SIGTERM/SIGINT, stages get this long to drain before they are cancelled.",
     )
+    stall_s: float = Field(
+        5.0,
+        ge=0.5,
+        le=600.0,
+        description="A stage on one frame for longer than this is stalled: the service stops "
+        "its systemd watchdog pings (so systemd restarts it after WatchdogSec) and emits "
+        "stage_stalled. Keep it below WatchdogSec.",
+    )
 
 
 class PassthroughEnhancerConfig(ConfigModel):

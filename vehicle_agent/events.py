@@ -42,6 +42,16 @@ EVENT_TYPES: Mapping[str, EventSpec] = {
         {"timeout_s": "drain time allowed, seconds", "pending": "stages still running"},
         logging.WARNING,
     ),
+    "stage_stalled": EventSpec(
+        "A stage has worked on one frame for longer than pipeline.stall_s: the service stops "
+        "its watchdog pings, so systemd restarts it (once per stall).",
+        {
+            "stage": "the stalled stage",
+            "busy_s": "seconds on the frame so far",
+            "bound_s": "pipeline.stall_s",
+        },
+        logging.ERROR,
+    ),
     "source_opened": EventSpec(
         "The frame source opened.",
         {

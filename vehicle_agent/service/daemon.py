@@ -66,6 +66,8 @@ class Daemon:
         self._pending: Config | None = None
         self._pipeline_stop: asyncio.Event | None = None
         self._reload_requested: asyncio.Event | None = None
+        self._stall: tuple[object, str] | None = None
+        """(pipeline, stage) of the stall reported last: stage_stalled once per stall."""
 
     # -- status ------------------------------------------------------------------------------
 
@@ -80,6 +82,26 @@ class Daemon:
             f"{self.state.state}: {pipeline.fps:.1f} fps, {int(totals.get('frames_out', 0))} "
             f"frames, {int(dropped)} dropped, {source}, enhancer {pipeline.parts.enhancer.name}"
         )
+
+    def stalled(self) -> str | None:
+        """Why frames stopped moving (a stage on one frame beyond `pipeline.stall_s`), or None;
+        the first time for a stall, emits `stage_stalled`. The watchdog asks it."""
+        pipeline = self.state.pipeline
+        found = None if pipeline is None else pipeline.stalled(self.config.pipeline.stall_s)
+        if found is None or pipeline is None:
+            self._stall = None
+            return None
+        stage, seconds = found
+        if self._stall != (pipeline, stage):
+            self._stall = (pipeline, stage)
+            pipeline.events.emit(
+                "stage_stalled",
+                pipeline.video_time,
+                stage=stage,
+                busy_s=round(seconds, 1),
+                bound_s=self.config.pipeline.stall_s,
+            )
+        return f"stage {stage} on one frame for {seconds:.0f} s"
 
     # -- reload ------------------------------------------------------------------------------
 
@@ -177,7 +199,9 @@ class Daemon:
         service = self.config.service
         self.metrics = await serve_metrics(self.state, service.metrics_host, service.metrics_port)
         helpers = [
-            asyncio.create_task(self.notifier.watchdog(self.status_line), name="watchdog"),
+            asyncio.create_task(
+                self.notifier.watchdog(self.status_line, self.stalled), name="watchdog"
+            ),
             asyncio.create_task(self._reloader(), name="reloader"),
             asyncio.create_task(self._announce_stop(stop), name="stop-notice"),
         ]

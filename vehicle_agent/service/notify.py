@@ -75,17 +75,26 @@ class SystemdNotifier:
             self._socket.close()
             self._socket = None
 
-    async def watchdog(self, status: Callable[[], str] | None = None) -> None:
-        """Ping WATCHDOG=1 every half `WatchdogSec` from the event loop itself.
+    async def watchdog(
+        self,
+        status: Callable[[], str] | None = None,
+        stalled: Callable[[], str | None] | None = None,
+    ) -> None:
+        """Ping WATCHDOG=1 every half `WatchdogSec` from the event loop itself, while
+        `stalled()` says nothing (it returns why frames stopped moving, or None).
 
         Running on the loop is the point: if a stage blocks the loop, the pings stop and systemd
-        restarts the daemon. Runs until cancelled; returns at once without a watchdog.
+        restarts the daemon; `stalled` covers a stage stuck off the loop, on its thread. Runs
+        until cancelled; returns at once without a watchdog.
         """
         if self.address is None or self.watchdog_interval_s is None:
             return
         while True:
-            lines = ["WATCHDOG=1"]
-            if status is not None:
+            reason = stalled() if stalled is not None else None
+            lines = [] if reason else ["WATCHDOG=1"]
+            if reason:
+                lines.append(f"STATUS=stalled: {reason}")
+            elif status is not None:
                 lines.append(f"STATUS={status()}")
             self.notify(*lines)
             await asyncio.sleep(self.watchdog_interval_s)
