@@ -98,6 +98,25 @@ def test_missing_video_is_one_clear_error(
     assert "nope.mp4: no such video file" in capsys.readouterr().err
 
 
+def test_a_broker_never_reached_fails_the_run_in_one_line_with_what_was_left(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clip = cut_clip(tmp_path / "clip.mp4", 2.0)
+    report = tmp_path / "report"
+    code = main(
+        [
+            "simulate", "--video", str(clip), "--report", str(report), "--speed", "max",
+            "--broker", "mqtt://no-such-host.invalid:1883",
+        ]
+    )  # fmt: skip
+    assert code == 1
+    [line] = [x for x in capsys.readouterr().err.splitlines() if x.startswith("vehicle-agent:")]
+    assert "--broker mqtt://no-such-host.invalid:1883: never connected (" in line
+    left = json.loads((report / "summary.json").read_text())["uplink"]["left_in_outbox"]
+    assert left > 0
+    assert f"{left} messages left undelivered in {report / 'uplink.sqlite3'}" in line
+
+
 def test_undecodable_video_ends_the_run_with_a_reason(tmp_path: Path) -> None:
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"\x00not a video" * 100)

@@ -464,6 +464,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     )
     if summary["frames_in"] == 0:
         raise CliError(f"--video {video}: no frame was read; see {args.report}")
+    link = summary.get("uplink")
+    if isinstance(link, dict) and not link["connected"]:
+        raise CliError(
+            f"--broker {link['broker']}: never connected ({link['last_error'] or 'no reason'}); "
+            f"{link['left_in_outbox']} messages left undelivered in {link['outbox']}"
+        )
     outputs = summary["outputs"]
     assert isinstance(outputs, dict)  # noqa: S101 - built by summary_dict
     print(
@@ -473,6 +479,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     )
     for name, path in outputs.items():
         print(f"  {name:12s} {path}")
+    if isinstance(link, dict) and link["left_in_outbox"]:
+        print(
+            f"  fleet link: {link['left_in_outbox']} messages not delivered by the end, kept in "
+            f"{link['outbox']}"
+        )
     return EXIT_FAILURE if summary["stop_reason"] == "source_gave_up" else EXIT_OK
 
 

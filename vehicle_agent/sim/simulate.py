@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import signal
+import sqlite3
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from importlib import resources
@@ -256,6 +257,15 @@ def bench_uplink_config(config: Config, broker: str) -> MqttUplinkConfig:
         raise ConfigError("--broker", "uplink", describe_validation(exc)) from None
 
 
+def messages_left(outbox: Path) -> int | None:
+    """Messages a finished run left in its outbox (not delivered); None when unreadable."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{outbox}?mode=ro", uri=True)) as db:
+            return int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+    except sqlite3.Error:
+        return None
+
+
 def bench_uplink(config: Config, broker: str | None, events: EventBus, report_dir: Path) -> Uplink:
     """No fleet link, or MQTT to `broker` (TLS and credentials from the config's `[uplink]`),
     with its outbox in the report directory unless the config names one."""
@@ -342,6 +352,13 @@ async def _run_bench(
     events = EventBus()
     event_log = JsonlEventLog(report.events)
     events.subscribe(event_log if seed is None else without_wall_clock(event_log))
+    link_errors: list[str] = []
+
+    def note_link(event: Event) -> None:
+        if event.type == "uplink_lost":
+            link_errors.append(str(event.data["reason"]))
+
+    events.subscribe(note_link)
 
     def camera() -> FrameSource:
         return open_source(config.capture.uri, config.capture)
@@ -412,6 +429,17 @@ async def _run_bench(
             await asyncio.to_thread(metrics.close)
     summary = summary_dict(result, config, video, report, speed, enhancer=parts.enhancer.name)
     summary["seed"] = seed
+    if broker is not None:
+        outbox = (
+            bench_uplink_config(config, broker).outbox.path or report.directory / "uplink.sqlite3"
+        )
+        summary["uplink"] = {
+            "broker": broker,
+            "connected": result.events.get("uplink_connected", 0),
+            "last_error": link_errors[-1] if link_errors else None,
+            "outbox": str(outbox),
+            "left_in_outbox": await asyncio.to_thread(messages_left, outbox),
+        }
     if lens is not None:
         summary["injected"] = lens.ground_truth()
     if plan is not None:
