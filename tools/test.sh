@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's second command and CI's (.ci/run): install everything, then format check,
-# lint, Python 3.10 compatibility, type check, generated-docs check and the full test suite.
+# lint, Python 3.10 compatibility, type check, import rules, generated-docs check and the full
+# test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The train extra too: the training tools are tested (torch==2.13.0, the CPU build).
@@ -12,6 +13,8 @@ set -x
 # the packages (shims in vehicle_agent/compat.py, firmware_bridge/compat.py; docs/service.md).
 .venv/bin/vermin --no-tips --violations -t=3.10- --eval-annotations vehicle_agent firmware_bridge
 .venv/bin/mypy
+# Who may import whom ([tool.importlinter] in pyproject.toml; docs/ARCHITECTURE.md).
+.venv/bin/lint-imports
 .venv/bin/python -m tools.gen_docs --check
 .venv/bin/python -m tools.check_unit
 .venv/bin/python -m pytest "$@"
