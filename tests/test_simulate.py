@@ -78,15 +78,23 @@ def test_simulate_at_max_speed_keeps_every_frame(
 
 
 @pytest.mark.slow
-def test_realtime_replay_of_a_30_s_clip_drops_nothing(tmp_path: Path) -> None:
+def test_realtime_replay_paces_like_the_camera_and_accounts_for_every_frame(
+    tmp_path: Path,
+) -> None:
+    """What holds on a quiet machine and a loaded one alike: capture delivers every frame of the
+    recording, no sooner than the footage's own clock, and every frame either leaves the
+    pipeline or is counted as dropped by a named queue (a replay at real time stands for a
+    camera, which does not wait for a slow stage). How many drop depends on the machine's load:
+    the real-time figures are the soak's and the pipeline benchmark's (docs/benchmarks.md)."""
     report = tmp_path / "report"
     code = main(["simulate", "--report", str(report), "--speed", "realtime"])
     assert code == 0
     summary = json.loads((report / "summary.json").read_text())
     assert summary["frames_in"] == 300
-    assert summary["frames_dropped"] == 0
-    assert summary["frames_out"] == 300
-    # Paced like the camera: the replay took about as long as the footage lasts.
+    assert summary["frames_missing"] == 0
+    assert summary["frames_out"] + summary["frames_dropped"] == 300
+    assert sum(summary["drops_by_queue"].values()) == summary["frames_dropped"]
+    # Paced like the camera: the replay took at least as long as the footage lasts.
     assert summary["wall_s"] >= 29.5
 
 
