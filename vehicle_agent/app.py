@@ -20,7 +20,7 @@ from typing import Any
 from vehicle_agent import __version__, compat
 from vehicle_agent.capture.base import FrameSource
 from vehicle_agent.capture.stage import CaptureStage, SourceGaveUpError
-from vehicle_agent.capture.uri import open_source
+from vehicle_agent.capture.uri import is_live_uri, open_source
 from vehicle_agent.compat import TaskGroup
 from vehicle_agent.config import Config, MqttUplinkConfig
 from vehicle_agent.control.build import open_control
@@ -194,7 +194,7 @@ class Pipeline:
         size = config.pipeline.queue_size
         if lossless is None:
             # A recording replayed at max speed has no camera to fall behind: keep every frame.
-            lossless = config.capture.pacing == "max" and not _is_live_uri(config.capture.uri)
+            lossless = config.capture.pacing == "max" and not is_live_uri(config.capture.uri)
         names = (
             "capture->enhance",
             "enhance->analyze",
@@ -639,7 +639,3 @@ class Pipeline:
 def _percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def _is_live_uri(uri: str) -> bool:
-    return uri.startswith(("v4l2://", "csi://", "gst://"))

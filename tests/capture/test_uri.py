@@ -15,7 +15,7 @@ from vehicle_agent.capture.opencv import (
     VideoFileSource,
     opencv_has_gstreamer,
 )
-from vehicle_agent.capture.uri import SCHEMES, csi_pipeline, open_source
+from vehicle_agent.capture.uri import SCHEMES, Scheme, csi_pipeline, is_live_uri, open_source
 from vehicle_agent.config import CaptureConfig
 
 CONFIG = CaptureConfig()
@@ -141,9 +141,24 @@ def test_a_registered_scheme_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
         made.append((uri, target))
         return GstSource(uri, "videotestsrc")
 
-    monkeypatch.setitem(SCHEMES, "rtsp", factory)
+    monkeypatch.setitem(SCHEMES, "rtsp", Scheme(factory, live=True))
     open_source("rtsp://camera/stream", CONFIG)
     assert made == [("rtsp://camera/stream", "camera/stream")]
+
+
+def test_each_scheme_says_whether_it_is_live_and_an_unknown_one_counts_as_live(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert [is_live_uri(u) for u in ("clip.mp4", "file:///a.mp4", "v4l2:///dev/video0")] == [
+        False,
+        False,
+        True,
+    ]
+    assert is_live_uri("csi://0")
+    assert is_live_uri("GST://videotestsrc")
+    assert is_live_uri("rtsp://camera/stream")  # nobody registered it: the safe side
+    monkeypatch.setitem(SCHEMES, "replay", Scheme(SCHEMES["file"].factory, live=False))
+    assert not is_live_uri("replay://clip.mp4")
 
 
 def test_gst_backend_auto_follows_opencv_build_and_can_be_forced() -> None:

@@ -403,3 +403,18 @@ def test_a_refusal_without_the_ledger_names_the_id_when_it_can(
     assert (outcome.reply.topic, outcome.reply.correlation) == ("fleet/veh-1/replies/x", b"b")
     deep = proc.refusal(IncomingCommand(b"[" * 5000, None, b"d"), "busy", "full")
     assert deep.id is None
+
+
+def test_the_daemon_has_a_handler_for_every_command_and_none_for_a_command_that_does_not_exist(
+    tmp_path: Path, ledger: OutboxLedger, calls: Calls
+) -> None:
+    from vehicle_agent.config import parse_config  # noqa: PLC0415
+    from vehicle_agent.events import EventBus  # noqa: PLC0415
+    from vehicle_agent.uplink.mqtt import MqttUplink  # noqa: PLC0415
+    from vehicle_agent.uplink.topics import COMMANDS  # noqa: PLC0415
+
+    config = parse_config({"uplink": {"type": "mqtt", "broker": "mqtt://127.0.0.1:1883"}})
+    uplink = MqttUplink.from_config(config, EventBus(), outbox_path=tmp_path / "o.sqlite3")
+    assert set(uplink._handlers()) == set(COMMANDS)
+    with pytest.raises(ValueError, match="do not exist: pnig"):
+        CommandProcessor(TOPICS, "veh-1", ledger, {"pnig": calls.ping}, max_bytes=1024)

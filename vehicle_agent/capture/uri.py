@@ -2,11 +2,13 @@
 
 Schemes follow jetson-utils' videoSource: file://PATH or a bare PATH (a video file, or a folder
 of images), v4l2:///dev/videoN, csi://N and gst://PIPELINE. `SCHEMES` maps each scheme to its
-factory; a new kind of source registers one there.
+`Scheme`: the factory and whether its sources are live (a camera: the pipeline drops frames
+rather than make it wait); a new kind of source registers one there, and nothing else decides.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
@@ -92,13 +94,31 @@ def _gst_source(uri: str, target: str, config: CaptureConfig) -> FrameSource:
     return gst_pipeline_source(uri, target, config)
 
 
-SCHEMES: dict[str, SourceFactory] = {
-    "file": _path_source,
-    "v4l2": _v4l2_source,
-    "csi": _csi_source,
-    "gst": _gst_source,
+@dataclass(frozen=True)
+class Scheme:
+    factory: SourceFactory
+    live: bool
+    """A camera, which does not wait: frames it delivers while the pipeline is behind are
+    dropped (oldest first) rather than block capture, even at `pacing = "max"`."""
+
+
+SCHEMES: dict[str, Scheme] = {
+    "file": Scheme(_path_source, live=False),
+    "v4l2": Scheme(_v4l2_source, live=True),
+    "csi": Scheme(_csi_source, live=True),
+    "gst": Scheme(_gst_source, live=True),
 }
-"""Scheme (lower case, without `://`) -> factory. A URI without `://` is a path (`file`)."""
+"""Scheme (lower case, without `://`) -> `Scheme`. A URI without `://` is a path (`file`)."""
+
+
+def is_live_uri(uri: str) -> bool:
+    """Whether `uri`'s source is live; a scheme nobody registered counts as live (the safe side:
+    a lossy queue never blocks a camera; `open_source` refuses it anyway)."""
+    scheme, sep, _ = uri.partition("://")
+    if not sep:
+        return False
+    known = SCHEMES.get(scheme.lower())
+    return True if known is None else known.live
 
 
 def open_source(uri: str, config: CaptureConfig) -> FrameSource:
@@ -110,8 +130,8 @@ def open_source(uri: str, config: CaptureConfig) -> FrameSource:
     scheme, sep, target = uri.partition("://")
     if not sep:
         return _path_source(uri, uri, config)
-    factory = SCHEMES.get(scheme.lower())
-    if factory is None:
+    known = SCHEMES.get(scheme.lower())
+    if known is None:
         accepted = ", ".join(f"{name}://" for name in SCHEMES)
         raise SourceError(uri, f"unknown scheme {scheme!r}: expected {accepted} or a path")
-    return factory(uri, target, config)
+    return known.factory(uri, target, config)

@@ -186,6 +186,10 @@ class CommandProcessor:
         self.topics = topics
         self.vehicle_id = vehicle_id
         self.ledger = ledger
+        unknown = sorted(set(handlers) - set(COMMANDS))
+        if unknown:
+            # Fail closed: a handler under a name no command has would never run.
+            raise ValueError(f"handlers for commands that do not exist: {', '.join(unknown)}")
         self.handlers = dict(handlers)
         self.max_bytes = max_bytes
         self.clock = clock
