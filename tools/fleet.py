@@ -51,6 +51,7 @@ from vehicle_agent.compat import Self, wait_for
 from vehicle_agent.config import AgentConfig
 from vehicle_agent.secrets import SecretError, read_secret
 from vehicle_agent.uplink.topics import ONLINE, CommandReply, FleetTopics, FrameMeta, legacy_message
+from vehicle_agent.validation import parse_broker_url
 
 DEFAULT_TTL_S = 60.0
 DEFAULT_CAMERA: str = AgentConfig.model_fields["camera_id"].default
@@ -91,22 +92,14 @@ class BrokerAccess:
     prefix: str = "fleet"
 
     def address(self) -> tuple[str, int, ssl.SSLContext | None]:
-        scheme, _, rest = self.url.partition("://")
-        if scheme not in {"mqtt", "mqtts"} or not rest:
-            raise ValueError(
-                f"broker URL must be mqtt://HOST[:PORT] or mqtts://…, got {self.url!r}"
-            )
-        rest = rest.rstrip("/")
-        if rest.startswith("["):
-            host, _, tail = rest[1:].partition("]")
-            port = tail.removeprefix(":")
-        else:
-            host, _, port = rest.partition(":")
-        tls = scheme == "mqtts"
+        try:
+            address = parse_broker_url(self.url)
+        except ValueError as exc:
+            raise ValueError(f"broker URL {self.url!r}: {exc}") from None
         context = None
-        if tls:
+        if address.tls:
             context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
-        return host, int(port) if port else (8883 if tls else 1883), context
+        return address.host, address.port, context
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,13 @@ from vehicle_agent.control.settings import ControlConfig
 from vehicle_agent.update.settings import UpdateConfig
 from vehicle_agent.uplink.discovery import HomeAssistantConfig
 from vehicle_agent.uplink.topics import camera_id_problem
+from vehicle_agent.validation import (
+    BROKER_URL,
+    BROKER_URL_FORM,
+    first_problem,
+    key_path,
+    parse_broker_url,
+)
 
 __all__ = ["Config", "ConfigError", "ConfigModel", "ControlConfig", "load_config", "parse_config"]
 
@@ -704,9 +711,6 @@ class UploadConfig(ConfigModel):
         return self
 
 
-_BROKER_URL = re.compile(r"^mqtts?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?/?$")
-
-
 class MqttUplinkConfig(ConfigModel):
     type: Literal["mqtt"] = Field("mqtt", description="MQTT 5 link to the fleet broker.")
     broker: str = Field(
@@ -794,11 +798,8 @@ class MqttUplinkConfig(ConfigModel):
     @classmethod
     def _broker_url(cls, url: str) -> str:
         # A plain message: the regular expression itself helps nobody.
-        if not _BROKER_URL.match(url):
-            raise ValueError(
-                "does not match the pattern mqtts://HOST[:PORT] or mqtt://HOST[:PORT] "
-                "(HOST a name, an IPv4 address or an [IPv6] address)"
-            )
+        if not BROKER_URL.match(url):
+            raise ValueError(f"does not match the pattern {BROKER_URL_FORM}")
         return url
 
     @model_validator(mode="after")
@@ -819,20 +820,13 @@ class MqttUplinkConfig(ConfigModel):
             raise ValueError("client_key_file given without client_cert_file")
         if self.reconnect_max_s < self.reconnect_initial_s:
             raise ValueError("reconnect_max_s is smaller than reconnect_initial_s")
-        if not 1 <= self.address()[2] <= 65535:
-            raise ValueError(f"broker port out of range 1–65535 in {self.broker!r}")
+        parse_broker_url(self.broker)  # the port's range
         return self
 
     def address(self) -> tuple[bool, str, int]:
         """(tls, host, port) of the broker."""
-        tls = self.broker.startswith("mqtts://")
-        rest = self.broker.split("://", 1)[1].rstrip("/")
-        if rest.startswith("["):
-            host, _, tail = rest[1:].partition("]")
-            port = tail.removeprefix(":")
-        else:
-            host, _, port = rest.partition(":")
-        return tls, host, int(port) if port else (8883 if tls else 1883)
+        address = parse_broker_url(self.broker)
+        return address.tls, address.host, address.port
 
 
 UplinkConfig = Annotated[NoUplinkConfig | MqttUplinkConfig, Field(discriminator="type")]
@@ -926,33 +920,10 @@ class Config(ConfigModel):
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
-def _key_path(loc: tuple[int | str, ...]) -> str:
-    parts: list[str] = []
-    for item in loc:
-        if isinstance(item, int):
-            parts.append(f"[{item}]")
-        elif parts:
-            parts.append(f".{item}")
-        else:
-            parts.append(str(item))
-    return "".join(parts)
-
-
 def _describe(error: ValidationError, path: Path | str | None) -> ConfigError:
-    first = error.errors(include_url=False)[0]
     # Discriminated unions add the tag ("classical") to the location; it is not a key the user wrote.
-    loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))
-    message = first["msg"].removeprefix("Value error, ")
-    if first["type"] not in {"missing", "extra_forbidden"} and "input" in first:
-        value = first["input"]
-        if not isinstance(value, dict):
-            message = f"{message} (got {value!r})"
-    if first["type"] == "extra_forbidden":
-        message = "unknown key"
-    more = error.error_count() - 1
-    if more:
-        message += f" (and {more} more error{'s' if more > 1 else ''})"
-    return ConfigError(path, _key_path(loc) or None, message)
+    loc, message = first_problem(error, skip=_UNION_TAGS)
+    return ConfigError(path, key_path(loc) or None, message)
 
 
 def _union_tags() -> set[str]:

@@ -248,7 +248,7 @@ def prepare_report(report_dir: Path) -> ReportPaths:
 def bench_uplink_config(config: Config, broker: str) -> MqttUplinkConfig:
     """The config's `[uplink]` (TLS, credentials) aimed at `broker`; `ConfigError` names
     `--broker` when the two do not make a valid link (the CLI checks it before starting)."""
-    from vehicle_agent.uplink.commands import describe_validation  # noqa: PLC0415
+    from vehicle_agent.validation import describe_validation  # noqa: PLC0415
 
     table = config.uplink.model_dump(mode="json") if config.uplink.type == "mqtt" else {}
     try:

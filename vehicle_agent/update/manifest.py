@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from vehicle_agent.enhance.manifest import NAME_PATTERN, Manifest
+from vehicle_agent.validation import describe_validation
 
 SCHEMA_VERSION: Final = 1
 KEY_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -163,12 +164,6 @@ class SignedUpdate(_Strict):
         return canonical_json(self.model_dump(mode="json"))
 
 
-def _describe(exc: ValidationError, prefix: str) -> str:
-    first = exc.errors(include_url=False)[0]
-    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    return f"{prefix}{key}: {first['msg'].removeprefix('Value error, ')}"
-
-
 def decode_public_key(text: str) -> Ed25519PublicKey:
     """An Ed25519 public key from base64 of its 32 raw bytes (what `tools.model_update keygen`
     prints)."""
@@ -199,7 +194,7 @@ def parse_offer(payload: bytes) -> SignedUpdate:
     try:
         return SignedUpdate.model_validate_json(payload)
     except ValidationError as exc:
-        raise UpdateRefusedError("malformed", _describe(exc, "")) from None
+        raise UpdateRefusedError("malformed", describe_validation(exc)) from None
 
 
 def verify_offer(
@@ -232,7 +227,9 @@ def verify_offer(
     try:
         manifest = UpdateManifest.model_validate(offer.manifest)
     except ValidationError as exc:
-        raise UpdateRefusedError("malformed", _describe(exc, "manifest.")) from None
+        raise UpdateRefusedError(
+            "malformed", describe_validation(exc, prefix="manifest.")
+        ) from None
     now = time.time() if now is None else now
     if manifest.expires_at <= now:
         raise UpdateRefusedError(

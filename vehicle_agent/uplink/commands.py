@@ -31,6 +31,7 @@ from vehicle_agent.uplink.topics import (
     Payload,
     Topics,
 )
+from vehicle_agent.validation import describe_validation
 
 logger = logging.getLogger(__name__)
 
@@ -106,23 +107,6 @@ class Outcome:
     error: str | None
     duplicate: bool
     reply: OutMessage
-
-
-def describe_validation(error: ValidationError) -> str:
-    """The first problem of a pydantic error as 'key: message (got value)'."""
-    first = error.errors(include_url=False)[0]
-    key = ".".join(str(p) for p in first["loc"])
-    message = first["msg"].removeprefix("Value error, ")
-    if first["type"] not in {"missing", "extra_forbidden"} and "input" in first:
-        value = first["input"]
-        if not isinstance(value, dict | list):
-            message = f"{message} (got {value!r})"
-    if first["type"] == "extra_forbidden":
-        message = "unknown key"
-    more = error.error_count() - 1
-    if more:
-        message += f" (and {more} more)"
-    return f"{key}: {message}" if key else message
 
 
 def depth(value: Any) -> int:

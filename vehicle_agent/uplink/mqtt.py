@@ -69,7 +69,6 @@ from vehicle_agent.uplink.commands import (
     SettingsError,
     apply_settings,
     current_settings,
-    describe_validation,
 )
 from vehicle_agent.uplink.discovery import CONTENT_TYPE as JSON_CONTENT_TYPE
 from vehicle_agent.uplink.discovery import discovery_messages
@@ -102,6 +101,7 @@ from vehicle_agent.uplink.topics import (
     UplinkStatus,
 )
 from vehicle_agent.uplink.uploads import UploadJob, UploadPolicy, encode_upload, new_upload_id
+from vehicle_agent.validation import describe_validation
 
 logger = logging.getLogger(__name__)
 
