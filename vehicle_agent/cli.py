@@ -284,6 +284,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _config_option(doctor, f"TOML config file (default: {DEFAULT_CONFIG})")
     doctor.add_argument("--json", action="store_true", help="print the report as JSON")
+    engine = command(
+        "build-engine",
+        help="build the TensorRT engines the daemon will load, before it starts (on the vehicle)",
+        description="For each model the config's gating may run (or each --model), build the "
+        "TensorRT engine into the cache the daemon reads; a current one is left alone unless "
+        "--force. Exits 1 when a build failed, 2 without TensorRT or on a usage error.",
+    )
+    _config_option(engine, f"TOML config file (default: {DEFAULT_CONFIG})")
+    engine.add_argument("--model", action="append", default=[], help="model name (repeatable)")
+    engine.add_argument("--precision", choices=["fp32", "fp16", "int8"])
+    engine.add_argument("--calibration-dir", type=Path, help="frames for INT8 calibration")
+    engine.add_argument("--force", action="store_true", help="rebuild even when current")
     doctor.add_argument(
         "--no-mcu",
         action="store_true",
@@ -632,6 +644,34 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_build_engine(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from vehicle_agent.enhance.build_engines import (  # noqa: PLC0415 - keeps `--help` fast
+        TensorRtMissingError,
+        build_engines,
+        tensorrt_config,
+    )
+    from vehicle_agent.validation import describe_validation  # noqa: PLC0415
+
+    config = load_config(_unit_config(args))
+    try:
+        trt = tensorrt_config(
+            config, precision=args.precision, calibration_dir=args.calibration_dir
+        )
+    except ValidationError as exc:
+        raise CliError(f"tensorrt settings: {describe_validation(exc)}", EXIT_USAGE) from None
+
+    def complain(text: str) -> None:
+        print(f"vehicle-agent: build-engine: {text}", file=sys.stderr)
+
+    try:
+        failed = build_engines(config, trt, args.model, force=args.force, complain=complain)
+    except TensorRtMissingError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    return EXIT_FAILURE if failed else EXIT_OK
+
+
 COMMANDS = {
     "run": cmd_run,
     "simulate": cmd_simulate,
@@ -640,6 +680,7 @@ COMMANDS = {
     "status": cmd_status,
     "safe-state": cmd_safe_state,
     "doctor": cmd_doctor,
+    "build-engine": cmd_build_engine,
 }
 
 

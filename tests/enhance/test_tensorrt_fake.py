@@ -113,7 +113,7 @@ def test_close_gives_back_the_buffers_and_the_primary_context_once(
     assert not cuda.stack
     with pytest.raises(EnhancerError, match="before load"):
         enhancer.enhance(frame())
-    # The one-off build context of `engine_for` (tools/build_engine.py) is released too.
+    # The one-off build context of `engine_for` (`vehicle-agent build-engine`) is released too.
     backend = fake_gpu.backend
     backend.engine_for(
         ModelStore([models]).resolve("tiny"), config(tmp_path, "fp32"), tmp_path / "engines"
@@ -407,3 +407,38 @@ def test_the_soiling_net_plans_its_outputs_and_gives_everything_back(
     assert again.cache_status == "hit"  # type: ignore[attr-defined]
     del again  # dropped without close: the finalizer gives the context back
     assert cuda.retained == 0
+
+
+def test_vehicle_agent_build_engine_builds_each_model_once_then_finds_it_current(
+    fake_gpu: FakeGpu, tmp_path: Path, models: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from vehicle_agent.cli import main  # noqa: PLC0415
+
+    toml = tmp_path / "vehicle.toml"
+    toml.write_text(
+        f"""[agent]
+state_dir = "{tmp_path / "state"}"
+
+[enhance]
+model = "tiny"
+gating = {{}}
+model_dirs = ["{models}"]
+
+[[enhance.chain]]
+type = "tensorrt"
+precision = "fp16"
+opt_width = 64
+opt_height = 48
+max_width = 640
+max_height = 480
+engine_dir = "{tmp_path / "engines"}"
+"""
+    )
+    assert main(["build-engine", "--config", str(toml)]) == 0
+    first = capsys.readouterr().out
+    assert "tiny@1.0.0: fp16 engine for" in first
+    assert "built (" in first
+    assert main(["build-engine", "--config", str(toml), "--model", "tiny"]) == 0
+    assert " current in " in capsys.readouterr().out
+    assert main(["build-engine", "--config", str(toml), "--model", "nosuch"]) == 1
+    assert "build-engine: " in capsys.readouterr().err

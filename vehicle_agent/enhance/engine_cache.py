@@ -1,11 +1,12 @@
 """Enhance stage, TensorRT engine cache: when a cached engine may be used, and when it must be rebuilt.
 
-Pure (no TensorRT, no GPU): the TensorRT backends and `tools/build_engine.py` call it, and the
-tests drive it on plain files. An engine is only valid for exactly what it was built from: the
-model (name, version, sha256 of model.onnx), the TensorRT version, the GPU (name and compute
-capability), the precision and network typing, the builder workspace, the shape profile, and for
-INT8 the calibration images (their digest). All of it is the `EngineKey`, recorded beside the
-engine and compared before use; any difference rebuilds it and the record says what changed.
+Pure (no TensorRT, no GPU): the TensorRT backends and `vehicle-agent build-engine`
+(enhance/build_engines.py) call it, and the tests drive it on plain files. An engine is only
+valid for exactly what it was built from: the model (name, version, sha256 of model.onnx), the
+TensorRT version, the GPU (name and compute capability), the precision and network typing, the
+builder workspace, the shape profile, and for INT8 the calibration images (their digest). All of
+it is the `EngineKey`, recorded beside the engine and compared before use; any difference
+rebuilds it and the record says what changed.
 
 Engines are stored per model version (`<cache>/<model>/<version>.<precision>.engine`), so a new
 version's build (an update's health check) never replaces the running version's engine and a
