@@ -565,7 +565,13 @@ def plot(report: dict[str, Any], path: Path) -> None:
     axes[2].plot(minutes, [s["fps"] if s["fps"] is not None else float("nan") for s in samples])
     axes[2].set_ylabel("fps")
     axes[2].set_xlabel("minutes")
-    fig.suptitle(f"vehicle-agent soak, {report['minutes']} min (broker down 30 s every 5 min)")
+    faults = report.get("faults", {})
+    outage = (
+        f"broker down {faults['broker_down_s']:g} s every {faults['broker_every_min']:g} min"
+        if faults
+        else "broker outages"
+    )
+    fig.suptitle(f"vehicle-agent soak, {report['minutes']} min ({outage})")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
@@ -601,6 +607,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LoopError as exc:
         print(f"soak: {exc}", file=sys.stderr)
         return 1
+    report["faults"] = {
+        "broker_every_min": args.broker_every_min,
+        "broker_down_s": args.broker_down_s,
+        "mcu_unplug_every_s": MCU_UNPLUG[0],
+        "mcu_unplug_for_s": MCU_UNPLUG[1],
+        "command_every_s": args.command_every_s,
+    }
     (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.out / "report.md").write_text(markdown(report))
     plot(report, args.out / "soak.png")

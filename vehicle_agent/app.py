@@ -36,7 +36,7 @@ from vehicle_agent.queues import END, StageQueue
 from vehicle_agent.records import STAGES, Actuation, FrameRecord, JsonValue
 from vehicle_agent.update.updater import recover_at_start
 from vehicle_agent.uplink.base import NoUplink, PipelineHooks, Uplink
-from vehicle_agent.workers import StageThread, call_detached
+from vehicle_agent.workers import StageThread, call_detached, give_back_memory
 
 logger = logging.getLogger(__name__)
 
@@ -324,6 +324,7 @@ class Pipeline:
                 None,
             )
             old.close()
+            give_back_memory()  # else each swap keeps the old model's pages (RSS)
             self.parts.enhancer.set_condition(self.condition)
             self._swapped = (old.name, self.parts.enhancer.name, self._swap_reason)
         enhancer = self.parts.enhancer

@@ -1,4 +1,5 @@
-"""Threads a hung call cannot hold up: the stage threads, and closing what a stage may still use.
+"""Threads a hung call cannot hold up (the stage threads, and closing what a stage may still
+use), and memory given back after a model is closed.
 
 A `ThreadPoolExecutor` is the wrong tool where a call may never return (a driver or a model
 runtime stuck in C): leaving its `with` block waits for the call, and the interpreter joins its
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import queue
 import threading
@@ -120,3 +123,25 @@ async def call_detached(fn: Callable[[], object], timeout_s: float, what: str) -
         logger.error("%s did not return within %.1f s; left running", what, timeout_s)  # noqa: TRY400
         return False
     return True
+
+
+_LIBC: Any = None
+
+
+def give_back_memory() -> None:
+    """Return the heap's free pages to the system (glibc's `malloc_trim(0)`; elsewhere nothing).
+
+    Closing a model runtime frees megabytes scattered over the heap, which glibc keeps: without
+    this, every model swap (an update, a reload) grew the daemon's RSS by 10–30 MiB for good
+    (onnxruntime, fast-enhance at 720p: 129 → 242 MiB after six swaps; with it, 130 flat). Call
+    it after a model was closed, not per frame."""
+    global _LIBC  # noqa: PLW0603 - loaded once
+    if _LIBC is None:
+        name = ctypes.util.find_library("c")
+        try:
+            _LIBC = ctypes.CDLL(name) if name else False
+        except OSError:
+            _LIBC = False
+    trim = getattr(_LIBC, "malloc_trim", None) if _LIBC else None
+    if trim is not None:
+        trim(0)

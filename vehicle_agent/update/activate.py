@@ -24,6 +24,7 @@ from vehicle_agent.enhance.manifest import ManifestError, read_manifest, verify_
 from vehicle_agent.enhance.model import NonFiniteOutputError
 from vehicle_agent.enhance.store import ModelRef
 from vehicle_agent.records import Image
+from vehicle_agent.workers import give_back_memory
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +143,7 @@ def health_check(
             return _run(enhancer, str(config.type), frames, limits, load_s)
         finally:
             enhancer.close()
+            give_back_memory()
     raise HealthCheckFailedError(
         "unavailable", "no backend of the update can run here: " + "; ".join(unavailable)
     )
