@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import getpass
 import json
 import os
 import re
@@ -99,36 +100,81 @@ class LoopBroker:
         return {env_name(f"mqtt-{v}"): a.password for v, a in self.vehicles.items()}
 
 
+class LocalMosquitto:
+    """A Mosquitto on a free loopback port, anonymous, that can be stopped and started again on
+    the same port. With `persistence`, sessions and their queued messages are saved in `work`
+    and survive a restart (tools.soak); without, nothing is kept (as tools/demo.sh)."""
+
+    def __init__(self, work: Path, *, persistence: bool = False) -> None:
+        self.mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        if not Path(self.mosquitto).exists():
+            raise LoopError("mosquitto not found; run `bash tools/setup.sh` (Debian package)")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port: int = s.getsockname()[1]
+        self.work = work
+        self.conf = work / "mosquitto.conf"
+        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true"]
+        if persistence:
+            lines += [
+                "persistence true",
+                f"persistence_location {work}/",
+                "autosave_interval 10",
+                # Run as root, mosquitto drops to its own user and then cannot save the
+                # sessions in `work` (each restart would lose a vehicle's queued commands).
+                f"user {getpass.getuser()}",
+            ]
+        else:
+            lines.append("persistence false")
+        self.conf.write_text("\n".join(lines) + "\n")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    @property
+    def up(self) -> bool:
+        return self.process is not None
+
+    def start(self) -> None:
+        with (self.work / "mosquitto.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                [self.mosquitto, "-c", str(self.conf)], stdout=log, stderr=log
+            )
+        deadline = time.monotonic() + 10.0
+        while True:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), 0.2),
+            ):
+                break
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise LoopError(f"mosquitto did not start; see {self.work / 'mosquitto.log'}")
+            time.sleep(0.05)
+        time.sleep(0.2)  # it may ignore a signal sent right after start-up (field notes)
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None:
+            return
+        process.terminate()
+        try:
+            process.wait(10.0)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 @contextlib.contextmanager
 def local_broker(work: Path) -> Iterator[LoopBroker]:
     """A Mosquitto on a free loopback port, anonymous, no persistence (as tools/demo.sh)."""
-    mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if not Path(mosquitto).exists():
-        raise LoopError("mosquitto not found; run `bash tools/setup.sh` (Debian package)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    conf = work / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    log = (work / "mosquitto.log").open("wb")
-    process = subprocess.Popen([mosquitto, "-c", str(conf)], stdout=log, stderr=log)
+    broker = LocalMosquitto(work)
+    broker.start()
     try:
-        deadline = time.monotonic() + 5.0
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                break
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise LoopError(f"mosquitto did not start; see {work / 'mosquitto.log'}")
-            time.sleep(0.05)
-        time.sleep(0.2)  # it may ignore a signal sent right after start-up (field notes)
-        yield LoopBroker(f"mqtt://127.0.0.1:{port}")
+        yield LoopBroker(broker.url)
     finally:
-        process.terminate()
-        try:
-            process.wait(5.0)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+        broker.stop()
 
 
 # -- the vehicles ---------------------------------------------------------------------------------

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import getpass
 import io
 import json
 import os
@@ -36,7 +35,6 @@ import shutil
 import signal
 import socket
 import statistics
-import subprocess
 import sys
 import time
 import urllib.request
@@ -54,11 +52,12 @@ from paho.mqtt.properties import Properties
 from firmware_bridge.sim import FirmwareSimulator
 from tools import model_update
 from tools.fleet import BrokerAccess, FleetClient
-from tools.loop import KEY_ID, SHIPPED, LoopError, next_version
+from tools.loop import KEY_ID, SHIPPED, LocalMosquitto, LoopError, next_version
 from vehicle_agent import compat
 from vehicle_agent.compat import wait_for
 from vehicle_agent.enhance.manifest import read_manifest
 from vehicle_agent.sim.simulate import sample_video
+from vehicle_agent.uplink.outbox import disk_bytes
 
 VEHICLE = "veh-soak"
 CAMERA = "front"
@@ -75,67 +74,6 @@ QUIET_BEFORE_OUTAGE_S = COMMAND_TIMEOUT_S + 2.0
 RSS_GROWTH_LIMIT = 0.05
 WARMUP_S = 600.0
 """RSS growth is measured from this far in (model warm-up, caches and buffers settle first)."""
-
-
-class Broker:
-    """A Mosquitto on a fixed loopback port that can be stopped and started again; persistence
-    on, so that the subscriber's session and its queued messages survive a restart."""
-
-    def __init__(self, work: Path) -> None:
-        self.mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        if not Path(self.mosquitto).exists():
-            raise LoopError("mosquitto not found; run `bash tools/setup.sh` (Debian package)")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.work = work
-        self.conf = work / "mosquitto.conf"
-        self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-            f"persistence_location {work}/\nautosave_interval 10\n"
-            # Run as root, mosquitto drops to its own user and then cannot save the sessions
-            # in `work` (each restart would lose the vehicle's queued commands).
-            f"user {getpass.getuser()}\n"
-        )
-        self.process: subprocess.Popen[bytes] | None = None
-        self.outages = 0
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        log = (self.work / "mosquitto.log").open("ab")
-        self.process = subprocess.Popen(
-            [self.mosquitto, "-c", str(self.conf)], stdout=log, stderr=log
-        )
-        log.close()
-        deadline = time.monotonic() + 10.0
-        while True:
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), 0.2),
-            ):
-                break
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                raise LoopError(f"mosquitto did not start; see {self.work / 'mosquitto.log'}")
-            time.sleep(0.05)
-        time.sleep(0.2)  # it may ignore a signal sent right after start-up (field notes)
-
-    def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is None:
-            return
-        process.terminate()
-        try:
-            process.wait(10.0)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-    @property
-    def up(self) -> bool:
-        return self.process is not None
 
 
 @dataclass
@@ -178,7 +116,7 @@ def make_clip(path: Path, seconds: float = 20.0, fps: float = 30.0) -> Path:
 
 
 def daemon_config(
-    out: Path, broker: Broker, *, clip: Path, mcu: str, public: str, metrics: int
+    out: Path, broker: LocalMosquitto, *, clip: Path, mcu: str, public: str, metrics: int
 ) -> Path:
     path = out / "vehicle.toml"
     path.write_text(
@@ -232,11 +170,7 @@ def sample_process(pid: int, outbox: Path) -> tuple[float, int, int, float]:
     rss = int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE).group(1))  # type: ignore[union-attr]
     threads = int(re.search(r"^Threads:\s+(\d+)", status, re.MULTILINE).group(1))  # type: ignore[union-attr]
     fds = len(list(Path(f"/proc/{pid}/fd").iterdir()))
-    disk = 0
-    for path in (outbox, outbox.with_name(outbox.name + "-wal")):
-        with contextlib.suppress(FileNotFoundError):
-            disk += path.stat().st_size
-    return rss / 1024, fds, threads, disk / 1024
+    return rss / 1024, fds, threads, disk_bytes(outbox) / 1024
 
 
 def frames_out(port: int) -> float | None:
@@ -249,7 +183,7 @@ def frames_out(port: int) -> float | None:
     return float(match.group(1)) if match else None
 
 
-async def subscriber(broker: Broker, seen: Observed, stop: asyncio.Event) -> None:
+async def subscriber(broker: LocalMosquitto, seen: Observed, stop: asyncio.Event) -> None:
     """A persistent session on telemetry, events and replies, reconnecting across outages."""
     base = f"fleet/{VEHICLE}/{CAMERA}"
     properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -290,7 +224,7 @@ class Commands:
 
 
 async def commander(
-    broker: Broker, every_s: float, quiet: Any, log: Commands, stop: asyncio.Event
+    broker: LocalMosquitto, every_s: float, quiet: Any, log: Commands, stop: asyncio.Event
 ) -> None:
     n = 0
     while not stop.is_set():
@@ -327,7 +261,8 @@ async def soak(
     command_every_s: float,
 ) -> dict[str, Any]:
     duration = minutes * 60.0
-    broker = Broker(out)
+    broker = LocalMosquitto(out, persistence=True)
+    outages = 0
     broker.start()
     clip = make_clip(out / "clip-720p.mp4")
     private, public = model_update.keygen(out / "keys", KEY_ID)
@@ -384,7 +319,7 @@ async def soak(
                 if now >= next_outage:
                     next_outage += outage_every
                     await asyncio.to_thread(broker.stop)
-                    broker.outages += 1
+                    outages += 1
                     await asyncio.sleep(broker_down_s)
                     await asyncio.to_thread(broker.start)
                 if now >= next_update and (update_task is None or update_task.done()):
@@ -418,13 +353,15 @@ async def soak(
         seen=seen,
         commands=commands,
         updates=updates,
-        outages=broker.outages,
+        outages=outages,
         duration=duration,
         returncode=daemon.returncode,
     )
 
 
-async def _update(broker: Broker, key: Any, version: str, updates: list[dict[str, Any]]) -> None:
+async def _update(
+    broker: LocalMosquitto, key: Any, version: str, updates: list[dict[str, Any]]
+) -> None:
     offer = model_update.make_offer(SHIPPED, key, KEY_ID, version=version)
     label = f"fast-enhance@{version}"
     started = time.monotonic()

@@ -77,4 +77,6 @@ def describe_validation(error: ValidationError, *, prefix: str = "") -> str:
     """The first problem as 'key: message' ('message' alone when the input as a whole is)."""
     loc, message = first_problem(error)
     key = key_path(loc)
-    return f"{prefix}{key}: {message}" if key else f"{prefix.rstrip('.')}: {message}".lstrip(": ")
+    if key:
+        return f"{prefix}{key}: {message}"
+    return f"{prefix.rstrip('.')}: {message}" if prefix else message

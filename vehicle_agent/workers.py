@@ -70,10 +70,6 @@ class StageThread(Executor):
         started = self._started_at
         return None if started is None else time.monotonic() - started
 
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
     def _work(self) -> None:
         while True:
             job = self._jobs.get()

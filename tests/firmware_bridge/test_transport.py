@@ -74,6 +74,18 @@ def drain(master: int) -> bytes:
     return b"".join(chunks)
 
 
+async def read_from(master: int, count: int, timeout_s: float = 5.0) -> bytes:
+    """What the device side receives, once at least `count` bytes came."""
+    received = bytearray()
+
+    def arrived() -> bool:
+        received.extend(drain(master))
+        return len(received) >= count
+
+    await eventually(arrived, timeout_s)
+    return bytes(received)
+
+
 async def test_bytes_flow_both_ways_in_order(pty_pair: tuple[int, str]) -> None:
     master, path = pty_pair
     transport, seen = SerialTransport(path), Recorder()
@@ -89,14 +101,7 @@ async def test_bytes_flow_both_ways_in_order(pty_pair: tuple[int, str]) -> None:
 
         transport.write(b"\x00hello\x00")
         transport.write(b"\x00world\x00")
-        received = bytearray()
-
-        def arrived() -> bool:
-            received.extend(drain(master))
-            return len(received) >= 14
-
-        await eventually(arrived)
-        assert bytes(received) == b"\x00hello\x00\x00world\x00"
+        assert await read_from(master, 14) == b"\x00hello\x00\x00world\x00"
         assert seen.lost == []
     finally:
         transport.close()
@@ -113,14 +118,7 @@ async def test_a_write_larger_than_the_port_takes_is_finished_from_the_loop_in_o
         # nobody reads yet: a blocking write would hang here; the rest waits in the transport
         transport.write(big)
         transport.write(b"tail")
-        received = bytearray()
-
-        def arrived() -> bool:
-            received.extend(drain(master))
-            return len(received) >= len(big) + 4
-
-        await eventually(arrived, timeout_s=20.0)
-        assert bytes(received) == big + b"tail"
+        assert await read_from(master, len(big) + 4, timeout_s=20.0) == big + b"tail"
         assert seen.lost == []
     finally:
         transport.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -10,6 +10,7 @@ import pytest
 from tests.uplink.broker import OPERATOR, Broker, Certs, have_mosquitto
 from tests.uplink.helpers import CREDENTIAL
 from tools.fleet import BrokerAccess, FleetClient
+from tools.loop import Account, LoopBroker
 from vehicle_agent.secrets import env_name
 
 PASSWORDS = {"veh-1": "pw-veh-1", "veh-2": "pw-veh-2", OPERATOR: "pw-operator"}
@@ -42,6 +43,17 @@ def vehicle_password(monkeypatch: pytest.MonkeyPatch) -> str:
 
 def operator_access(broker: Broker, certs: Certs) -> BrokerAccess:
     return BrokerAccess(broker.url("tls"), certs.ca, OPERATOR, PASSWORDS[OPERATOR])
+
+
+def loop_access(broker: Broker, certs: Certs, vehicles: Sequence[str]) -> LoopBroker:
+    """The test broker as the fleet tools' `LoopBroker` (tools.loop, tools.kill_sweep): TLS,
+    the operator's account and each vehicle's."""
+    return LoopBroker(
+        broker.url("tls"),
+        certs.ca,
+        Account(OPERATOR, PASSWORDS[OPERATOR]),
+        {v: Account(v, PASSWORDS[v]) for v in vehicles},
+    )
 
 
 @pytest.fixture

@@ -6,21 +6,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.uplink.broker import OPERATOR, Broker, Certs
-from tests.uplink.conftest import PASSWORDS
+from tests.uplink.broker import Broker, Certs
+from tests.uplink.conftest import loop_access
 from tools.kill_sweep import PHASES, SweepReport, sweep
-from tools.loop import Account, LoopBroker
 
 
 async def test_an_update_killed_in_transfer_and_install_still_ends_reported(
     broker: Broker, certs: Certs, tmp_path: Path
 ) -> None:
-    access = LoopBroker(
-        broker.url("tls"),
-        certs.ca,
-        Account(OPERATOR, PASSWORDS[OPERATOR]),
-        {"veh-1": Account("veh-1", PASSWORDS["veh-1"])},
-    )
+    access = loop_access(broker, certs, ["veh-1"])
     report: SweepReport = await sweep(access, tmp_path, kills=2, seed=0, vehicle="veh-1")
     first = report.rounds[0]
     assert [k.phase for k in first.kills] == list(PHASES[:2])  # seed 0 plans two kills

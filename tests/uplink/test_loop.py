@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.uplink.broker import OPERATOR, Broker, Certs
-from tests.uplink.conftest import PASSWORDS
-from tools.loop import Account, LoopBroker, run_loop
+from tests.uplink.broker import Broker, Certs
+from tests.uplink.conftest import loop_access
+from tools.loop import run_loop
 
 pytest.importorskip("torch", reason="the loop trains a model: install the train extra")
 
@@ -19,12 +19,7 @@ pytest.importorskip("torch", reason="the loop trains a model: install the train 
 async def test_uploads_become_a_model_that_another_vehicle_swaps_in(
     broker: Broker, certs: Certs, tmp_path: Path
 ) -> None:
-    access = LoopBroker(
-        broker.url("tls"),
-        certs.ca,
-        Account(OPERATOR, PASSWORDS[OPERATOR]),
-        {v: Account(v, PASSWORDS[v]) for v in ("veh-1", "veh-2")},
-    )
+    access = loop_access(broker, certs, ("veh-1", "veh-2"))
     out = tmp_path / "loop"
     report = await run_loop(
         access,

@@ -257,6 +257,11 @@ def bench_uplink_config(config: Config, broker: str) -> MqttUplinkConfig:
         raise ConfigError("--broker", "uplink", describe_validation(exc)) from None
 
 
+def bench_outbox(uplink: MqttUplinkConfig, report_dir: Path) -> Path:
+    """Where a bench run's outbox is: the config's, else in the report directory."""
+    return uplink.outbox.path or report_dir / "uplink.sqlite3"
+
+
 def messages_left(outbox: Path) -> int | None:
     """Messages a finished run left in its outbox (not delivered); None when unreadable."""
     try:
@@ -274,9 +279,8 @@ def bench_uplink(config: Config, broker: str | None, events: EventBus, report_di
     from vehicle_agent.uplink.mqtt import MqttUplink  # noqa: PLC0415 - paho only when used
 
     uplink = bench_uplink_config(config, broker)
-    outbox = uplink.outbox.path or report_dir / "uplink.sqlite3"
     config = config.model_copy(update={"uplink": uplink})
-    return MqttUplink.from_config(config, events, outbox_path=outbox)
+    return MqttUplink.from_config(config, events, outbox_path=bench_outbox(uplink, report_dir))
 
 
 async def simulate(
@@ -430,9 +434,7 @@ async def _run_bench(
     summary = summary_dict(result, config, video, report, speed, enhancer=parts.enhancer.name)
     summary["seed"] = seed
     if broker is not None:
-        outbox = (
-            bench_uplink_config(config, broker).outbox.path or report.directory / "uplink.sqlite3"
-        )
+        outbox = bench_outbox(bench_uplink_config(config, broker), report.directory)
         summary["uplink"] = {
             "broker": broker,
             "connected": result.events.get("uplink_connected", 0),

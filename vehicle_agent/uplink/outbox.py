@@ -356,17 +356,9 @@ class Outbox:
 
     # -- the disk -----------------------------------------------------------------------------
 
-    @property
-    def wal_path(self) -> Path:
-        return self.path.with_name(self.path.name + "-wal")
-
     def disk_bytes(self) -> int:
         """The file and its write-ahead log, bytes: what the budget bounds."""
-        total = 0
-        for path in (self.path, self.wal_path):
-            with contextlib.suppress(FileNotFoundError):
-                total += path.stat().st_size
-        return total
+        return disk_bytes(self.path)
 
     def _compact(self) -> None:
         """Free pages back to the file system, the log checkpointed and emptied."""
@@ -555,6 +547,16 @@ class Outbox:
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self)
+
+
+def disk_bytes(path: Path) -> int:
+    """What the outbox at `path` takes on disk: the file and its write-ahead log, bytes (also
+    read from outside the daemon, by `tools.soak`)."""
+    total = 0
+    for part in (path, path.with_name(path.name + "-wal")):
+        with contextlib.suppress(FileNotFoundError):
+            total += part.stat().st_size
+    return total
 
 
 def _units(messages: Sequence[OutMessage]) -> list[list[OutMessage]]:
