@@ -150,8 +150,13 @@ def test_simulate_with_injected_drops_writes_adhesion_events_columns_and_ground_
     args = ["simulate", "--video", str(clip), "--report", str(report), "--inject", "drops@6s:4%"]
     assert main(args) == 0
     events = [json.loads(line) for line in (report / "events.jsonl").read_text().splitlines()]
+    assert [e["t"] for e in events] == sorted(e["t"] for e in events)  # in video-time order
     detected = next(e for e in events if e["type"] == "adhesion_detected")
     assert 6.0 <= detected["t"] <= 7.0
+    # Unseeded, at full speed: the cleaning is still timed by the video (a 3 s burst).
+    started = next(e for e in events if e["type"] == "cleaning_started")
+    verifying = next(e for e in events if e["type"] == "cleaning_verifying")
+    assert verifying["t"] - started["t"] == pytest.approx(started["burst_s"], abs=0.25)
     assert detected["score"] >= 0.5
     assert 0.0 < detected["covered_fraction"] <= 1.0
     with (report / "frames.csv").open() as f:

@@ -71,8 +71,9 @@ class Parts:
     """Overrides `[control.mcu] port` (the simulator's pty)."""
     actuation_observers: list[Callable[[FrameRecord], None]] = field(default_factory=list)
     """Called on the event loop with each record the act stage finished (the simulated lens)."""
-    cleaning_clock: Callable[[], float] | None = None
-    """Times the cleaning instead of the monotonic clock (the seeded bench: video time)."""
+    video_timed: bool = False
+    """A replay: the cleaning (bursts, verification, back-off) and the enhancer's retries are
+    timed by the video time of the frames, not by how fast the host replays them."""
 
 
 @dataclass
@@ -215,6 +216,9 @@ class Pipeline:
         self.last_record: FrameRecord | None = None
         self.frames_out = 0
         self._last_t_video = 0.0
+        self._enhancing_t = 0.0
+        if parts.video_timed:
+            parts.enhancer.use_timer(self._enhancing_time)
         self._next_enhancer: Enhancer | None = None
         self._swapped: tuple[str, str, str] | None = None
         self._swap_reason = "replaced"
@@ -310,6 +314,14 @@ class Pipeline:
         self._swap_reason = reason
         self._next_enhancer = enhancer
 
+    def _cleaning_time(self) -> float:
+        """Video time of the latest frame the act stage saw (a replay's cleaning clock)."""
+        return 0.0 if self.control is None else self.control.video_t
+
+    def _enhancing_time(self) -> float:
+        """Video time of the frame on the enhance thread (a replay's enhancer timer)."""
+        return self._enhancing_t
+
     @property
     def video_time(self) -> float:
         """Video time of the latest frame out, for events that concern no frame."""
@@ -326,8 +338,11 @@ class Pipeline:
             old.close()
             give_back_memory()  # else each swap keeps the old model's pages (RSS)
             self.parts.enhancer.set_condition(self.condition)
+            if self.parts.video_timed:
+                self.parts.enhancer.use_timer(self._enhancing_time)
             self._swapped = (old.name, self.parts.enhancer.name, self._swap_reason)
         enhancer = self.parts.enhancer
+        self._enhancing_t = record.frame.t_video
         enhanced = enhancer.enhance(record.frame.image)
         # Asked after the frame, on this thread: a chain names the model that just ran.
         return record.replace(enhanced=enhanced, enhancer=enhancer.name, model=enhancer.model_label)
@@ -518,7 +533,7 @@ class Pipeline:
                     self.events.emit,
                     fan=parts.fan,
                     port=parts.mcu_port,
-                    cleaning_clock=parts.cleaning_clock,
+                    cleaning_clock=self._cleaning_time if parts.video_timed else None,
                 )
             )
             # Loading takes a while (models verified and warmed up; a TensorRT engine build goes

@@ -192,8 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed",
         type=int,
         metavar="N",
-        help="repeatable run: seeds the soiling and the module's noise, times the cleaning in "
-        "video time and writes host timings in events as null; with --speed max and no "
+        help="repeatable run: seeds the soiling and the module's noise and writes host timings "
+        "in events as null; with --speed max and no "
         "--broker, two runs give the same events.jsonl (thermal events may still move)",
     )
 

@@ -323,12 +323,17 @@ class EventBus:
 
 
 class JsonlEventLog:
-    """Appends each event as one JSON object per line (`t`, `frame`, `type`, then its fields)."""
+    """Appends each event as one JSON object per line (`t`, `frame`, `type`, then its fields).
 
-    def __init__(self, path: Path) -> None:
+    With `ordered` (a replay's report), `close` rewrites the lines this log wrote in video-time
+    order: the stages emit as they go, and the enhance stage runs frames ahead of the act stage."""
+
+    def __init__(self, path: Path, *, ordered: bool = False) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.ordered = ordered
         self._file: IO[str] | None = path.open("a", encoding="utf-8")
+        self._start = self._file.tell()
 
     def __call__(self, event: Event) -> None:
         if self._file is None:
@@ -341,3 +346,27 @@ class JsonlEventLog:
         if self._file is not None:
             self._file.close()
             self._file = None
+            if self.ordered:
+                order_by_time(self.path, self._start)
+
+
+def order_by_time(path: Path, start: int = 0) -> None:
+    """Sort the event lines of `path` after byte `start` by their `t` (stable: events of one
+    time keep their order); the file is replaced whole, so a crash leaves the old one."""
+    with path.open("rb") as f:
+        head = f.read(start)
+        lines = f.read().splitlines(keepends=True)
+
+    def t_of(line: bytes) -> float:
+        try:
+            t = json.loads(line).get("t")
+        except (ValueError, AttributeError):
+            return float("-inf")  # not ours to judge: it stays first, in its order
+        return float(t) if isinstance(t, int | float) else float("-inf")
+
+    ordered = sorted(lines, key=t_of)
+    if ordered == lines:
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(head + b"".join(ordered))
+    tmp.replace(path)

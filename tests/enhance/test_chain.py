@@ -125,6 +125,30 @@ def test_a_failing_backend_is_demoted_at_once_and_the_frame_comes_from_the_next(
     chain.close()
 
 
+def test_a_replay_times_retries_by_its_timer_not_the_host_clock(
+    models: Path, clock: FakeClock
+) -> None:
+    """A replay at full speed: the host clock races (or crawls); the video time decides."""
+    script = Script()
+    chain = make_chain(models, clock, script)
+    video = FakeClock()
+    chain.use_timer(video)
+    chain.load()
+    script.mode = "raise"
+    chain.enhance(frame())
+    script.mode = "ok"
+    loads = script.loads
+    clock.advance(100 * PROMOTE_S)  # an hour of host time: no retry, the video has not moved
+    chain.enhance(frame())
+    assert (script.loads, chain.name) == (loads, "classical")
+    video.advance(PROMOTE_S + 1)
+    chain.enhance(frame())
+    assert (script.loads, chain.name) == (loads + 1, "scripted:tiny")
+    promoted = next(e for e in chain.drain_events() if e.type == "enhancer_promoted")
+    assert promoted.data["demoted_s"] == pytest.approx(PROMOTE_S + 1)
+    chain.close()
+
+
 def test_a_demoted_backend_is_checked_after_promote_after_s_and_promoted_when_healthy(
     models: Path, clock: FakeClock
 ) -> None:

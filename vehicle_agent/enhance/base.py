@@ -67,6 +67,10 @@ class Enhancer(abc.ABC):
     def set_condition(self, condition: str | None) -> None:  # noqa: B027 - only chains gate
         """The scene condition of the latest analysed frame (called on the event loop)."""
 
+    def use_timer(self, timer: Callable[[], float]) -> None:  # noqa: B027 - only chains retry
+        """Time retries and promotions by `timer` (a replay: the video time of the frame being
+        enhanced) instead of the host's clock; latency is still measured on the host's."""
+
     def reset_guard(self) -> None:  # noqa: B027 - only chains guard
         """Forget the harm guard's smoothing, so the next frame gets its own verdict."""
 

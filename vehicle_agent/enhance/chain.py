@@ -198,6 +198,7 @@ class EnhancerChain(Enhancer):
         self.health = health or EnhanceHealthConfig()
         self.state_dir = state_dir
         self.clock = clock
+        self.timer = clock
         self.factory = factory
         self.background = background
         self.guard = HarmGuard(guard) if guard is not None else None
@@ -319,7 +320,7 @@ class EnhancerChain(Enhancer):
             return
         cand.job = None
         cand.cancel = None
-        now = self.clock()
+        now = self.timer()
         try:
             enhancer = job.result()
         except BackendUnavailableError as exc:
@@ -347,7 +348,7 @@ class EnhancerChain(Enhancer):
                 warmup_ms=round(enhancer.warmup_ms, 1),
             )
         if prepared and cand.building_since is not None:
-            prepare_s = now - cand.building_since
+            prepare_s = self.clock() - cand.building_since
             logger.info(
                 "enhance: %s prepared in %.1f s; it takes the next frame", cand.label, prepare_s
             )
@@ -406,7 +407,7 @@ class EnhancerChain(Enhancer):
             return
         if cand.state == "idle":
             self._submit(cand, None)
-        elif cand.state == "demoted" and self.clock() >= cand.retry_at:
+        elif cand.state == "demoted" and self.timer() >= cand.retry_at:
             self._submit(cand, image)
 
     def load(self) -> None:
@@ -474,7 +475,7 @@ class EnhancerChain(Enhancer):
                 cand.slow_run = 0  # nothing to fall back to: a slow frame is still a frame
                 return
             raise EnhancerError(cand.label, reason)
-        now = self.clock()
+        now = self.timer()
         permanent = kind == "unavailable"
         cand.state = "unavailable" if permanent else "demoted"
         cand.reason = reason
@@ -573,6 +574,9 @@ class EnhancerChain(Enhancer):
 
     def set_condition(self, condition: str | None) -> None:
         self.gate.observe(condition)
+
+    def use_timer(self, timer: Callable[[], float]) -> None:
+        self.timer = timer
 
     def reset_guard(self) -> None:
         if self.guard is not None:

@@ -301,8 +301,9 @@ async def simulate(
     serial bridge: fan, cooler and temperatures behave as `hardware` says. With `progress`, a
     progress bar on stderr counts the frames written.
 
-    With `seed`, a run at `max` speed is repeatable: the module's noise is seeded, the cleaning
-    is timed in video time (not by how fast this host replays), a soiled lens is read in
+    Every timer of the run (the cleaning, the enhancer's retries) is video time, not how fast
+    this host replays. With `seed`, a run at `max` speed is repeatable: the module's noise is
+    seeded, a soiled lens is read in
     `Lockstep` with the act stage, and event fields that measure the host's clock are null
     (`WALL_CLOCK_FIELDS`). The module's thermal model still runs on
     the host's clock, so thermal events (a hot `--ambient`, faults) may differ by a frame."""
@@ -354,7 +355,7 @@ async def _run_bench(
     plan: FaultPlan | None = None,
 ) -> dict[str, object]:
     events = EventBus()
-    event_log = JsonlEventLog(report.events)
+    event_log = JsonlEventLog(report.events, ordered=True)
     events.subscribe(event_log if seed is None else without_wall_clock(event_log))
     link_errors: list[str] = []
 
@@ -378,9 +379,6 @@ async def _run_bench(
         fps = config.output.video_fps or pipeline.capture.stats.source_fps
         return fps or config.capture.fps or 10.0
 
-    def video_clock() -> float:
-        return 0.0 if pipeline.control is None else pipeline.control.video_t
-
     open_camera = camera if lens is None else through_lens(camera, lens)
     if plan is not None:
         open_camera = plan.source(open_camera)  # the frames as the capture stage gets them
@@ -402,7 +400,7 @@ async def _run_bench(
         events=events,
         closers=[event_log.close],
         actuation_observers=[FaultInjector(mcu, hardware.mcu_faults), probe],
-        cleaning_clock=None if seed is None else video_clock,
+        video_timed=True,
     )
     if lens is not None:
         parts.actuation_observers.append(LensFan(lens))
