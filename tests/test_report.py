@@ -5,10 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
+import shutil
+import subprocess
 import threading
 from html.parser import HTMLParser
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -20,7 +24,15 @@ from vehicle_agent.records import Event, Frame, FrameRecord
 from vehicle_agent.sim.lockstep import Lockstep
 from vehicle_agent.sim.overlay import PROBE_COLUMNS, draw_tile_mask
 from vehicle_agent.sim.progress import ProgressSink
-from vehicle_agent.sim.report import PLOTS, ReportError, write_report
+from vehicle_agent.sim.report import (
+    PLOTS,
+    BenchRun,
+    ReportError,
+    label,
+    show,
+    verdict,
+    write_report,
+)
 from vehicle_agent.sim.simulate import without_wall_clock
 
 SOURCE_WIDTH = 768
@@ -86,7 +98,7 @@ def test_report_html_is_offline_and_refers_to_plots_and_video(report: Path) -> N
     assert parser.open == []
     embedded = [src for src in parser.images if src.startswith("data:image/png;base64,")]
     assert len(embedded) == len(PLOTS)
-    assert parser.videos == ["side_by_side.webm"]
+    assert parser.videos == ["side_by_side.mp4"]
     for src in [*parser.videos, *parser.links, *parser.images]:
         assert "://" not in src  # nothing from the network
         if not src.startswith("data:"):
@@ -104,9 +116,57 @@ def test_side_by_side_video_is_raw_and_enhanced_at_source_size(report: Path) -> 
     assert ok
     assert frame.shape[1] == 2 * SOURCE_WIDTH
     assert video_frames(video) == 30
-    preview = cv2.VideoCapture(str(report / "side_by_side.webm"))
-    assert preview.read()[0]
-    preview.release()
+    with av.open(str(video)) as container:
+        assert container.streams.video[0].codec_context.name == "h264"
+
+
+def test_the_page_starts_with_a_verdict_and_shows_readable_tables(report: Path) -> None:
+    page = (report / "report.html").read_text(encoding="utf-8")
+    verdict = re.search(r'<p class="verdict" id="verdict">([^<]*)</p>', page)
+    assert verdict is not None
+    assert verdict.group(1).startswith("drops at 1.0 s, ")
+    assert verdict.group(1).endswith("; 0 frames dropped")
+    assert page.index('id="verdict"') < page.index("<h2>Summary</h2>")
+    cells = re.findall(r"<t[dh]>([^<]*)</t[dh]>", page)
+    keys = re.findall(r"<th>([^<]*)</th>", page) + re.findall(r"<tr><td>([^<]*)</td>", page)
+    assert "Frames dropped" in keys
+    assert "Stopped because" in keys
+    assert not [k for k in keys if "_" in k]  # no snake_case keys
+    assert "end of stream" in cells
+    assert not [c for c in cells if re.search(r"\d\.\d{4,}", c)]  # no float noise
+    assert not [c for c in cells if c.lstrip().startswith(("{", "["))]  # no raw JSON
+
+
+CHECK_PAGE = """<!DOCTYPE html><html><body><video id="v" muted autoplay src="{src}"></video>
+<pre id="out">waiting</pre><script>
+const v = document.getElementById("v"), out = document.getElementById("out");
+v.addEventListener("error", () => {{ out.textContent = "error " + (v.error && v.error.code); }});
+v.addEventListener("timeupdate", () => {{
+  if (v.currentTime > 1) out.textContent = "playing " + v.videoWidth + "x" + v.videoHeight;
+}});
+</script></body></html>
+"""
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="no chromium on this machine")
+def test_the_video_on_the_page_plays_in_headless_chromium(report: Path) -> None:
+    parser = PageParser()
+    parser.feed((report / "report.html").read_text(encoding="utf-8"))
+    (src,) = parser.videos
+    check = report / "play-check.html"
+    check.write_text(CHECK_PAGE.format(src=src), encoding="utf-8")
+    try:
+        dom = subprocess.run(
+            [
+                "chromium", "--headless=new", "--no-sandbox", "--disable-gpu",
+                "--autoplay-policy=no-user-gesture-required", "--virtual-time-budget=10000",
+                "--dump-dom", check.as_uri(),
+            ],
+            capture_output=True, text=True, timeout=120, check=True,
+        ).stdout  # fmt: skip
+    finally:
+        check.unlink()
+    assert f'<pre id="out">playing {2 * SOURCE_WIDTH}x576</pre>' in dom
 
 
 def test_frames_csv_carries_the_module_temperatures(report: Path) -> None:
@@ -211,3 +271,45 @@ def test_negative_seed_is_one_clear_error(
 ) -> None:
     assert main(["simulate", "--report", str(tmp_path), "--seed", "-1"]) == 2
     assert "--seed -1" in capsys.readouterr().err
+
+
+def test_the_verdict_tells_the_soiling_story_in_one_line(tmp_path: Path) -> None:
+    events: list[dict[str, object]] = [
+        {"t": 0.0, "type": "pipeline_started"},
+        {"t": 10.5, "type": "adhesion_detected"},
+        {"t": 10.5, "type": "cleaning_started"},
+        {"t": 13.5, "type": "cleaning_verifying"},
+        {"t": 14.9, "type": "adhesion_cleared"},
+    ]
+    injected = [{"kind": "drops", "start_s": 10.0, "appeared_s": 10.0, "gone_s": 13.6}]
+    run = BenchRun(tmp_path, {"injected": injected, "frames_dropped": 0}, events)
+    assert (
+        verdict(run)
+        == "drops at 10.0 s, detected after 0.5 s, cleaned, cleared at 14.9 s; 0 frames dropped"
+    )
+    missed = BenchRun(tmp_path, {"injected": injected, "frames_dropped": 2}, events[:1])
+    assert verdict(missed) == "drops at 10.0 s, not detected; 2 frames dropped"
+    quiet = BenchRun(tmp_path, {"frames_dropped": 1, "stop_reason": "signal"}, [])
+    assert verdict(quiet) == "no soiling injected; 1 frame dropped; stopped: signal"
+
+
+@pytest.mark.parametrize(
+    ("key", "text"),
+    [
+        ("frames_dropped", "Frames dropped"),
+        ("blown_s", "Blown (s)"),
+        ("max_temperatures_c", "Max temperatures (°C)"),
+        ("capture->enhance", "Capture → enhance"),
+    ],
+)
+def test_labels_read_as_words(key: str, text: str) -> None:
+    assert label(key) == text
+
+
+def test_numbers_lose_their_float_noise() -> None:
+    assert show(14.600000000000001) == "14.6"
+    assert show(0.05691) == "0.057"
+    assert show(1234.567) == "1234.6"
+    assert show({"sensor": 31.7, "hot_side": 26.314}) == "sensor: 31.7, hot side: 26.314"
+    assert show(None) == "–"
+    assert show(value=True) == "yes"

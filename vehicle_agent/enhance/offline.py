@@ -27,7 +27,7 @@ import numpy as np
 import PIL.Image
 
 from vehicle_agent.enhance.base import Enhancer, EnhancerError
-from vehicle_agent.output.sinks import FOURCC_BY_SUFFIX, SinkError, VideoWriter
+from vehicle_agent.output.sinks import CODEC_BY_SUFFIX, SinkError, VideoWriter
 from vehicle_agent.records import Image
 
 if TYPE_CHECKING:
@@ -233,8 +233,8 @@ def enhance_video(
     *,
     progress: Progress | None = None,
 ) -> None:
-    if dst.suffix.lower() not in FOURCC_BY_SUFFIX:
-        raise OfflineError(f"{dst}: unsupported output video type; use {sorted(FOURCC_BY_SUFFIX)}")
+    if dst.suffix.lower() not in CODEC_BY_SUFFIX:
+        raise OfflineError(f"{dst}: unsupported output video type; use {sorted(CODEC_BY_SUFFIX)}")
     cap = cv2.VideoCapture(str(src), cv2.CAP_FFMPEG)
     if not cap.isOpened():
         raise OfflineError(f"{src}: cannot decode video")

@@ -87,11 +87,20 @@ def draw_tile_mask(image: Image, mask: np.ndarray) -> Image:
     return np.asarray(cv2.addWeighted(shade, 0.35, out, 0.65, 0.0), dtype=np.uint8)
 
 
+OUTLINE_OFFSETS = tuple((dx, dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1) if dx or dy)
+
+
 def _text(image: Image, lines: list[str], *, origin: tuple[int, int]) -> None:
     x, y = origin
     for line in lines:
-        # Dark outline first, so the text reads on any picture.
-        cv2.putText(image, line, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
+        # A dark outline first, so the text reads on any picture: the same thin text moved one
+        # pixel each way. (Thicker text is not an outline: OpenCV widens each glyph's advance
+        # with the thickness, so it drifts off the thin text along the line.)
+        for dx, dy in OUTLINE_OFFSETS:
+            cv2.putText(
+                image, line, (x + dx, y + dy), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1,
+                cv2.LINE_AA,
+            )  # fmt: skip
         cv2.putText(image, line, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.5, TEXT_BGR, 1, cv2.LINE_AA)
         y += 18
 

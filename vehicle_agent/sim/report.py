@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import base64
 import csv
-import html
-import io
 import json
 import logging
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
+import jinja2
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -31,12 +31,12 @@ PLOTS = ("quality", "adhesion", "thermal", "latency", "timeline")
 
 HTML_NAME = "report.html"
 SIDE_BY_SIDE = "side_by_side.mp4"
-PREVIEW = "side_by_side.webm"
-"""A smaller copy of the side-by-side video in VP8/WebM, which browsers play; OpenCV's MP4
-writer here has MPEG-4 Part 2 only (no H.264), which they do not."""
+"""H.264 (`output.sinks.VideoWriter`): the page plays it full size."""
+LEGACY_PREVIEW = "side_by_side.webm"
+"""The VP8 copy older versions wrote beside it (removed when the report is written again)."""
 STRIP = "side_by_side_strip.png"
-PREVIEW_WIDTH = 640
-"""Pixels across the preview and the stills: VP8 takes about 25 ms a frame at this size."""
+STILL_WIDTH = 640
+"""Pixels across each still of the strip."""
 STRIP_FRAMES = 6
 
 QUALITY_COLUMNS = ("brightness", "contrast", "sharpness", "noise")
@@ -54,7 +54,23 @@ CLEANING_MARKS = {
     "cleaning_failed": ("tab:red", "-"),
     "cleaning_retry": ("tab:orange", ":"),
 }
+SOILING_COLORS = {"drops": "tab:cyan", "mist": "tab:gray", "dust": "tab:olive", "mud": "tab:brown"}
 THERMAL_PREFIXES = ("thermal_", "sensor_", "mcu_", "actuator_")
+EVENT_STYLES = (
+    ("tab:purple", "--"),
+    ("tab:green", "-."),
+    ("tab:brown", ":"),
+    ("tab:pink", "--"),
+    ("tab:olive", "-."),
+    ("tab:cyan", ":"),
+)
+"""(colour, line style) for event types without their own, handed out in order of name."""
+LIMIT_STYLES = {
+    "sensor_warning": ("tab:orange", "--"),
+    "sensor_critical": ("tab:red", "--"),
+    "hot_warning": ("tab:orange", ":"),
+    "hot_critical": ("tab:red", ":"),
+}
 FAULT_COLORS = ("tab:red", "tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive")
 
 
@@ -142,10 +158,11 @@ def _save(figure: Figure, path: Path) -> Path:
     return path
 
 
-def _legend(ax: Axes, ncols: int = 1) -> None:
-    """A legend, when anything was drawn with a label (an empty run draws nothing)."""
+def _legend(ax: Axes) -> None:
+    """A legend beside the plot (never over the curves), when anything was drawn with a
+    label (an empty run draws nothing)."""
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="upper left", fontsize="small", ncols=ncols)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize="small")
 
 
 def _event_lines(ax: Axes, run: BenchRun, marks: Mapping[str, tuple[str, str]]) -> None:
@@ -155,8 +172,8 @@ def _event_lines(ax: Axes, run: BenchRun, marks: Mapping[str, tuple[str, str]]) 
         color, style = marks[kind]
         t = event.get("t")
         if isinstance(t, int | float):
-            label = kind if kind not in seen else None
-            ax.axvline(float(t), color=color, linestyle=style, linewidth=1.2, label=label)
+            name = kind if kind not in seen else None
+            ax.axvline(float(t), color=color, linestyle=style, linewidth=1.2, label=name)
             seen.add(kind)
 
 
@@ -205,25 +222,23 @@ def plot_adhesion(run: BenchRun, path: Path) -> Path:
         appeared = item.get("appeared_s")
         gone = item.get("gone_s")
         end = float(gone) if isinstance(gone, int | float) else run.end_s
-        label = f"injected {item.get('kind', '?')}"
+        kind = str(item.get("kind", "?"))
+        color = SOILING_COLORS.get(kind, "tab:red")
+        text = f"injected {kind}"
         if isinstance(appeared, int | float):
             for a in (ax, cov):
                 a.axvspan(
-                    float(appeared),
-                    end,
-                    color="tab:red",
-                    alpha=0.15,
-                    label=label if a is ax else None,
+                    float(appeared), end, color=color, alpha=0.2, label=text if a is ax else None
                 )
         elif isinstance(start, int | float):
-            ax.axvline(float(start), color="tab:red", linestyle=":", label=f"{label} (never shown)")
+            ax.axvline(float(start), color=color, linestyle=":", label=f"{text} (never shown)")
     ax.plot(t, run.series("adhesion_score"), color="black", linewidth=1.0, label="score")
     ax.plot(t, run.series("adhesion_detected"), color="tab:purple", linewidth=0.8, label="detected")
     ax.axhline(0.5, color="grey", linestyle="--", linewidth=0.8, label="alarm threshold")
     _event_lines(ax, run, CLEANING_MARKS)
     ax.set_ylim(-0.05, 1.05)
     ax.set_ylabel("adhesion score")
-    _legend(ax, ncols=3)
+    _legend(ax)
     ax.grid(alpha=0.3)
     ax.set_title("Lens adhesion: score vs injected ground truth (shaded), cleanings (lines)")
     cov.plot(t, run.series("adhesion_covered") * 100.0, color="tab:brown", label="covered")
@@ -233,8 +248,11 @@ def plot_adhesion(run: BenchRun, path: Path) -> Path:
     fan.plot(t, run.series("fan_duty") * 100.0, color="tab:blue", alpha=0.6, label="fan duty")
     fan.set_ylabel("fan duty (%)")
     fan.set_ylim(-5, 105)
+    # The fan's axis is on the right, so this legend goes below the plot.
     handles = [*cov.get_legend_handles_labels()[0], *fan.get_legend_handles_labels()[0]]
-    cov.legend(handles=handles, loc="upper left", fontsize="small")
+    cov.legend(
+        handles=handles, loc="upper left", bbox_to_anchor=(0.0, -0.28), ncols=2, fontsize="small"
+    )
     return _save(figure, path)
 
 
@@ -255,7 +273,7 @@ def plot_thermal(run: BenchRun, path: Path) -> Path:
     for name in TEMPERATURE_COLUMNS:
         values = run.series(name)
         if not np.all(np.isnan(values)):
-            temp.plot(t, values, label=name.removesuffix("_c"), linewidth=1.0)
+            temp.plot(t, values, label=name.removesuffix("_c").replace("_", " "), linewidth=1.0)
             plotted = True
     if not plotted:
         # An older report without temperature columns: the readings its events carry.
@@ -266,14 +284,22 @@ def plot_thermal(run: BenchRun, path: Path) -> Path:
         ]
         if points:
             temp.plot(*zip(*points, strict=True), "o", label="temperature in events")
-    marks = {
-        str(e["type"]): ("tab:red" if "critical" in str(e["type"]) else "tab:orange", ":")
-        for e in run.events
-        if str(e.get("type", "")).startswith(THERMAL_PREFIXES)
-    }
+    kinds = sorted(
+        {str(e["type"]) for e in run.events if str(e.get("type", "")).startswith(THERMAL_PREFIXES)}
+    )
+    others = iter(EVENT_STYLES * (1 + len(kinds) // len(EVENT_STYLES)))
+    marks = {kind: ("tab:red", "-") if "critical" in kind else next(others) for kind in kinds}
     _event_lines(temp, run, marks)
+    limits = run.summary.get("thermal_limits_c")
+    for name, value in limits.items() if isinstance(limits, dict) else []:
+        if isinstance(value, int | float) and name in LIMIT_STYLES:
+            color, style = LIMIT_STYLES[name]
+            temp.axhline(
+                float(value), color=color, linestyle=style, linewidth=0.9,
+                label=f"{label(name).lower()} {value:g} °C",
+            )  # fmt: skip
     temp.set_ylabel("°C")
-    _legend(temp, ncols=4)
+    _legend(temp)
     temp.grid(alpha=0.3)
     return _save(figure, path)
 
@@ -285,9 +311,21 @@ def plot_latency(run: BenchRun, path: Path) -> Path:
     for name in run.columns:
         if name.endswith("_ms"):
             ax.plot(t, run.series(name), label=name.removesuffix("_ms"), linewidth=0.9)
+    # frames.csv is written by the output stage itself, so its own time per frame is not in
+    # it: the run's median and 95th percentile stand for it.
+    latency = run.summary.get("latency_ms")
+    output = latency.get("output") if isinstance(latency, dict) else None
+    if isinstance(output, dict):
+        for key, style in (("median", "-"), ("p95", "--")):
+            value = output.get(key)
+            if isinstance(value, int | float):
+                ax.axhline(
+                    float(value), color="black", linestyle=style, linewidth=0.9,
+                    label=f"output, {'median' if key == 'median' else '95th pct'} of the run",
+                )  # fmt: skip
     ax.set_ylabel("ms")
     ax.set_yscale("symlog", linthresh=1.0)
-    _legend(ax, ncols=5)
+    _legend(ax)
     ax.grid(alpha=0.3)
     ax.set_title("Latency per stage and frame (log scale above 1 ms)")
     return _save(figure, path)
@@ -311,7 +349,7 @@ def plot_timeline(run: BenchRun, path: Path) -> Path:
     ax.grid(alpha=0.3, axis="x")
     if _fault_marks(ax, run):
         ax.set_title("Events (shaded or dashed: injected faults)")
-        ax.legend(loc="best", fontsize="small")
+        _legend(ax)
     else:
         ax.set_title("Events")
     return _save(figure, path)
@@ -326,20 +364,18 @@ def _fault_marks(ax: Axes, run: BenchRun) -> bool:
         if not isinstance(item, dict):
             continue
         color = FAULT_COLORS[i % len(FAULT_COLORS)]
-        label = str(item.get("spec") or item.get("kind", "fault"))
+        text = str(item.get("spec") or item.get("kind", "fault"))
         fired, until, start = item.get("fired_at_s"), item.get("until_s"), item.get("start_s")
         if not isinstance(fired, int | float):
             if isinstance(start, int | float):
-                ax.axvline(
-                    float(start), color="grey", linestyle=":", label=f"{label} (not reached)"
-                )
+                ax.axvline(float(start), color="grey", linestyle=":", label=f"{text} (not reached)")
                 drawn = True
             continue
         end = float(until) if isinstance(until, int | float) else run.end_s
         if end > fired:
-            ax.axvspan(float(fired), end, color=color, alpha=0.15, label=label)
+            ax.axvspan(float(fired), end, color=color, alpha=0.15, label=text)
         else:
-            ax.axvline(float(fired), color=color, linestyle="--", linewidth=1.5, label=label)
+            ax.axvline(float(fired), color=color, linestyle="--", linewidth=1.5, label=text)
         drawn = True
     return drawn
 
@@ -353,79 +389,158 @@ PLOTTERS = {
 }
 
 
-# -- video previews -------------------------------------------------------------------------
+# -- stills --------------------------------------------------------------------------------
 
 
-def write_previews(video: Path, preview: Path, strip: Path) -> dict[str, Path]:
-    """A browser-playable WebM copy of `video` and a strip of stills from it.
-
-    Returns the files written (none when `video` has no frames)."""
+def write_stills(video: Path, strip: Path) -> Path | None:
+    """A strip of `STRIP_FRAMES` stills spread over `video`; None when it has no frames."""
     capture = cv2.VideoCapture(str(video))
-    fps = capture.get(cv2.CAP_PROP_FPS) or 10.0
     count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
     width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
     height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
-    written: dict[str, Path] = {}
     if width <= 0 or height <= 0:
         capture.release()
-        return written
-    scale = min(1.0, PREVIEW_WIDTH / width)
-    size = (round(width * scale) // 2 * 2, round(height * scale) // 2 * 2)
-    # OpenCV prints that WebM has no tag for 'VP80' and then writes VP8 anyway (harmless; it
-    # prints with fprintf, which no log level silences).
-    writer: cv2.VideoWriter | None = cv2.VideoWriter(
-        str(preview), cv2.VideoWriter.fourcc(*"VP80"), fps, size
-    )
-    if writer is not None and not writer.isOpened():
-        logger.warning("report: no VP8 encoder here; %s not written", preview.name)
-        writer = None
+        return None
+    scale = min(1.0, STILL_WIDTH / width)
+    size = (round(width * scale), round(height * scale))
     picks = {round(i * max(count - 1, 0) / max(STRIP_FRAMES - 1, 1)) for i in range(STRIP_FRAMES)}
     stills: list[np.ndarray] = []
     index = 0
-    while True:
+    while len(stills) < len(picks):
         ok, image = capture.read()
         if not ok:
             break
-        small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-        if writer is not None:
-            writer.write(small)
         if index in picks:
-            stills.append(small)
+            stills.append(cv2.resize(image, size, interpolation=cv2.INTER_AREA))
         index += 1
     capture.release()
-    if writer is not None:
-        writer.release()
-        if index:
-            written["preview"] = preview
-    if stills:
-        if not cv2.imwrite(str(strip), np.vstack(stills)):
-            raise ReportError(strip, "cannot write image")
-        written["strip"] = strip
-    return written
+    if not stills:
+        return None
+    if not cv2.imwrite(str(strip), np.vstack(stills)):
+        raise ReportError(strip, "cannot write image")
+    return strip
 
 
-# -- HTML -----------------------------------------------------------------------------------
+# -- the page -------------------------------------------------------------------------------
 
 
 def _data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def _cell(value: object) -> str:
-    if isinstance(value, dict | list):
-        return f"<code>{html.escape(json.dumps(value))}</code>"
-    return html.escape("" if value is None else str(value))
+IDENTIFIER = re.compile(r"[a-z]+(_[a-z0-9]+)+")
+UNITS = {"s": "s", "ms": "ms", "c": "°C", "mb": "MB", "kb": "KiB", "mib": "MiB"}
+LABELS = {
+    "fps": "frames per second (wall clock)",
+    "wall_s": "wall time (s)",
+    "video_s": "video time (s)",
+    "source_description": "source",
+    "stop_reason": "stopped because",
+    "config_digest": "config digest",
+    "p95": "95th percentile",
+}
 
 
-def _table(rows: Iterable[tuple[object, ...]], header: Sequence[str] | None = None) -> str:
-    out = io.StringIO()
-    out.write("<table>")
-    if header:
-        out.write("<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
-    for row in rows:
-        out.write("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>")
-    out.write("</table>\n")
-    return out.getvalue()
+def label(key: str) -> str:
+    """A field name as a reader says it: `frames_dropped` → "Frames dropped", `blown_s` →
+    "Blown (s)", `max_temperatures_c` → "Max temperatures (°C)"."""
+    text = LABELS.get(key)
+    if text is None:
+        words = key.split("_")
+        unit = UNITS.get(words[-1]) if len(words) > 1 else None
+        text = " ".join(words[:-1] if unit else words).replace("->", " → ")
+        text += f" ({unit})" if unit else ""
+    return text[:1].upper() + text[1:]
+
+
+def number(value: float) -> str:
+    """A float without its noise: 14.600000000000001 → "14.6", 0.0569 → "0.057"."""
+    if not math.isfinite(value):
+        return str(value)
+    digits = 1 if abs(value) >= 100 else 3
+    text = f"{value:.{digits}f}".rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
+
+
+def show(value: object) -> str:
+    """A summary or event value as text: numbers rounded, nested fields as "a: 1, b: 2"."""
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return number(value)
+    if isinstance(value, dict):
+        return ", ".join(f"{label(str(k)).lower()}: {show(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(show(v) for v in value)
+    if isinstance(value, str) and IDENTIFIER.fullmatch(value):
+        return value.replace("_", " ")  # a reason such as end_of_stream
+    return str(value)
+
+
+def _time(value: object) -> str:
+    return f"{value:.1f} s" if isinstance(value, int | float) else "?"
+
+
+def verdict(run: BenchRun) -> str:
+    """One line for the top of the page: what was put on the lens, when it was found, cleaned
+    and cleared; what else happened; what was lost."""
+    s = run.summary
+    injected = s.get("injected")
+    clauses = [
+        _soiling_story(run, item)
+        for item in (injected if isinstance(injected, list) else [])
+        if isinstance(item, dict)
+    ]
+    if not clauses:
+        alarms = len(run.events_of({"adhesion_detected"}))
+        clauses.append(
+            "no soiling injected" + (f", {alarms} soiling alarm(s) raised" if alarms else "")
+        )
+    control = s.get("control")
+    if isinstance(control, dict):
+        warnings, criticals = control.get("thermal_warnings"), control.get("thermal_criticals")
+        if criticals:
+            clauses.append(f"{criticals} thermal critical(s)")
+        elif warnings:
+            first = run.events_of({"thermal_warning"})
+            when = f" (first at {_time(first[0].get('t'))})" if first else ""
+            clauses.append(f"{warnings} thermal warning(s){when}")
+    faults = s.get("faults")
+    if isinstance(faults, list) and faults:
+        clauses.append(f"{len(faults)} fault(s) injected")
+    dropped = s.get("frames_dropped", 0)
+    tail = f"{dropped} frame{'s' if dropped != 1 else ''} dropped"
+    stop = s.get("stop_reason")
+    if stop and stop != "end_of_stream":
+        tail += f"; stopped: {stop}"
+    return ", ".join(clauses) + "; " + tail
+
+
+def _soiling_story(run: BenchRun, item: Mapping[str, object]) -> str:
+    kind = str(item.get("kind", "soiling"))
+    appeared = item.get("appeared_s")
+    if not isinstance(appeared, int | float):
+        return f"{kind} due at {_time(item.get('start_s'))}, never shown (the video ended)"
+    story = [f"{kind} at {_time(appeared)}"]
+    after = [e for e in run.events if isinstance(e.get("t"), int | float)]
+    after = [e for e in after if float(e["t"]) >= float(appeared) - 0.05]  # type: ignore[arg-type]
+    detected = next((e for e in after if e.get("type") == "adhesion_detected"), None)
+    if detected is None:
+        story.append("not detected")
+        return ", ".join(story)
+    t_detected = float(detected["t"])  # type: ignore[arg-type]
+    story.append(f"detected after {t_detected - float(appeared):.1f} s")
+    later = [e for e in after if float(e["t"]) >= t_detected]  # type: ignore[arg-type]
+    types = [e.get("type") for e in later]
+    if "cleaning_started" in types:
+        story.append("cleaning failed" if "cleaning_failed" in types else "cleaned")
+    cleared = next((e for e in later if e.get("type") == "adhesion_cleared"), None)
+    story.append(
+        f"cleared at {_time(cleared.get('t'))}" if cleared else "still detected at the end"
+    )
+    return ", ".join(story)
 
 
 SUMMARY_KEYS = (
@@ -448,115 +563,72 @@ SUMMARY_KEYS = (
     "config_digest",
 )
 
-STYLE = """
-body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1100px; color: #222; }
-table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
-td, th { border: 1px solid #ccc; padding: 2px 8px; text-align: left; vertical-align: top; }
-th { background: #f0f0f0; }
-img, video { max-width: 100%; border: 1px solid #ddd; }
-.note { color: #555; font-size: 0.9em; }
-code { font-size: 0.85em; }
-"""
+
+def _records(items: object) -> tuple[list[str], list[list[str]]]:
+    """A list of flat dicts as a table: (header, rows), values shown."""
+    rows = [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
+    keys = list(dict.fromkeys(k for item in rows for k in item))
+    return [label(k) for k in keys], [[show(item.get(k)) for k in keys] for item in rows]
 
 
-def _video_section(videos: Mapping[str, Path]) -> str:
-    parts: list[str] = []
-    if "preview" in videos:
-        parts.append(
-            f"<video controls muted loop preload='metadata' src='{videos['preview'].name}'>"
-            "</video>\n"
-        )
-    parts.append(
-        "<p class='note'>Left: the raw frame with the adhesion detector's soiled tiles in red; "
-        "right: the enhanced frame; text: video time, adhesion score, fan duty, cleaning state "
-        "and module temperatures. "
-    )
-    if "preview" in videos:
-        parts.append(f"The player shows <code>{PREVIEW}</code> (VP8, reduced size). ")
-    else:
-        parts.append("No browser-playable copy could be written on this machine. ")
-    parts.append(
-        f"The full-size <a href='{SIDE_BY_SIDE}'>{SIDE_BY_SIDE}</a> and "
-        "<a href='output.mp4'>output.mp4</a> are MPEG-4 Part 2 (OpenCV's writer has no H.264 "
-        "here), which browsers do not play: open them with a video player.</p>\n"
-    )
-    return "".join(parts)
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.PackageLoader("vehicle_agent.sim", "templates"),
+    autoescape=jinja2.select_autoescape(["html", "j2"]),
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
 
 
-def render_html(run: BenchRun, plots: Mapping[str, Path], videos: Mapping[str, Path]) -> str:
-    """The report page: summary, the video, the plots (embedded), the event list."""
+def render_html(run: BenchRun, plots: Mapping[str, Path], strip: Path | None) -> str:
+    """The report page (`templates/report.html.j2`): the verdict, the summary, the video, the
+    plots (embedded), the event list."""
     s = run.summary
-    parts: list[str] = [
-        "<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n",
-        f"<title>Bench report: {html.escape(Path(str(s.get('video', ''))).name)}</title>\n",
-        f"<style>{STYLE}</style>\n</head>\n<body>\n",
-        "<h1>Bench simulator report</h1>\n",
-        "<h2>Summary</h2>\n",
-        _table((k, s[k]) for k in SUMMARY_KEYS if k in s),
-    ]
     latency = s.get("latency_ms")
-    if isinstance(latency, dict) and latency:
-        stages = [
-            (stage, v.get("median"), v.get("p95"))
-            for stage, v in latency.items()
-            if isinstance(v, dict)
-        ]
-        parts += ["<h3>Latency per stage (ms)</h3>\n", _table(stages, ("stage", "median", "p95"))]
+    stages = [
+        [stage, show(v.get("median")), show(v.get("p95"))]
+        for stage, v in (latency.items() if isinstance(latency, dict) else [])
+        if isinstance(v, dict)
+    ]
     control = s.get("control")
-    if isinstance(control, dict) and control:
-        parts += ["<h3>Control</h3>\n", _table(control.items())]
-    injected = s.get("injected")
-    if isinstance(injected, list) and injected:
-        keys = list(dict.fromkeys(k for item in injected if isinstance(item, dict) for k in item))
-        truth = [tuple(item.get(k) for k in keys) for item in injected if isinstance(item, dict)]
-        parts += ["<h3>Injected soiling (ground truth)</h3>\n", _table(truth, keys)]
-    faults = s.get("faults")
-    if isinstance(faults, list) and faults:
-        keys = list(dict.fromkeys(k for item in faults if isinstance(item, dict) for k in item))
-        rows = [tuple(item.get(k) for k in keys) for item in faults if isinstance(item, dict)]
-        note = (
-            "<p class='note'>Times are video time, seconds; <code>fired_at_s</code>: the frame "
-            "at which the fault took effect (empty: the run ended before it); a camera stall "
-            "gives no frames for <code>end_s - start_s</code> wall seconds while video time "
-            "stands still. Their effects are in the events below.</p>\n"
-        )
-        parts += ["<h3>Injected faults</h3>\n", note, _table(rows, keys)]
-    parts.append("<h2>Video</h2>\n")
-    if not (run.directory / SIDE_BY_SIDE).is_file():
-        parts.append("<p class='note'>No frames were written: there is no video.</p>\n")
-    else:
-        parts.append(_video_section(videos))
-    if "strip" in videos:
-        parts.append(
-            f"<h3>Stills</h3>\n<img alt='stills from the side-by-side video' "
-            f"src='{videos['strip'].name}'>\n"
-        )
-    parts.append("<h2>Plots</h2>\n")
-    for name, path in plots.items():
-        parts.append(f"<h3>{html.escape(name)}</h3>\n<img alt='{name}' src='{_data_uri(path)}'>\n")
-    parts.append(f"<h2>Events ({len(run.events)})</h2>\n")
-    rows = [
-        (
-            e.get("t"),
-            e.get("frame"),
-            e.get("type"),
-            {k: v for k, v in e.items() if k not in {"t", "frame", "type"}},
-        )
+    events = [
+        [
+            _time(e.get("t")),
+            show(e.get("frame")),
+            str(e.get("type")),
+            "; ".join(
+                f"{label(k).lower()}: {show(v)}"
+                for k, v in e.items()
+                if k not in {"t", "frame", "type"}
+            ),
+        ]
         for e in run.events
     ]
-    parts.append(_table(rows, ("t (s)", "frame", "type", "fields")))
-    parts.append("</body>\n</html>\n")
-    return "".join(parts)
+    return _TEMPLATES.get_template("report.html.j2").render(
+        title=Path(str(s.get("video", ""))).name,
+        verdict=verdict(run),
+        summary=[[label(k), show(s[k])] for k in SUMMARY_KEYS if k in s],
+        stages=stages,
+        control=[[label(k), show(v)] for k, v in control.items()]
+        if isinstance(control, dict)
+        else [],
+        injected=_records(s.get("injected")),
+        faults=_records(s.get("faults")),
+        video=SIDE_BY_SIDE if (run.directory / SIDE_BY_SIDE).is_file() else None,
+        output_video="output.mp4" if (run.directory / "output.mp4").is_file() else None,
+        strip=strip.name if strip is not None else None,
+        plots=[(label(name), name, _data_uri(path)) for name, path in plots.items()],
+        events=events,
+    )
 
 
 def write_report(directory: Path) -> Path:
-    """Write the plots, the video previews and `report.html` into `directory`; returns the page."""
+    """Write the plots, the stills and `report.html` into `directory`; returns the page."""
     run = load_run(directory)
     plots = {name: PLOTTERS[name](run, directory / f"{name}.png") for name in PLOTS}
-    videos: dict[str, Path] = {}
     side_by_side = directory / SIDE_BY_SIDE
-    if side_by_side.is_file():
-        videos = write_previews(side_by_side, directory / PREVIEW, directory / STRIP)
+    strip = write_stills(side_by_side, directory / STRIP) if side_by_side.is_file() else None
+    (directory / LEGACY_PREVIEW).unlink(missing_ok=True)  # a rerun on an older report
     page = directory / HTML_NAME
-    page.write_text(render_html(run, plots, videos), encoding="utf-8")
+    page.write_text(render_html(run, plots, strip), encoding="utf-8")
     return page

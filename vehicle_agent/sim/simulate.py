@@ -83,9 +83,9 @@ class ReportPaths:
         return self.directory / report_files.HTML_NAME
 
     def generated(self) -> list[Path]:
-        """What `write_report` makes from the run's files (plots, previews, the page)."""
+        """What `write_report` makes from the run's files (plots, stills, the page)."""
         names = [f"{name}.png" for name in report_files.PLOTS]
-        names += [report_files.PREVIEW, report_files.STRIP, report_files.HTML_NAME]
+        names += [report_files.LEGACY_PREVIEW, report_files.STRIP, report_files.HTML_NAME]
         return [self.directory / name for name in names]
 
 
@@ -431,6 +431,13 @@ async def _run_bench(
             await asyncio.to_thread(metrics.close)
     summary = summary_dict(result, config, video, report, speed, enhancer=parts.enhancer.name)
     summary["seed"] = seed
+    thermal = config.control.thermal
+    summary["thermal_limits_c"] = {
+        "sensor_warning": thermal.sensor_warning_c,
+        "sensor_critical": thermal.sensor_critical_c,
+        "hot_warning": thermal.hot_warning_c,
+        "hot_critical": thermal.hot_critical_c,
+    }
     if broker is not None:
         outbox = bench_outbox(bench_uplink_config(config, broker), report.directory)
         summary["uplink"] = {
