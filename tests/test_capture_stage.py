@@ -9,6 +9,7 @@ import pytest
 from tests.fakes import Step, frames, scripted_factory
 from vehicle_agent.backoff import Backoff
 from vehicle_agent.capture.stage import CaptureStage, SourceGaveUpError
+from vehicle_agent.catalogue import EVENT_TYPES
 from vehicle_agent.config import CaptureConfig, ReconnectConfig
 from vehicle_agent.events import EventBus
 from vehicle_agent.queues import END, StageQueue
@@ -35,7 +36,7 @@ def make_stage(
         reconnect=ReconnectConfig(initial_s=0.01, max_s=0.05, max_attempts=max_attempts),
     )
     out: StageQueue[FrameRecord] = StageQueue("out", 1000, lossless=True)
-    bus = EventBus()
+    bus = EventBus(EVENT_TYPES)
     seen: list[Event] = []
     bus.subscribe(seen.append)
     stage = CaptureStage(factory, config, out, bus, backoff=Backoff(0.01, 0.05, jitter=0.0))

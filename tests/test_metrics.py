@@ -16,6 +16,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from vehicle_agent.catalogue import EVENT_TYPES
 from vehicle_agent.cli import main
 from vehicle_agent.config import parse_config
 from vehicle_agent.control.loop import ControlSnapshot
@@ -87,7 +88,7 @@ def _uplink(tmp_path: Path) -> MqttUplink:
             "uplink": {"type": "mqtt", "broker": "mqtt://127.0.0.1:1"},
         }
     )
-    return MqttUplink.from_config(config, EventBus())
+    return MqttUplink.from_config(config, EventBus(EVENT_TYPES))
 
 
 def test_every_uplink_and_quality_figure_has_its_family(tmp_path: Path) -> None:

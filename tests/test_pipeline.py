@@ -11,6 +11,7 @@ import numpy as np
 
 from tests.fakes import frames, scripted_factory
 from vehicle_agent.app import Parts, Pipeline
+from vehicle_agent.catalogue import EVENT_TYPES
 from vehicle_agent.config import Config, parse_config
 from vehicle_agent.enhance import Enhancer
 from vehicle_agent.enhance.passthrough import PassthroughEnhancer
@@ -70,7 +71,7 @@ def build(
 ) -> tuple[Pipeline, MemorySink, list[Event], SimulatedFan]:
     factory, _ = scripted_factory(frames(script_len), live=live)
     sink = MemorySink()
-    bus = EventBus()
+    bus = EventBus(EVENT_TYPES)
     seen: list[Event] = []
     bus.subscribe(seen.append)
     fan = SimulatedFan()

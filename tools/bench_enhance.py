@@ -50,6 +50,7 @@ import numpy as np
 from vehicle_agent import compat
 from vehicle_agent.app import Parts, Pipeline
 from vehicle_agent.capture.uri import open_source
+from vehicle_agent.catalogue import EVENT_TYPES
 from vehicle_agent.config import (
     ClassicalEnhancerConfig,
     EnhanceConfig,
@@ -386,7 +387,7 @@ async def _run_pipeline(clip: Path, enhance: EnhanceConfig) -> dict[str, Any]:
         fan=SimulatedFan(),
         uplink=NoUplink(),
         sinks=[timer],
-        events=EventBus(),
+        events=EventBus(EVENT_TYPES),
     )
     result = await Pipeline(config, parts).run(asyncio.Event())
     times = timer.times

@@ -21,6 +21,7 @@ from vehicle_agent import __version__, compat
 from vehicle_agent.capture.base import FrameSource
 from vehicle_agent.capture.stage import CaptureStage, SourceGaveUpError
 from vehicle_agent.capture.uri import is_live_uri, open_source
+from vehicle_agent.catalogue import EVENT_TYPES
 from vehicle_agent.compat import TaskGroup
 from vehicle_agent.config import Config, MqttUplinkConfig
 from vehicle_agent.control.build import open_control
@@ -64,7 +65,7 @@ class Parts:
     """None: `[control.fan]` is built when the pipeline starts (it may need the MCU link)."""
     uplink: Uplink
     sinks: list[FrameSink] = field(default_factory=list)
-    events: EventBus = field(default_factory=EventBus)
+    events: EventBus = field(default_factory=lambda: EventBus(EVENT_TYPES))
     closers: list[Callable[[], None]] = field(default_factory=list)
     latency_observers: list[StageObserver] = field(default_factory=list)
     mcu_port: str | None = None
@@ -105,7 +106,7 @@ class RunResult:
 
 def build_parts(config: Config) -> Parts:
     """Choose the implementations the config names. The simulator swaps its own in instead."""
-    events = EventBus()
+    events = EventBus(EVENT_TYPES)
     closers: list[Callable[[], None]] = []
     if config.output.events is not None:
         log = JsonlEventLog(config.output.events)

@@ -16,6 +16,7 @@ from tests.enhance.helpers import FakeClock, Script, ScriptedConfig, factory, mo
 from tests.fakes import Step, scripted_factory
 from vehicle_agent import app
 from vehicle_agent.app import Parts, Pipeline
+from vehicle_agent.catalogue import EVENT_TYPES
 from vehicle_agent.config import ClassicalEnhancerConfig, EnhanceHealthConfig, parse_config
 from vehicle_agent.enhance.chain import BackendSpec, EnhancerChain, Gate, build_enhancer
 from vehicle_agent.enhance.store import ModelStore
@@ -74,7 +75,7 @@ def pipeline(
     steps: list[Step], enhancer: object
 ) -> tuple[Pipeline, Sink, list[tuple[Event, bool]]]:
     source, _ = scripted_factory(steps, live=False)
-    bus = EventBus()
+    bus = EventBus(EVENT_TYPES)
     seen: list[tuple[Event, bool]] = []
     bus.subscribe(lambda e: seen.append((e, threading.current_thread() is threading.main_thread())))
     sink = Sink()

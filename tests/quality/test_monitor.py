@@ -11,6 +11,7 @@ from tests.fakes import Step, scripted_factory
 from tests.quality.footage import FPS, looped
 from tests.test_pipeline import MemorySink
 from vehicle_agent.app import Parts, Pipeline
+from vehicle_agent.catalogue import EVENT_TYPES
 from vehicle_agent.config import parse_config
 from vehicle_agent.enhance.passthrough import PassthroughEnhancer
 from vehicle_agent.events import EventBus
@@ -94,7 +95,7 @@ def test_the_config_reaches_the_monitor() -> None:
 async def test_the_pipeline_emits_scene_condition_changes_from_the_event_loop() -> None:
     steps = [Step("frame", 150)] * 20 + [Step("frame", 10)] * 30 + [Step("frame", 150)] * 30
     factory, _ = scripted_factory(steps, live=False, fps=10.0)
-    bus = EventBus()
+    bus = EventBus(EVENT_TYPES)
     seen: list[Event] = []
     bus.subscribe(seen.append)
     parts = Parts(

@@ -16,6 +16,7 @@ import numpy as np
 
 from tests.uplink.broker import OPERATOR, Broker, Certs
 from tools.fleet import BrokerAccess, FleetClient, Received
+from vehicle_agent.catalogue import EVENT_TYPES
 from vehicle_agent.compat import Self
 from vehicle_agent.config import Config, MqttUplinkConfig, parse_config
 from vehicle_agent.events import EventBus
@@ -103,7 +104,7 @@ class Recorder:
 def make_uplink(
     config: Config, counters: Callable[[], dict[str, float]] | None = None, **hooks: Any
 ) -> tuple[MqttUplink, Recorder]:
-    bus = EventBus()
+    bus = EventBus(EVENT_TYPES)
     recorder = Recorder(bus)
     uplink = MqttUplink.from_config(config, bus)
     uplink.attach(PipelineHooks(counters=counters or dict, config_digest="test", **hooks))

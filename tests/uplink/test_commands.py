@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from vehicle_agent.catalogue import EVENT_TYPES
 from vehicle_agent.config import MqttUplinkConfig
 from vehicle_agent.uplink.commands import (
     Admitted,
@@ -414,7 +415,9 @@ def test_the_daemon_has_a_handler_for_every_command_and_none_for_a_command_that_
     from vehicle_agent.uplink.topics import COMMANDS  # noqa: PLC0415
 
     config = parse_config({"uplink": {"type": "mqtt", "broker": "mqtt://127.0.0.1:1883"}})
-    uplink = MqttUplink.from_config(config, EventBus(), outbox_path=tmp_path / "o.sqlite3")
+    uplink = MqttUplink.from_config(
+        config, EventBus(EVENT_TYPES), outbox_path=tmp_path / "o.sqlite3"
+    )
     assert set(uplink._handlers()) == set(COMMANDS)
     with pytest.raises(ValueError, match="do not exist: pnig"):
         CommandProcessor(TOPICS, "veh-1", ledger, {"pnig": calls.ping}, max_bytes=1024)

@@ -16,6 +16,7 @@ from tests.uplink.broker import Broker, Certs
 from tests.uplink.conftest import operator_access
 from tests.uplink.helpers import Watcher, make_uplink, mqtt_config, record, wait_for
 from tools.fleet import FleetClient
+from vehicle_agent.catalogue import EVENT_TYPES
 from vehicle_agent.compat import timeout
 from vehicle_agent.config import MqttUplinkConfig, parse_config
 from vehicle_agent.events import EventBus
@@ -131,4 +132,4 @@ def test_discovery_is_off_by_default(tmp_path: Path) -> None:
     )
     assert isinstance(config.uplink, MqttUplinkConfig)
     assert not config.uplink.home_assistant.enabled
-    assert MqttUplink.from_config(config, EventBus())._discovery == []
+    assert MqttUplink.from_config(config, EventBus(EVENT_TYPES))._discovery == []

@@ -27,6 +27,7 @@ from vehicle_agent import __version__
 from vehicle_agent.app import Parts, Pipeline, RunResult
 from vehicle_agent.capture.base import FrameSource
 from vehicle_agent.capture.uri import open_source
+from vehicle_agent.catalogue import EVENT_TYPES
 from vehicle_agent.config import Config, ConfigError, MqttUplinkConfig
 from vehicle_agent.control.settings import McuConfig, McuFanConfig
 from vehicle_agent.enhance.chain import build_enhancer
@@ -354,7 +355,7 @@ async def _run_bench(
     seed: int | None,
     plan: FaultPlan | None = None,
 ) -> dict[str, object]:
-    events = EventBus()
+    events = EventBus(EVENT_TYPES)
     event_log = JsonlEventLog(report.events, ordered=True)
     events.subscribe(event_log if seed is None else without_wall_clock(event_log))
     link_errors: list[str] = []
