@@ -44,10 +44,10 @@ from tools.footage import catalog, splits
 from tools.footage.drive import DriveSpec, synthesise
 from tools.footage.sets import CLEAN_RUNS, BuildOptions, clean_plan
 from tools.footage.soiling import CLASS_OF, SOILING_KINDS, render_soiling
-from vehicle_agent.config import AdhesionConfig
 from vehicle_agent.quality.adhesion import AdhesionDetector
 from vehicle_agent.quality.metrics import prepare
-from vehicle_agent.quality.monitor import MonitorSettings, QualityMonitor, adhesion_params
+from vehicle_agent.quality.monitor import MonitorSettings, QualityMonitor
+from vehicle_agent.quality.settings import AdhesionConfig
 from vehicle_agent.quality.soilnet import CLASSES
 from vehicle_agent.records import AdhesionEstimate
 
@@ -95,7 +95,7 @@ class Classical:
 
     def __init__(self, model: Path | None = None) -> None:
         del model  # nothing learned
-        self._detector = AdhesionDetector(adhesion_params(AdhesionConfig()))
+        self._detector = AdhesionDetector(AdhesionConfig())
 
     def update(self, bgr: npt.NDArray[np.uint8], t: float) -> AdhesionEstimate:
         return self._detector.update(prepare(bgr, ANALYSIS_WIDTH).grey, t)

@@ -18,8 +18,9 @@ from tests.quality.footage import (
     street,
     truck,
 )
-from vehicle_agent.quality.adhesion import AdhesionDetector, AdhesionParams, TileGrid
+from vehicle_agent.quality.adhesion import AdhesionDetector, TileGrid
 from vehicle_agent.quality.metrics import prepare
+from vehicle_agent.quality.settings import AdhesionConfig
 from vehicle_agent.records import Image
 from vehicle_agent.sim.lens import AdhesionLayer, SimulatedLens, parse_inject
 
@@ -44,7 +45,7 @@ def test_mud_mist_and_dust_are_detected(kind: str) -> None:
 def test_clean_footage_looped_never_alarms() -> None:
     """Three passes of the clip, seams included: people walk, stop, leave; nothing is flagged."""
     worst = max(e.covered_fraction for _, e in run(looped, 3 * len(street())))
-    assert worst < AdhesionParams().alarm_fraction
+    assert worst < AdhesionConfig().alarm_fraction
 
 
 def test_a_still_scene_never_alarms() -> None:

@@ -38,8 +38,8 @@ from tools.soilnet.train import (
     train,
 )
 from vehicle_agent.compat import UTC
-from vehicle_agent.config import AdhesionConfig
 from vehicle_agent.enhance.manifest import MANIFEST_FILE, sha256_file
+from vehicle_agent.quality.settings import AdhesionConfig
 from vehicle_agent.quality.soilnet import CHANNELS, CLASSES, FEATURE_VERSION, TILE
 from vehicle_agent.quality.soilnet_runtime import SoilNetManifest
 

@@ -43,6 +43,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from vehicle_agent.quality.settings import AdhesionConfig
 from vehicle_agent.records import AdhesionEstimate
 
 _T = TypeVar("_T", bound=np.generic)
@@ -58,8 +59,8 @@ _NOISE_SCALE = math.sqrt(math.pi / 2) / 6
 _LAPLACIAN_NOISE_GAIN = 20.0
 
 # Internal time constants and thresholds, seconds and ratios; the configurable ones live in
-# `AdhesionParams`. They were set on real street footage with rendered soiling
-# (`tools/eval_adhesion.py`); see docs/benchmarks.md.
+# `AdhesionConfig` (`quality/settings.py`, `[adhesion]`). They were set on real street footage
+# with rendered soiling (`tools/eval_adhesion.py`); see docs/benchmarks.md.
 _SMOOTH_TAU_S = 0.15  # short smoothing of texture and motion
 _REF_UP_TAU_S = 30.0  # a tile's texture reference rises slowly (passing objects add texture)...
 _REF_DOWN_TAU_S = 8.0  # ...and falls faster
@@ -100,30 +101,6 @@ _FLICKER_S = 0.3  # falling for less than this, or again within this, is flicker
 _TOGETHER_S = 0.5  # neighbouring tiles that changed within this of each other are one thing
 _CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], np.uint8)
 _FILL_MAX = 0.1  # a confirmed tile vouches for its changed region up to this share of tiles
-
-
-@dataclass(frozen=True, slots=True)
-class AdhesionParams:
-    """The detector's tunable settings (`[adhesion]` in the config)."""
-
-    grid_cols: int = 40
-    """Tiles across; rows follow the frame's aspect ratio."""
-    warmup_s: float = 3.0
-    """Seconds of video before anything can be flagged (the references are being learnt)."""
-    confirm_s: float = 0.5
-    """An onset must hold this long (camera still) before its tiles count as soiled."""
-    moving_confirm_s: float = 4.0
-    """With the camera moving, a tile must look soiled this long."""
-    release_s: float = 1.0
-    """A soiled tile whose texture came back stays soiled this long (no flicker)."""
-    blur_ratio: float = 0.4
-    """Texture below this share of the tile's reference counts as blurred."""
-    clear_ratio: float = 0.65
-    """A soiled tile is clean again when its texture is back above this share."""
-    alarm_fraction: float = 0.005
-    """`detected` rises when this share of the frame is covered..."""
-    clear_fraction: float = 0.0025
-    """...and falls when the covered share is below this."""
 
 
 def _alpha(dt: float, tau: float) -> float:
@@ -239,8 +216,8 @@ class AdhesionDetector:
     """Stateful over frames: call `update(grey, t)` with each frame's downscaled grey and its
     video time; only one thread may call it. See the module docstring for the cues."""
 
-    def __init__(self, params: AdhesionParams | None = None) -> None:
-        self.params = params or AdhesionParams()
+    def __init__(self, params: AdhesionConfig | None = None) -> None:
+        self.params = params or AdhesionConfig()
         self._state: _State | None = None
 
     def reset(self) -> None:

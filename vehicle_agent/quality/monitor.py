@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from vehicle_agent.quality.adhesion import AdhesionDetector, AdhesionParams
+from vehicle_agent.quality.adhesion import AdhesionDetector
 from vehicle_agent.quality.brisque import BrisqueScorer
 from vehicle_agent.quality.condition import (
     DEFAULT_THRESHOLDS,
@@ -25,11 +25,12 @@ from vehicle_agent.quality.condition import (
     ConditionTracker,
 )
 from vehicle_agent.quality.metrics import Grey, compute_quality, downscale_grey, measure, prepare
+from vehicle_agent.quality.settings import AdhesionConfig
 from vehicle_agent.quality.soilnet import DecisionParams, LearnedAdhesionDetector
 from vehicle_agent.records import AdhesionEstimate, Image, QualityMetrics
 
 if TYPE_CHECKING:
-    from vehicle_agent.config import AdhesionConfig, QualityConfig
+    from vehicle_agent.quality.settings import QualityConfig
 
 OutputMetrics = Callable[[Image, int], QualityMetrics]
 logger = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ class MonitorSettings:
     condition_hold_s: float = 1.0
     low_light_hold_s: float = 0.2
     thresholds: ConditionThresholds = DEFAULT_THRESHOLDS
-    adhesion_params: AdhesionParams = field(default_factory=AdhesionParams)
+    adhesion_params: AdhesionConfig = field(default_factory=AdhesionConfig)
     detector: str = "classical"
     """'classical' (the tile heuristic) or 'learned' (the soiling tile network)."""
     detector_model: str = "soilnet"
@@ -74,26 +75,11 @@ def settings_from_config(quality: QualityConfig, adhesion: AdhesionConfig) -> Mo
             low_light_enter=quality.low_light_enter,
             low_light_exit=quality.low_light_exit,
         ),
-        adhesion_params=adhesion_params(adhesion),
+        adhesion_params=adhesion,
         detector=adhesion.detector,
         detector_model=adhesion.model,
         detector_runtime=adhesion.runtime,
         detector_every=adhesion.every_n_frames,
-    )
-
-
-def adhesion_params(adhesion: AdhesionConfig) -> AdhesionParams:
-    """The detector settings `[adhesion]` asks for."""
-    return AdhesionParams(
-        grid_cols=adhesion.grid_cols,
-        warmup_s=adhesion.warmup_s,
-        confirm_s=adhesion.confirm_s,
-        moving_confirm_s=adhesion.moving_confirm_s,
-        release_s=adhesion.release_s,
-        blur_ratio=adhesion.blur_ratio,
-        clear_ratio=adhesion.clear_ratio,
-        alarm_fraction=adhesion.alarm_fraction,
-        clear_fraction=adhesion.clear_fraction,
     )
 
 
