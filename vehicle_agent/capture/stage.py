@@ -13,8 +13,8 @@ from typing import Any, Literal, TypeVar
 
 from vehicle_agent.backoff import Backoff
 from vehicle_agent.capture.base import BadFrameError, FrameSource, RawFrame, SourceError, SourceInfo
+from vehicle_agent.capture.settings import CaptureConfig
 from vehicle_agent.compat import wait_for
-from vehicle_agent.config import CaptureConfig
 from vehicle_agent.events import EventBus
 from vehicle_agent.queues import StageQueue
 from vehicle_agent.records import Frame, FrameRecord, InvalidFrameError

@@ -26,7 +26,7 @@ from vehicle_agent.capture.opencv import (
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from vehicle_agent.config import CaptureConfig
+    from vehicle_agent.capture.settings import CaptureConfig
 
 SourceFactory: TypeAlias = "Callable[[str, str, CaptureConfig], FrameSource]"
 """(uri, target, config) -> unopened source; target is what follows `scheme://`."""

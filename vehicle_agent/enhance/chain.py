@@ -40,12 +40,6 @@ from typing import Any, Literal
 import numpy as np
 
 from vehicle_agent.backoff import backoff_delay
-from vehicle_agent.config import (
-    GATE_WORDS,
-    MODEL_BACKENDS,
-    EnhanceConfig,
-    EnhanceHealthConfig,
-)
 from vehicle_agent.enhance.base import (
     BackendUnavailableError,
     Enhancer,
@@ -56,6 +50,12 @@ from vehicle_agent.enhance.base import (
 )
 from vehicle_agent.enhance.guard import GuardParams, HarmGuard
 from vehicle_agent.enhance.model import ModelEnhancer, NonFiniteOutputError
+from vehicle_agent.enhance.settings import (
+    GATE_WORDS,
+    MODEL_BACKENDS,
+    EnhanceConfig,
+    EnhanceHealthConfig,
+)
 from vehicle_agent.enhance.store import ModelStore, default_dirs
 from vehicle_agent.records import Image, JsonValue
 

@@ -7,8 +7,8 @@ import math
 import cv2
 import numpy as np
 
-from vehicle_agent.config import ClassicalEnhancerConfig
 from vehicle_agent.enhance.base import Enhancer
+from vehicle_agent.enhance.settings import ClassicalEnhancerConfig
 from vehicle_agent.records import Image
 
 

@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from vehicle_agent.config import OnnxRuntimeEnhancerConfig
 from vehicle_agent.enhance.base import BackendUnavailableError, EnhancerError
 from vehicle_agent.enhance.model import ModelEnhancer, TensorInfo
 from vehicle_agent.enhance.prepost import Tensor
+from vehicle_agent.enhance.settings import OnnxRuntimeEnhancerConfig
 from vehicle_agent.enhance.store import ModelRef
 
 _ORT_TYPES = {

@@ -32,7 +32,6 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from vehicle_agent.config import TensorRtEnhancerConfig
 from vehicle_agent.enhance.base import BackendUnavailableError, EnhancerError
 from vehicle_agent.enhance.engine_cache import (
     CacheDecision,
@@ -48,6 +47,7 @@ from vehicle_agent.enhance.engine_cache import (
 )
 from vehicle_agent.enhance.model import ModelEnhancer, TensorInfo
 from vehicle_agent.enhance.prepost import Crop, Preprocessor, Tensor
+from vehicle_agent.enhance.settings import TensorRtEnhancerConfig
 from vehicle_agent.enhance.store import ModelRef
 from vehicle_agent.enhance.tensorrt_plan import (
     BuildFlags,

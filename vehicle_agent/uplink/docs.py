@@ -5,10 +5,10 @@
 
 from __future__ import annotations
 
-from vehicle_agent.config import OutboxConfig
 from vehicle_agent.uplink import topics
 from vehicle_agent.uplink.commands import COMMAND_WINDOW, MAX_DEPTH, settable_descriptions
 from vehicle_agent.uplink.discovery import discovery_markdown
+from vehicle_agent.uplink.settings import OutboxConfig
 
 
 def mqtt_markdown() -> str:

@@ -18,9 +18,9 @@ from typing import Any
 import cv2
 import numpy.typing as npt
 
-from vehicle_agent.config import UploadConfig
 from vehicle_agent.records import FrameRecord
 from vehicle_agent.uplink.outbox import OutMessage
+from vehicle_agent.uplink.settings import UploadConfig
 from vehicle_agent.uplink.topics import (
     AdhesionSummary,
     FrameContent,
