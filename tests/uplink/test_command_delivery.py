@@ -18,7 +18,7 @@ from paho.mqtt.properties import Properties
 from tests.uplink.helpers import make_uplink
 from vehicle_agent.config import parse_config
 from vehicle_agent.uplink.commands import COMMAND_WINDOW
-from vehicle_agent.uplink.mqtt import _Link
+from vehicle_agent.uplink.link import Link
 from vehicle_agent.uplink.topics import CommandReply
 
 
@@ -29,8 +29,8 @@ def message(mid: int, topic: str = "fleet/veh-1/update/offer", payload: bytes = 
     return msg
 
 
-def link(on_message: Any) -> tuple[_Link, list[int]]:
-    new = _Link(
+def link(on_message: Any) -> tuple[Link, list[int]]:
+    new = Link(
         client_id="veh-1.front",
         username=None,
         password=None,

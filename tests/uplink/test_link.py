@@ -111,10 +111,10 @@ def test_a_socket_closed_after_the_loop_ended_is_ignored_on_any_thread() -> None
     """paho closes a garbage-collected client's socket whenever the collector runs: on the loop's
     own thread after the loop closed, that must not raise (it fails a run as an unraisable
     exception in `__del__`)."""
-    from vehicle_agent.uplink.mqtt import _Link  # noqa: PLC0415 - the private seam under test
+    from vehicle_agent.uplink.link import Link  # noqa: PLC0415 - the private seam under test
 
-    async def make() -> _Link:
-        link = _Link(
+    async def make() -> Link:
+        link = Link(
             client_id="gc-test", username=None, password=None, tls=None, will_topic="t/status",
             keepalive=30, connect_timeout=1.0, on_message=lambda _m, _s: None, on_lost=lambda: None,
         )  # fmt: skip
