@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from vehicle_agent.config import ConfigError, parse_config
 from vehicle_agent.update.manifest import UpdateManifest
-from vehicle_agent.uplink.docs import mqtt_markdown
+from vehicle_agent.uplink.docs import _payload_models, mqtt_markdown
 from vehicle_agent.uplink.topics import (
     COMMANDS,
     RESERVED_CAMERA_IDS,
@@ -18,7 +18,6 @@ from vehicle_agent.uplink.topics import (
     FleetTopics,
     TopicAddress,
     Topics,
-    _payload_models,
 )
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "mqtt.md"

@@ -13,8 +13,9 @@ from tools.fleet import FrameAssembler
 from vehicle_agent.config import UploadConfig
 from vehicle_agent.quality.condition import CONDITIONS
 from vehicle_agent.records import Actuation, AdhesionEstimate
+from vehicle_agent.uplink.docs import TELEMETRY_EXAMPLE
 from vehicle_agent.uplink.telemetry import SystemSample, SystemSampler, TelemetryAggregator
-from vehicle_agent.uplink.topics import TELEMETRY_EXAMPLE, OutboxStatus, Topics, UplinkStatus
+from vehicle_agent.uplink.topics import OutboxStatus, Topics, UplinkStatus
 from vehicle_agent.uplink.uploads import UploadPolicy, encode_upload
 
 
