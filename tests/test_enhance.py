@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import typing
+
 import numpy as np
 import pytest
 
 from vehicle_agent.config import ClassicalEnhancerConfig, PassthroughEnhancerConfig
 from vehicle_agent.enhance import Enhancer, EnhancerError, create_enhancer
+from vehicle_agent.enhance.base import _BACKENDS, backend_types
 from vehicle_agent.enhance.classical import ClassicalEnhancer
+from vehicle_agent.enhance.settings import MODEL_BACKENDS, EnhancerConfig
 from vehicle_agent.quality.metrics import compute_quality
 
 
@@ -76,3 +80,18 @@ def test_unknown_backend_type_names_the_known_ones() -> None:
         match="unknown backend type; known: classical, onnxruntime, passthrough, tensorrt",
     ):
         create_enhancer(Weird())
+
+
+def test_the_backend_registry_and_the_config_models_name_the_same_backends() -> None:
+    """Fail closed both ways: a config `type` with no backend to build it, or a registered
+    backend that no config can name, is caught here rather than on a vehicle."""
+    union = typing.get_args(typing.get_args(EnhancerConfig)[0])
+    config_types = {model.model_fields["type"].default for model in union}
+    assert set(backend_types()) == config_types
+    assert config_types >= MODEL_BACKENDS
+    assert backend_types()[0] == "tensorrt"  # the CLI lists the vehicle's first choice first
+    for key in backend_types():
+        target = _BACKENDS[key]
+        module, _, name = target.partition(":")
+        assert module.startswith("vehicle_agent.enhance."), target
+        assert name, target

@@ -15,6 +15,7 @@ from typing import Any
 from vehicle_agent import __version__, compat
 from vehicle_agent.config import Config, ConfigError, load_config
 from vehicle_agent.enhance import EnhancerError
+from vehicle_agent.enhance.base import backend_types
 from vehicle_agent.logs import configure_logging
 
 logger = logging.getLogger("vehicle_agent")
@@ -214,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     _config_option(enh, "TOML config whose [enhance] section is used")
     enh.add_argument(
         "--backend",
-        choices=["tensorrt", "onnxruntime", "classical", "passthrough"],
+        choices=backend_types(),
         help="run only this backend instead of the config's chain; it is an error (exit 2) "
         "when it cannot run here",
     )

@@ -117,6 +117,13 @@ def register_backend(type_key: str, target: str) -> None:
     _BACKENDS[type_key] = target
 
 
+def backend_types() -> list[str]:
+    """The backend type keys this build knows, fastest first as a vehicle tries them (the CLI's
+    `--backend` choices; tests check each has a config model and the reverse)."""
+    order = ["tensorrt", "onnxruntime", "classical", "passthrough"]
+    return sorted(_BACKENDS, key=lambda k: (order.index(k) if k in order else len(order), k))
+
+
 def create_enhancer(config: Any, **context: Any) -> Enhancer:
     """Build the backend that `config.type` names; the factory receives the config.
 
