@@ -8,18 +8,25 @@
 2. Vehicle A (`vehicle-agent simulate`, the bundled street clip, lens drops injected so frames
    before and after a cleaning are uploaded too) uploads frames over the fleet link.
 3. The collector (`tools.fleet collect`) builds the data set while A drives.
-4. A short GAN training run on the data set (pairs made by degrading its good frames, the
-   shipped recipe of `tools.gan`) gives a new `fast-enhance`, exported to ONNX with a manifest
-   that records which vehicles and time range the data came from.
-5. The model is signed with a fresh key and published to vehicle B (`vehicle-agent run` on the
+4. A short GAN fine-tuning run (pairs made by degrading good frames, the shipped recipe of
+   `tools.gan`) starts from the fleet's active `fast-enhance` and mixes the fleet's good frames
+   with the base training set (replay, half the samples each), so the model does not forget
+   what it could do. It is exported to ONNX with a manifest that records which vehicles and
+   time range the data came from.
+5. Champion against challenger: both models are scored on the footage bank's held-out frames
+   under every condition (`tools.gan.bench`: low light, fog, rain, blur, noise, clean). The new
+   model goes on only if it improves a condition it is trained for (low light or fog), no
+   condition's mean PSNR falls by more than `--margin-db` (0.2) and no condition's worst frame
+   falls by more than that either. Otherwise nothing is signed or published: the report says
+   which condition failed, and the command exits 1.
+6. The model is signed with a fresh key and published to vehicle B (`vehicle-agent run` on the
    same footage, trusting that key), which verifies, health-checks and swaps it in, and reports
    `model_swapped` with the new version.
-6. `report.json` and `report.md` in `--out`: versions before and after, the data set, the
-   training losses, and both models' quality on held-out frames (tools.gan's benchmark).
+7. `report.json` and `report.md` in `--out`: versions before and after, the data set, the
+   training losses, the gate's decision and both models' held-out figures.
 
-The new model is trained from scratch on what A uploaded, within the step budget given: with the
-default budget it is a demonstration of the loop, not a better model (the report says how it
-compares). Everything runs on this machine; nothing is downloaded.
+With the default budget the run is a demonstration of the loop; the gate is what keeps a
+worse model off the fleet. Everything runs on this machine; nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -257,11 +265,27 @@ class Trained:
     max_abs_diff: float
 
 
+REPLAY_SHARE = 0.5
+"""Share of the fine-tuning samples drawn from the base training set (the rest: the fleet's)."""
+FINE_TUNE_LR = 0.25
+"""The fine-tuning generator's learning rate, as a share of the shipped recipe's."""
+
+
 def train_model(
-    dataset: Path, out: Path, *, steps: int, crop: int, seed: int, version: str, progress: bool
+    dataset: Path,
+    out: Path,
+    *,
+    steps: int,
+    crop: int,
+    seed: int,
+    version: str,
+    progress: bool,
+    init_from: Path | None = None,
+    replay: int = 24,
 ) -> Trained:
-    """Train fast-enhance on the data set's good frames (paired by degradation), export it and
-    write its manifest with the data's provenance."""
+    """Fine-tune fast-enhance from `init_from` (the active model.onnx; None: fresh weights) on
+    the data set's good frames mixed with `replay` frames of the base training set (paired by
+    degradation), export it and write its manifest with the data's provenance."""
     import torch  # noqa: PLC0415 - the train extra; imported only when training
 
     from tools.gan import data  # noqa: PLC0415
@@ -281,6 +305,13 @@ def train_model(
     if len(good) < 2:
         raise LoopError(f"{dataset}: {len(good)} good frames; the loop needs at least 2")
     images = load_images(dataset, good)
+    base = data.training_images(limit=replay) if replay > 0 else []
+    weights = [(1 - REPLAY_SHARE) / len(images)] * len(images)
+    if base:
+        weights += [REPLAY_SHARE / len(base)] * len(base)
+    else:
+        weights = [1.0 / len(images)] * len(images)
+    lr_g = FAST.config.lr_g * (FINE_TUNE_LR if init_from is not None else 1.0)
     config = FAST.config.model_copy(
         update={
             "height": crop,
@@ -290,10 +321,19 @@ def train_model(
             "steps_per_epoch": steps,
             "d_pretrain_steps": min(steps, 20),
             "seed": seed,
+            "lr_g": lr_g,
         }
     )
     started = time.perf_counter()
-    result = train(config, out / "train", images=images, resume=False, progress=progress)
+    result = train(
+        config,
+        out / "train",
+        images=[*images, *(s.image for s in base)],
+        weights=weights,
+        resume=False,
+        progress=progress,
+        init_from=init_from,
+    )
     result.generator.eval()
     samples = [data.Sample(e.upload_id, im) for e, im in zip(good, images, strict=True)]
     calibrate(result.generator, samples, out / "train")
@@ -305,7 +345,9 @@ def train_model(
     provenance = describe(entries)
     training = {
         "architecture": config.arch,
-        "data": paired_data_line(dataset.name, provenance),
+        "data": paired_data_line(dataset.name, provenance)
+        + (f"; replay: {len(base)} frames of the base training set" if base else ""),
+        "fine_tuned_from": None if init_from is None else str(init_from.parent.name),
         "dataset": provenance,
         "seed": seed,
         "command": "python -m tools.loop",
@@ -337,9 +379,70 @@ def train_model(
     )
 
 
-def quality(previous: Path, new: Path, frames: int) -> dict[str, dict[str, float]]:
-    """Mean PSNR (dB) of both models on held-out frames, per degradation (tools.gan.bench)."""
+PSNR_CAP_DB = 60.0
+"""Scores above this count as this (a model that leaves a clean frame bit-identical scores ∞;
+one that changes it invisibly, 70 dB: neither is worse than the other)."""
+GATE_MARGIN_DB = 0.2
+
+
+@dataclass
+class GateDecision:
+    """Champion (the active model) against challenger (the new one) on held-out frames."""
+
+    passed: bool
+    reasons: list[str]
+    """Why it failed (empty when it passed), one per failed check, naming the condition."""
+    improved: list[str]
+    """Target conditions on which the challenger's mean is higher."""
+    scores: dict[str, dict[str, dict[str, float]]]
+    """method → condition → {"mean": dB, "worst": dB} (capped at `PSNR_CAP_DB`)."""
+    margin_db: float
+    frames: int
+
+
+def decide(
+    scores: dict[str, dict[str, dict[str, float]]],
+    *,
+    targets: Sequence[str],
+    margin_db: float = GATE_MARGIN_DB,
+    frames: int = 0,
+) -> GateDecision:
+    """Publish only if the challenger ("new") improves one of `targets` and, on every
+    condition, neither its mean nor its worst frame falls more than `margin_db` below the
+    champion's ("previous")."""
+    old, new = scores["previous"], scores["new"]
+    reasons: list[str] = []
+    for kind in old:
+        for stat in ("mean", "worst"):
+            drop = old[kind][stat] - new[kind][stat]
+            if drop > margin_db:
+                reasons.append(
+                    f"{kind}: {stat} {new[kind][stat]:.2f} dB against {old[kind][stat]:.2f} "
+                    f"({-drop:+.2f} dB, margin {margin_db:g})"
+                )
+    improved = [k for k in targets if k in old and new[k]["mean"] > old[k]["mean"]]
+    if not improved:
+        reasons.append(
+            f"no target condition improved ({', '.join(targets)}: "
+            + ", ".join(
+                f"{new[k]['mean']:.2f} vs {old[k]['mean']:.2f} dB" for k in targets if k in old
+            )
+            + ")"
+        )
+    return GateDecision(not reasons, reasons, improved, scores, margin_db, frames)
+
+
+def _capped(values: Sequence[float]) -> list[float]:
+    return [min(v, PSNR_CAP_DB) for v in values] or [0.0]
+
+
+def champion_vs_challenger(
+    previous: Path, new: Path, frames: int, margin_db: float = GATE_MARGIN_DB
+) -> GateDecision:
+    """Score both models (and identity, for reference) on `frames` held-out frames of the
+    footage bank under every condition of `tools.gan.bench`, then `decide`."""
     from tools.gan import bench, data  # noqa: PLC0415
+    from tools.gan.ship import FAST  # noqa: PLC0415
 
     held_out = data.held_out_images()[:frames]
     methods = {
@@ -347,10 +450,18 @@ def quality(previous: Path, new: Path, frames: int) -> dict[str, dict[str, float
         "previous": bench.onnx_model(previous / "model.onnx"),
         "new": bench.onnx_model(new / "model.onnx"),
     }
-    report = bench.evaluate(methods, held_out, kinds=("low_light", "fog"), metric_ssim=False)
-    return {
-        m: {k: round(report.scores[(m, k)].mean_psnr, 2) for k in report.kinds} for m in methods
+    report = bench.evaluate(methods, held_out, metric_ssim=False)
+    scores: dict[str, dict[str, dict[str, float]]] = {
+        m: {
+            str(k): {
+                "mean": round(statistics.fmean(_capped(report.scores[(m, k)].psnr)), 2),
+                "worst": round(min(_capped(report.scores[(m, k)].psnr)), 2),
+            }
+            for k in report.kinds
+        }
+        for m in methods
     }
+    return decide(scores, targets=FAST.conditions, margin_db=margin_db, frames=len(held_out))
 
 
 # -- the loop -------------------------------------------------------------------------------------
@@ -363,28 +474,52 @@ class LoopReport:
     dataset: dict[str, Any]
     training: dict[str, Any]
     swap: dict[str, Any]
-    quality: dict[str, dict[str, float]]
+    quality: dict[str, dict[str, dict[str, float]]]
+    """method → condition → {"mean": dB, "worst": dB} on the held-out frames."""
+    gate: dict[str, Any]
     timings_s: dict[str, float]
+
+    @property
+    def published(self) -> bool:
+        return bool(self.gate["passed"])
 
     def markdown(self) -> str:
         q = self.quality
         kinds = list(next(iter(q.values())))
         rows = "\n".join(
-            f"| {m} | " + " | ".join(f"{q[m][k]:.2f}" for k in kinds) + " |" for m in q
+            f"| {m} | "
+            + " | ".join(f"{q[m][k]['mean']:.2f} / {q[m][k]['worst']:.2f}" for k in kinds)
+            + " |"
+            for m in q
+        )
+        verdict = (
+            f"**published**: improves {', '.join(self.gate['improved'])}; no condition falls "
+            f"more than {self.gate['margin_db']:g} dB"
+            if self.published
+            else "**not published**: " + "; ".join(self.gate["reasons"])
+        )
+        swap = (
+            f"{self.swap['outcome']} ({self.swap['seconds']:.1f} s from publish)"
+            if self.published
+            else "nothing published: it keeps " + self.previous_version
         )
         return f"""# Fleet learning loop
+
+Gate (champion against challenger): {verdict}
 
 | | |
 |---|---|
 | model before | fast-enhance {self.previous_version} (shipped) |
-| model after | fast-enhance {self.new_version} (trained on the fleet's uploads) |
+| model after | fast-enhance {self.new_version} (fine-tuned from {self.previous_version} on the \
+fleet's uploads and {self.training["replay"]} replayed base frames) |
 | data set | {self.dataset["frames"]} frames ({self.dataset["good"]} good, \
 {self.dataset["poor"]} poor) from {", ".join(self.dataset["vehicles"])} |
 | training | {self.training["steps"]} steps on {self.training["crop"]} px crops, \
 {self.training["seconds"]:.0f} s; last losses {self.training["losses"]} |
-| vehicle B | {self.swap["outcome"]} ({self.swap["seconds"]:.1f} s from publish) |
+| vehicle B | {swap} |
 
-Held-out quality, mean PSNR (dB) on {self.training["bench_frames"]} frames (tools.gan.bench):
+Held-out quality, PSNR dB mean / worst frame on {self.gate["frames"]} frames (tools.gan.bench; \
+capped at {PSNR_CAP_DB:g} dB):
 
 | model | {" | ".join(kinds)} |
 |---|{"---:|" * len(kinds)}
@@ -476,11 +611,14 @@ async def run_loop(
     crop: int = 128,
     seed: int = 0,
     bench_frames: int = 6,
+    margin_db: float = GATE_MARGIN_DB,
+    replay: int = 24,
     vehicles: tuple[str, str] = VEHICLES,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> LoopReport:
-    """Run the whole loop (module docstring) in `out`; raises `LoopError` on a failed step."""
+    """Run the whole loop (module docstring) in `out`; raises `LoopError` on a failed step. A
+    challenger that fails the gate is not published: the report says why (`published` False)."""
     await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     vehicle_a, vehicle_b = vehicles
@@ -505,7 +643,10 @@ async def run_loop(
     log(f"    data set: {stats.saved} frames ({stats.by_label}) in {dataset}")
 
     t0 = time.perf_counter()
-    log(f"2/5 training fast-enhance {version}: {steps} steps on {crop} px crops")
+    log(
+        f"2/5 fine-tuning fast-enhance {previous} → {version}: {steps} steps on {crop} px crops, "
+        f"the fleet's good frames and {replay} replayed base frames"
+    )
     trained = await asyncio.to_thread(
         train_model,
         dataset,
@@ -515,10 +656,50 @@ async def run_loop(
         seed=seed,
         version=version,
         progress=progress,
+        init_from=SHIPPED / "model.onnx",
+        replay=replay,
     )
     timings["train_export"] = round(time.perf_counter() - t0, 1)
 
-    log("3/5 signing and publishing to vehicle B")
+    t0 = time.perf_counter()
+    log(f"3/5 champion {previous} against challenger {version} on {bench_frames} held-out frames")
+    gate = await asyncio.to_thread(
+        champion_vs_challenger, SHIPPED, trained.model_dir, bench_frames, margin_db
+    )
+    timings["gate"] = round(time.perf_counter() - t0, 1)
+    training = {
+        "steps": steps,
+        "crop": crop,
+        "replay": replay,
+        "seconds": round(trained.seconds, 1),
+        "losses": trained.losses,
+        "onnx_max_abs_diff": trained.max_abs_diff,
+        "bench_frames": bench_frames,
+    }
+
+    def finish(swap: dict[str, Any]) -> LoopReport:
+        report = LoopReport(
+            previous_version=previous,
+            new_version=version,
+            dataset=describe(entries),
+            training=training,
+            swap=swap,
+            quality=gate.scores,
+            gate={k: v for k, v in gate.__dict__.items() if k != "scores"},
+            timings_s=timings,
+        )
+        (out / "report.json").write_text(json.dumps(report.__dict__, indent=2) + "\n")
+        (out / "report.md").write_text(report.markdown())
+        log(report.markdown())
+        log(f"report: {out / 'report.md'}")
+        return report
+
+    if not gate.passed:
+        log("    not published: " + "; ".join(gate.reasons))
+        return finish({"vehicle": vehicle_b, "outcome": "not published", "seconds": 0.0})
+    log(f"    passed: improves {', '.join(gate.improved)}")
+
+    log("4/5 signing and publishing to vehicle B")
     private, public = model_update.keygen(out / "keys", KEY_ID)
     offer: SignedUpdate = model_update.make_offer(
         trained.model_dir,
@@ -549,33 +730,10 @@ async def run_loop(
         raise LoopError(
             f"vehicle B did not swap to {label}: {outcomes[vehicle_b]}; see {out / 'vehicle-b.log'}"
         )
-    log(f"4/5 vehicle B reported model_swapped to {label} after {swap_s:.1f} s")
-
-    t0 = time.perf_counter()
-    log(f"5/5 benchmark: previous vs new on {bench_frames} held-out frames")
-    scores = await asyncio.to_thread(quality, SHIPPED, trained.model_dir, bench_frames)
-    timings["benchmark"] = round(time.perf_counter() - t0, 1)
-    report = LoopReport(
-        previous_version=previous,
-        new_version=version,
-        dataset=describe(entries),
-        training={
-            "steps": steps,
-            "crop": crop,
-            "seconds": round(trained.seconds, 1),
-            "losses": trained.losses,
-            "onnx_max_abs_diff": trained.max_abs_diff,
-            "bench_frames": bench_frames,
-        },
-        swap={"vehicle": vehicle_b, "outcome": outcomes[vehicle_b], "seconds": round(swap_s, 1)},
-        quality=scores,
-        timings_s=timings,
+    log(f"5/5 vehicle B reported model_swapped to {label} after {swap_s:.1f} s")
+    return finish(
+        {"vehicle": vehicle_b, "outcome": outcomes[vehicle_b], "seconds": round(swap_s, 1)}
     )
-    (out / "report.json").write_text(json.dumps(report.__dict__, indent=2) + "\n")
-    (out / "report.md").write_text(report.markdown())
-    log(report.markdown())
-    log(f"report: {out / 'report.md'}")
-    return report
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -587,17 +745,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=60, help="training steps")
     parser.add_argument("--crop", type=int, default=128, help="training crop side, pixels")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--margin-db",
+        type=float,
+        default=GATE_MARGIN_DB,
+        help="largest fall of any condition's mean or worst frame the gate lets through (dB)",
+    )
+    parser.add_argument(
+        "--replay", type=int, default=24, help="base training frames mixed into fine-tuning"
+    )
+    parser.add_argument("--bench-frames", type=int, default=6, help="held-out frames judged")
     args = parser.parse_args(argv)
     if args.out.exists():
         shutil.rmtree(args.out)
     args.out.mkdir(parents=True)
     try:
         with tempfile.TemporaryDirectory() as tmp, local_broker(Path(tmp)) as broker:
-            compat.run(
-                run_loop(broker, args.out, seconds=args.seconds, steps=args.steps, crop=args.crop)
+            report = compat.run(
+                run_loop(
+                    broker,
+                    args.out,
+                    seconds=args.seconds,
+                    steps=args.steps,
+                    crop=args.crop,
+                    seed=args.seed,
+                    bench_frames=args.bench_frames,
+                    margin_db=args.margin_db,
+                    replay=args.replay,
+                )
             )
     except LoopError as exc:
         print(f"loop: {exc}", file=sys.stderr)
+        return 1
+    if not report.published:
+        print(
+            f"loop: fast-enhance {report.new_version} not published: "
+            + "; ".join(report.gate["reasons"]),
+            file=sys.stderr,
+        )
         return 1
     return 0
 

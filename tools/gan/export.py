@@ -70,6 +70,31 @@ def export_onnx(generator: Generator, path: Path, opset: int = OPSET) -> None:
         )
 
 
+def load_onnx_weights(generator: torch.nn.Module, path: Path) -> int:
+    """Set `generator`'s parameters from the ONNX file `export_onnx` wrote for the same
+    architecture (its initializers keep the parameter names): the start of a fine-tuning run
+    from a shipped model, whose torch checkpoint is not shipped. Returns how many tensors were
+    loaded; raises ValueError naming the first parameter the file lacks or shapes differently."""
+    import onnx  # noqa: PLC0415 - the train extra
+    from onnx import numpy_helper  # noqa: PLC0415
+
+    tensors = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+    loaded = 0
+    with torch.no_grad():
+        for name, param in generator.named_parameters():
+            value = tensors.get(name)
+            if value is None:
+                raise ValueError(f"{path}: no weights for {name!r} (another architecture?)")
+            if tuple(value.shape) != tuple(param.shape):
+                raise ValueError(
+                    f"{path}: {name!r} is {tuple(value.shape)}, the generator's is "
+                    f"{tuple(param.shape)}"
+                )
+            param.copy_(torch.from_numpy(np.array(value, dtype=np.float32)))
+            loaded += 1
+    return loaded
+
+
 def check_onnx(
     generator: Generator,
     path: Path,

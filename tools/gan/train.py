@@ -208,7 +208,10 @@ class Trainer:
         env: DistEnv | None = None,
         progress: bool = True,
         console: Console | None = None,
+        init_from: Path | None = None,
     ) -> None:
+        """`init_from`: an exported model.onnx of the same architecture whose weights the
+        generator starts from (fine-tuning); None: fresh weights from the seed."""
         self.config = config
         self.out = out
         self.env = env or DistEnv.from_environ()
@@ -229,6 +232,10 @@ class Trainer:
         torch.manual_seed(config.seed)  # same initial weights everywhere (DDP also broadcasts)
         arch = config.arch
         self.generator_module = build_generator(arch, config.width).to(self.device)
+        if init_from is not None:
+            from tools.gan.export import load_onnx_weights  # noqa: PLC0415 - onnx on demand
+
+            load_onnx_weights(self.generator_module, init_from)
         self.d_module = build_discriminator(arch, config.d_width).to(self.device)
         self.local_module = (
             PatchDiscriminator(config.d_width, layers=2).to(self.device)
@@ -544,10 +551,14 @@ def train(
     progress: bool = True,
     stop_after: int | None = None,
     weights: Sequence[float] | None = None,
+    init_from: Path | None = None,
 ) -> TrainResult:
     """Train (or resume) `config` into `out`; see `Trainer`. `images` (with sampling `weights`)
-    replace the config's data source, e.g. for tests or to share one loaded copy."""
-    trainer = Trainer(config, out, images=images, weights=weights, progress=progress)
+    replace the config's data source, e.g. for tests or to share one loaded copy; `init_from`
+    starts the generator from an exported model (fine-tuning)."""
+    trainer = Trainer(
+        config, out, images=images, weights=weights, progress=progress, init_from=init_from
+    )
     try:
         return trainer.run(resume=resume, stop_after=stop_after)
     finally:
