@@ -18,6 +18,7 @@ from tools.gan.export import (  # noqa: E402
     ManifestInfo,
     check_onnx,
     export_onnx,
+    load_onnx_weights,
     write_manifest,
 )
 from tools.gan.models import ARCHITECTURES, Generator, build_generator  # noqa: E402
@@ -74,3 +75,19 @@ def test_manifest_names_the_file_by_its_sha256_with_the_contract_keys(tmp_path: 
     assert {"training", "metrics", "created"} <= set(saved)
     assert saved["input"]["stride"] == 4
     assert saved["input"]["dynamic_hw"] is True
+
+
+def test_the_shipped_model_loads_back_into_torch_for_fine_tuning() -> None:
+    """The loop fine-tunes from the active model.onnx: its weights load back exactly."""
+    shipped = Path(__file__).resolve().parents[2] / "models" / "fast-enhance"
+    generator = build_generator("fast", 24)
+    assert load_onnx_weights(generator, shipped / "model.onnx") == len(list(generator.parameters()))
+    generator.eval()
+    generator.set_progress(1.0)
+    generator.gate = json.loads((shipped / "manifest.json").read_text())["training"][
+        "identity_gate"
+    ]
+    image = (np.random.default_rng(0).random((96, 128, 3)) * 255).astype(np.uint8)
+    assert check_onnx(generator, shipped / "model.onnx", images=[image]) < 1e-4
+    with pytest.raises(ValueError, match="no weights for"):
+        load_onnx_weights(build_generator("restore", 16), shipped / "model.onnx")
