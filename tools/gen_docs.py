@@ -12,7 +12,7 @@ import sys
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, TypeGuard, get_args, get_origin
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
@@ -22,6 +22,7 @@ from firmware_bridge import gen_docs as mcu_docs
 from tools.footage import docs as footage_docs
 from vehicle_agent.catalogue import EVENT_TYPES
 from vehicle_agent.config import Config
+from vehicle_agent.config_base import field_bounds, is_class
 from vehicle_agent.service.metrics import metrics_markdown
 from vehicle_agent.uplink.docs import mqtt_markdown
 
@@ -40,13 +41,8 @@ def service_markdown() -> str:
     return _METRICS_BLOCK.sub(lambda m: f"{m[1]}{metrics_markdown()}\n{m[2]}", text)
 
 
-def _is_class(annotation: Any) -> TypeGuard[type[Any]]:
-    """A class, not an alias such as `list[str]` (which Python 3.10 also counts as a `type`)."""
-    return isinstance(annotation, type) and not isinstance(annotation, types.GenericAlias)
-
-
 def _models_in(annotation: Any) -> list[type[BaseModel]]:
-    if _is_class(annotation) and issubclass(annotation, BaseModel):
+    if is_class(annotation) and issubclass(annotation, BaseModel):
         return [annotation]
     found: list[type[BaseModel]] = []
     for arg in get_args(annotation):
@@ -64,30 +60,13 @@ def _type_name(annotation: Any) -> str:
         return _type_name(get_args(annotation)[0])
     if annotation is type(None):
         return "none"
-    if _is_class(annotation):
+    if is_class(annotation):
         if issubclass(annotation, BaseModel):
             return "table"
         return {"str": "string", "int": "integer", "float": "number", "bool": "boolean"}.get(
             annotation.__name__, annotation.__name__
         )
     return str(annotation)
-
-
-def _bounds(info: FieldInfo) -> str:
-    parts = []
-    for meta in info.metadata:
-        for attr, sign in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<")):
-            value = getattr(meta, attr, None)
-            if value is not None:
-                parts.append(f"{sign} {value}")
-        for attr, label in (("min_length", "length ≥"), ("max_length", "length ≤")):
-            value = getattr(meta, attr, None)
-            if value is not None:
-                parts.append(f"{label} {value}")
-        pattern = getattr(meta, "pattern", None)
-        if pattern is not None:
-            parts.append(f"matches `{pattern}`")
-    return ", ".join(parts)
 
 
 def _default(info: FieldInfo) -> str:
@@ -116,7 +95,7 @@ def _section(model: type[BaseModel], prefix: str, out: list[str]) -> None:
             nested.extend((key, sub) for sub in models)
             continue
         desc = (info.description or "").replace("|", "\\|")
-        bounds = _bounds(info)
+        bounds = field_bounds(info)
         rows.append(
             f"| `{name}` | {_type_name(info.annotation)} | {_default(info)} | {bounds} | {desc} |"
         )

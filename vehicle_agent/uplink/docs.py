@@ -8,10 +8,11 @@ from __future__ import annotations
 import types
 import typing
 from collections.abc import Mapping
-from typing import Any, Literal, TypeGuard, get_args, get_origin
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel
 
+from vehicle_agent.config_base import field_bounds, is_class
 from vehicle_agent.update.manifest import UpdateManifest
 from vehicle_agent.uplink.commands import COMMAND_WINDOW, MAX_DEPTH, settable_descriptions
 from vehicle_agent.uplink.discovery import discovery_markdown
@@ -58,7 +59,7 @@ def _type_name(annotation: Any) -> str:
         return "null"
     if annotation is Any:
         return "any"
-    if _is_class(annotation):
+    if is_class(annotation):
         if issubclass(annotation, BaseModel):
             return f"[{annotation.__name__}](#{annotation.__name__.lower()})"
         return {"str": "string", "int": "integer", "float": "number", "bool": "boolean"}.get(
@@ -69,19 +70,8 @@ def _type_name(annotation: Any) -> str:
 
 def _bounds(model: type[BaseModel], name: str) -> str:
     info = model.model_fields[name]
-    parts = []
-    for meta in info.metadata:
-        for attr, sign in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<")):
-            value = getattr(meta, attr, None)
-            if value is not None:
-                parts.append(f"{sign} {value}")
-        for attr, label in (("min_length", "length ≥"), ("max_length", "length ≤")):
-            value = getattr(meta, attr, None)
-            if value is not None:
-                parts.append(f"{label} {value}")
-        pattern = getattr(meta, "pattern", None)
-        if pattern is not None:
-            parts.append(f"matches `{pattern}`")
+    bounds = field_bounds(info)
+    parts = [bounds] if bounds else []
     if not info.is_required():
         default = info.get_default(call_default_factory=True)
         parts.insert(0, f"default `{default!r}`".replace("'", '"'))
@@ -112,13 +102,8 @@ def _model_table(model: type[BaseModel], out: list[str], seen: set[type[BaseMode
         _model_table(sub, out, seen)
 
 
-def _is_class(annotation: Any) -> TypeGuard[type[Any]]:
-    """A class, not an alias such as `list[str]` (which Python 3.10 also counts as a `type`)."""
-    return isinstance(annotation, type) and not isinstance(annotation, types.GenericAlias)
-
-
 def _payload_models(annotation: Any) -> list[type[Payload]]:
-    if _is_class(annotation) and issubclass(annotation, Payload):
+    if is_class(annotation) and issubclass(annotation, Payload):
         return [annotation]
     return [m for a in get_args(annotation) for m in _payload_models(a)]
 
