@@ -306,11 +306,9 @@ def train_model(
         raise LoopError(f"{dataset}: {len(good)} good frames; the loop needs at least 2")
     images = load_images(dataset, good)
     base = data.training_images(limit=replay) if replay > 0 else []
-    weights = [(1 - REPLAY_SHARE) / len(images)] * len(images)
-    if base:
-        weights += [REPLAY_SHARE / len(base)] * len(base)
-    else:
-        weights = [1.0 / len(images)] * len(images)
+    replayed = REPLAY_SHARE if base else 0.0
+    weights = [(1 - replayed) / len(images)] * len(images)
+    weights += [replayed / len(base)] * len(base)
     lr_g = FAST.config.lr_g * (FINE_TUNE_LR if init_from is not None else 1.0)
     config = FAST.config.model_copy(
         update={

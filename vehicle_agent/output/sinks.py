@@ -71,6 +71,8 @@ class VideoWriter:
         self.codec = codec
         self._container: Any = None
         self._stream: Any = None
+        self._frame_from: Callable[..., Any] | None = None
+        """`av.VideoFrame.from_ndarray`, once the file is open (no import per frame)."""
         self._size: tuple[int, int] | None = None
         self.frames = 0
 
@@ -104,6 +106,7 @@ class VideoWriter:
             container.close()
             raise SinkError(self.path, f"no {self.codec} encoder here: {exc}") from exc
         self._container, self._stream, self._size = container, stream, size
+        self._frame_from = av.VideoFrame.from_ndarray
 
     def write(self, image: Image) -> None:
         size = (image.shape[1], image.shape[0])
@@ -112,15 +115,14 @@ class VideoWriter:
         elif size != self._size:
             # A camera that reconnects at another resolution must not break the recording.
             image = np.asarray(cv2.resize(image, self._size), dtype=np.uint8)
-        import av  # noqa: PLC0415 - loaded by _open already
-
+        assert self._frame_from is not None  # noqa: S101 - set by _open
         stream = self._stream
         if (stream.width, stream.height) != (image.shape[1], image.shape[0]):
             pad_x, pad_y = stream.width - image.shape[1], stream.height - image.shape[0]
             image = np.asarray(
                 cv2.copyMakeBorder(image, 0, pad_y, 0, pad_x, cv2.BORDER_REPLICATE), dtype=np.uint8
             )
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
+        frame = self._frame_from(np.ascontiguousarray(image), format="bgr24")
         for packet in stream.encode(frame):
             self._container.mux(packet)
         self.frames += 1
