@@ -8,6 +8,8 @@
         publish fast-enhance-1.0.1.offer.json models/fast-enhance veh-1 veh-2 --watch
     python -m tools.model_update … watch veh-1 veh-2/rear
     python -m tools.model_update … clear fast-enhance-1.0.1.offer.json veh-1
+    python -m tools.model_update … rollout fast-enhance-1.0.1.offer.json models/fast-enhance \
+        --state rollout.json --canary veh-1 --wave veh-2,veh-3 --wave veh-4,veh-5
 
 `sign` takes any model folder with `model.onnx` + `manifest.json` (a shipped model, or a training
 run's export); `--version` overrides the folder's version (vehicles take only newer ones).
@@ -16,7 +18,8 @@ vehicle; `--watch` follows their `model_update_*`, `model_swapped` and `model_ro
 events, and clears the retained messages of each vehicle that is done. An offer is the
 vehicle's: every camera of the vehicle takes it. A target is `VEHICLE` (its `front` camera, the
 default camera id) or `VEHICLE/CAMERA`; name each camera to watch (`veh-1/front veh-1/rear`): the
-retained offer is cleared once every camera named of that vehicle is done. See
+retained offer is cleared once every camera named of that vehicle is done. `rollout` offers it
+group by group and aborts (withdrawing it) when a group's vehicles fail (tools/rollout.py). See
 docs/model-updates.md.
 """
 
@@ -46,6 +49,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from tools import rollout
 from tools.fleet import DEFAULT_CAMERA, JSON_CONTENT_TYPE, BrokerAccess, FleetClient
 from vehicle_agent import compat
 from vehicle_agent.compat import UTC, wait_for
@@ -375,6 +379,43 @@ async def cmd_clear(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_rollout(args: argparse.Namespace) -> int:
+    if args.state.exists() and args.offer is None:
+        plan = rollout.Rollout.load(args.state)
+        offer_file, model_file = Path(plan.offer_file), Path(plan.model_file)
+        print(f"rollout: resuming {plan.model} from {args.state} ({plan.status})", file=sys.stderr)
+    elif args.offer is None or args.model is None:
+        raise ToolError(f"{args.state} does not exist: give OFFER and MODEL to start a rollout")
+    elif args.state.exists():
+        raise ToolError(f"{args.state} exists: resume with --state alone, or name another file")
+    else:
+        offer_file, model_file = args.offer, args.model
+        plan = None
+    offer, _ = read_offer(offer_file)
+    model_path = model_file if model_file.is_file() else model_file / "model.onnx"
+    if plan is None:
+        groups = ([("canary", args.canary.split(","))] if args.canary else []) + [
+            (f"wave {i}", wave.split(",")) for i, wave in enumerate(args.wave, 1)
+        ]
+        for _, targets in groups:
+            for name in targets:
+                target(name)
+        policy = rollout.Policy(
+            health_s=args.health,
+            timeout_s=args.timeout,
+            abort_share=args.abort_share,
+            abort_min=args.abort_min,
+            pause_share=args.pause_share,
+            timeouts_fail=not args.timeouts_ok,
+        )
+        plan = rollout.Rollout.plan(offer, offer_file, model_path, groups, policy)
+        plan.save(args.state)
+    async with FleetClient(_access(args)) as fleet:
+        status = await rollout.run(fleet, plan, offer, model_path, args.state)
+    print(json.dumps(rollout.report(plan), indent=2))
+    return {"done": 0, "aborted": 1, "paused": 3}.get(status, 1)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m tools.model_update", description=__doc__.splitlines()[0]
@@ -416,6 +457,26 @@ def build_parser() -> argparse.ArgumentParser:
     clr = sub.add_parser("clear", help="remove an offer's retained messages")
     clr.add_argument("offer", type=Path)
     clr.add_argument("vehicles", nargs="+", help="vehicle ids (VEHICLE/CAMERA: its vehicle)")
+    rol = sub.add_parser(
+        "rollout",
+        help="offer an update group by group (canary, waves), aborting on failures",
+        description=rollout.__doc__.split("\n\n")[0] if rollout.__doc__ else None,
+    )
+    rol.add_argument("offer", type=Path, nargs="?", help="the offer file (omit to resume)")
+    rol.add_argument("model", type=Path, nargs="?", help="the model folder or its model.onnx")
+    rol.add_argument("--state", type=Path, required=True, help="the rollout's state file")
+    rol.add_argument("--canary", help="comma-separated targets offered first")
+    rol.add_argument(
+        "--wave", action="append", default=[], help="comma-separated targets (repeat: in order)"
+    )
+    rol.add_argument("--health", type=float, default=120.0, help="seconds on the model to pass")
+    rol.add_argument("--timeout", type=float, default=900.0, help="seconds to take or refuse it")
+    rol.add_argument("--abort-share", type=float, default=0.1, help="failure share that aborts")
+    rol.add_argument("--abort-min", type=int, default=1, help="failures needed to abort")
+    rol.add_argument("--pause-share", type=float, help="failure share that pauses (default off)")
+    rol.add_argument(
+        "--timeouts-ok", action="store_true", help="a target that never answers is not a failure"
+    )
     return parser
 
 
@@ -426,11 +487,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_keygen(args)
         if args.command == "sign":
             return cmd_sign(args)
+        if args.command == "rollout":
+            return compat.run(cmd_rollout(args))
         command = {"publish": cmd_publish, "watch": cmd_watch, "clear": cmd_clear}[args.command]
         for name in args.vehicles:
             target(name)  # a bad target is refused before any connection
         return compat.run(command(args))
-    except (ToolError, SecretError, ValueError, aiomqtt.MqttError, TimeoutError) as exc:
+    except (
+        ToolError,
+        rollout.RolloutError,
+        SecretError,
+        ValueError,
+        aiomqtt.MqttError,
+        TimeoutError,
+    ) as exc:
         print(f"model_update: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -85,7 +85,8 @@ UPDATE_EVENTS: Mapping[str, tuple[str, Mapping[str, str], int]] = {
             "null when it has none",
             "stage": "'health_check' (failed before the swap: load, golden frames, latency), "
             "'swap' (the enhance stage could not run it), 'crash_loop' (the daemon stopped "
-            "`update.max_crashes` times without a clean shutdown after the swap)",
+            "`update.max_crashes` times without a clean shutdown after the swap), 'withdrawn' "
+            "(the fleet withdrew it: the `withdraw_update` command of an aborted rollout)",
             "reason": "what failed",
         },
         logging.ERROR,

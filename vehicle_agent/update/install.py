@@ -394,6 +394,8 @@ class ModelInstaller:
                 entry["trial"] = None
                 return None
             entry["trial"] = None
+            # What a later withdrawal of this version goes back to (its trial is over).
+            entry["confirmed"] = {"version": trial["version"], "previous": trial.get("previous")}
             highest = entry.get("highest")
             if highest is None or version_key(trial["version"]) > version_key(highest):
                 entry["highest"] = trial["version"]
@@ -415,7 +417,13 @@ class ModelInstaller:
             trial = entry.get("trial") or {}
             if version not in entry["bad"]:
                 entry["bad"].append(version)
-        previous = trial.get("previous") if trial.get("version") == version else None
+        confirmed = entry.get("confirmed") or {}
+        if trial.get("version") == version:
+            previous = trial.get("previous")
+        elif confirmed.get("version") == version:
+            previous = confirmed.get("previous")  # withdrawn after it was confirmed
+        else:
+            previous = None
         if self.active_version(name) == version:
             restore = previous
             if restore is not None and not self.version_dir(name, restore).is_dir():

@@ -43,6 +43,7 @@ RefusalReason = Literal[
     "hash_mismatch",
     "bad_chunk",
     "install_failed",
+    "withdrawn",
 ]
 REFUSAL_REASONS: Mapping[str, str] = {
     "malformed": "not a signed update (JSON, fields or bounds); the message names the field",
@@ -60,6 +61,8 @@ REFUSAL_REASONS: Mapping[str, str] = {
     "bad_chunk": "a chunk of another length than the manifest says, or with an index beyond its "
     "chunks: the sender breaks the protocol, and a retained chunk would come back the same",
     "install_failed": "the disk refused the staging or the install (message says why)",
+    "withdrawn": "the fleet withdrew this update (`withdraw_update`, a rollout's abort) before "
+    "it was installed; it is not taken again",
 }
 
 

@@ -158,6 +158,8 @@ class ModelUpdater:
         self.dropped = 0
         """Messages dropped because the queue was full (counted since start)."""
         self._lost = False
+        self._busy = asyncio.Lock()
+        """Held while a message, a timer or a withdrawal is worked on (one at a time)."""
 
     # -- the link's side -----------------------------------------------------------------------
 
@@ -180,18 +182,64 @@ class ModelUpdater:
             try:
                 topic, payload = await wait_for(self._queue.get(), self._next_timer())
             except TimeoutError:
-                pass
-            else:
+                topic = None
+            async with self._busy:
                 if topic == self.topics.update_offer:
                     await self._on_offer(payload)
-                else:
+                elif topic is not None:
                     await self._on_chunk(topic, payload)
-            if self._lost and self._queue.empty():
-                # Chunks were dropped here: ask for the rest at once, not after `stall_s`.
-                self._lost = False
-                if self._current is not None:
-                    self._current.last_chunk = -float("inf")
-            await self._timers()
+                if self._lost and self._queue.empty():
+                    # Chunks were dropped here: ask for the rest at once, not after `stall_s`.
+                    self._lost = False
+                    if self._current is not None:
+                        self._current.last_chunk = -float("inf")
+                await self._timers()
+
+    async def withdraw(self, label: str, reason: str) -> dict[str, JsonValue]:
+        """The fleet withdraws `label` (`name@version`; the `withdraw_update` command, sent by a
+        rollout that aborts). Running: it is rolled back to the version before it (reported as
+        `model_rolled_back`, stage 'withdrawn'); being transferred: the transfer ends (refused,
+        'withdrawn'); either way, and also when it never came, the version is marked bad and
+        never taken. Returns what was done and what runs now."""
+        name, _, version = label.partition("@")
+        async with self._busy:
+            current = self._current
+            if current is not None and current.manifest.label == label:
+                await self._give_up(current, UpdateRefusedError("withdrawn", reason))
+                await self._disk(self.installer.mark_bad, name, version)
+                action = "transfer_stopped"
+            elif await self._disk(self.installer.active_version, name) == version:
+                await self._roll_back(name, version, "withdrawn", reason, reload=True)
+                action = "rolled_back"
+            else:
+                await self._disk(self.installer.mark_bad, name, version)
+                action = "marked_bad"
+        running = await self._disk(self._running_label, name)
+        logger.warning("model %s withdrawn by the fleet (%s): %s", label, reason, action)
+        return {"model": label, "action": action, "running": running}
+
+    async def _roll_back(
+        self, name: str, version: str, stage: str, reason: str, *, reload: bool
+    ) -> None:
+        """Undo an installed version (kept report first, then the pointer, then the swap back),
+        and report what runs now."""
+        label = f"{name}@{version}"
+        self._confirm_at.pop(name, None)
+        kept = await self._keep(
+            "model_rolled_back",
+            model=label,
+            restored=None,  # filled in once rolled back (or at the next start, after a kill)
+            stage=stage,
+            reason=reason,
+        )
+        await self._disk(self.installer.rollback, name, version, reason)
+        if reload and self.reload is not None and name in self._enhance_models():
+            try:
+                await self.reload("rollback")
+            except Exception:
+                logger.exception("reloading the previous model after %s failed", label)
+        kept.data["restored"] = await self._disk(self._running_label, name)
+        await self._report(kept)
 
     async def close(self) -> None:
         """A clean stop: a trial running now does not count as a crash at the next start."""
@@ -578,21 +626,7 @@ class ModelUpdater:
             failure = f"the enhance stage runs {running or 'no model'} instead"
         if running == manifest.label or (running is not None and name != enhance.model):
             return  # (a gated model runs only in its scene condition: not checkable here)
-        self._confirm_at.pop(name, None)
-        kept = await self._keep(
-            "model_rolled_back",
-            model=manifest.label,
-            restored=previous,
-            stage="swap",
-            reason=failure,
-        )
-        await self._disk(self.installer.rollback, name, manifest.version, failure)
-        try:
-            await self.reload("rollback")
-        except Exception:
-            logger.exception("reloading the previous model after a failed swap failed")
-        kept.data["restored"] = await self._disk(self._running_label, name)
-        await self._report(kept)
+        await self._roll_back(name, manifest.version, "swap", failure, reload=True)
 
     # -- timers --------------------------------------------------------------------------------
 

@@ -96,6 +96,8 @@ from vehicle_agent.uplink.topics import (
     Telemetry,
     Topics,
     UplinkStatus,
+    WithdrawUpdateArgs,
+    WithdrawUpdateResult,
 )
 from vehicle_agent.uplink.uploads import UploadJob, UploadPolicy, encode_upload, new_upload_id
 from vehicle_agent.validation import describe_validation
@@ -961,6 +963,7 @@ class MqttUplink(Uplink):
             "set_config": self._cmd_set_config,
             "capture_frames": self._cmd_capture_frames,
             "set_enhancement": self._cmd_set_enhancement,
+            "withdraw_update": self._cmd_withdraw_update,
         }
 
     def _uptime(self) -> float:
@@ -1032,6 +1035,14 @@ class MqttUplink(Uplink):
                     "invalid_args", "backend." + describe_validation(exc)
                 ) from None
         return SetEnhancementResult(backend=await switch(backend))
+
+    async def _cmd_withdraw_update(
+        self, args: WithdrawUpdateArgs, _cid: str
+    ) -> WithdrawUpdateResult:
+        if self.updates is None:
+            raise CommandFailedError("unavailable", "model updates are off on this vehicle")
+        done = await self.updates.withdraw(args.model, args.reason)
+        return WithdrawUpdateResult.model_validate(done)
 
     # -- extra subscriptions (model updates) --------------------------------------------------
 

@@ -311,6 +311,24 @@ class CaptureFramesResult(Payload):
     scheduled: int = Field(description="Frames that will be uploaded (after the rate limit).")
 
 
+class WithdrawUpdateArgs(Payload):
+    model: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}@[0-9][0-9A-Za-z.+-]{0,31}$",
+        description="The update withdrawn, name@version.",
+    )
+    reason: str = Field("withdrawn by the fleet", max_length=200, description="Why (logged).")
+
+
+class WithdrawUpdateResult(Payload):
+    model: str = Field(description="The update withdrawn, name@version.")
+    action: Literal["rolled_back", "transfer_stopped", "marked_bad"] = Field(
+        description="'rolled_back': it ran and the version before it runs again; "
+        "'transfer_stopped': it was arriving; 'marked_bad': it was not here. Each way it is "
+        "never taken again."
+    )
+    running: str | None = Field(description="name@version the vehicle runs now for that name.")
+
+
 class SetEnhancementArgs(Payload):
     mode: Literal["enhance", "bypass"] = Field(
         description="'bypass' passes frames through unchanged; 'enhance' uses `backend`."
@@ -371,6 +389,13 @@ COMMANDS: Mapping[str, CommandSpec] = {
         "Switch enhancement on or off, or to another backend, while running.",
         SetEnhancementArgs,
         SetEnhancementResult,
+        background=True,
+    ),
+    "withdraw_update": CommandSpec(
+        "Withdraw a model update (a rollout's abort): roll it back if it runs, stop its "
+        "transfer, and never take it again. Refused with 'unavailable' when updates are off.",
+        WithdrawUpdateArgs,
+        WithdrawUpdateResult,
         background=True,
     ),
 }
