@@ -370,10 +370,12 @@ async def run(
     model_file: Path,
     state_file: Path,
     *,
-    log: TextIO = sys.stderr,
+    log: TextIO | None = None,
     reply_s: float = 30.0,
 ) -> Status:
-    """Take `rollout` from where its state says to its end, a pause or an abort."""
+    """Take `rollout` from where its state says to its end, a pause or an abort (lines on
+    `log`, standard error by default)."""
+    log = sys.stderr if log is None else log
     from tools.model_update import clear, publish, target  # noqa: PLC0415
 
     if offer.update_id != rollout.update_id:

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from tests.update.helpers import Keys, offer_for, tiny_model
-from tests.uplink.broker import Broker, Certs
+from tests.uplink.broker import OPERATOR, Broker, Certs
 from tests.uplink.conftest import PASSWORDS
-from tests.uplink.helpers import Recorder, wait_for
+from tests.uplink.helpers import OPERATOR_CREDENTIAL, Recorder, operator_cli, wait_for
 from tests.uplink.test_model_updates import has, publish_chunks, publish_offer, running, started
 from tests.uplink.test_model_updates import update_config as base_config
 from tools import model_update, rollout
@@ -48,6 +48,7 @@ async def fleet_of(
     tmp_path: Path,
     keys: Keys,
     monkeypatch: pytest.MonkeyPatch,
+    *,
     devices: dict[str, str] | None = None,
 ) -> dict[str, tuple[MqttUplink, Recorder, Config]]:
     monkeypatch.setenv(env_name("veh2-password"), PASSWORDS["veh-2"])
@@ -100,7 +101,8 @@ async def test_a_healthy_update_goes_canary_then_wave_and_each_vehicle_runs_it(
         assert running(config) == "tiny@1.0.1"
     # The canary was judged before the wave was offered.
     canary_took = saved.groups[0].state["veh-1"].took_at
-    assert canary_took is not None and saved.groups[1].offered_at is not None
+    assert canary_took is not None
+    assert saved.groups[1].offered_at is not None
     assert saved.groups[1].offered_at >= canary_took + FAST.health_s
 
 
@@ -118,9 +120,7 @@ async def test_a_canary_that_rolls_back_aborts_before_the_next_wave_is_offered(
     state = tmp_path / "rollout.json"
     try:
         staged = plan(tmp_path, offer, model, [("canary", ["veh-1"]), ("wave 1", ["veh-2"])])
-        status = await rollout.run(
-            operator, staged, offer, model / "model.onnx", state, reply_s=10
-        )
+        status = await rollout.run(operator, staged, offer, model / "model.onnx", state, reply_s=10)
         await asyncio.sleep(1.0)  # anything offered to veh-2 would have arrived by now
     finally:
         await close(vehicles)
@@ -146,7 +146,9 @@ async def test_an_abort_withdraws_the_update_from_a_vehicle_that_took_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     keys = Keys()
-    vehicles = await fleet_of(broker, certs, tmp_path, keys, monkeypatch, {"veh-2": "other-kind"})
+    vehicles = await fleet_of(
+        broker, certs, tmp_path, keys, monkeypatch, devices={"veh-2": "other-kind"}
+    )
     model = tiny_model(tmp_path / "src", "1.0.1", "other")
     offer = model_update.make_offer(
         model, keys.new, "fleet-new", devices=["test-device"], chunk_size=1024
@@ -154,9 +156,7 @@ async def test_an_abort_withdraws_the_update_from_a_vehicle_that_took_it(
     state = tmp_path / "rollout.json"
     try:
         staged = plan(tmp_path, offer, model, [("canary", ["veh-1", "veh-2"])])
-        status = await rollout.run(
-            operator, staged, offer, model / "model.onnx", state, reply_s=10
-        )
+        status = await rollout.run(operator, staged, offer, model / "model.onnx", state, reply_s=10)
         recorder = vehicles["veh-1"][1]
         await wait_for(has(recorder, "model_rolled_back", stage="withdrawn"), 10, "withdrawal")
     finally:
@@ -170,7 +170,8 @@ async def test_an_abort_withdraws_the_update_from_a_vehicle_that_took_it(
     assert saved.withdrawn["veh-1"]["running"] == "tiny@1.0.0"
     assert running(vehicles["veh-1"][2]) == "tiny@1.0.0"
     rolled = vehicles["veh-1"][1].of("model_rolled_back")[0].data
-    assert rolled["model"] == "tiny@1.0.1" and rolled["restored"] == "tiny@1.0.0"
+    assert rolled["model"] == "tiny@1.0.1"
+    assert rolled["restored"] == "tiny@1.0.0"
 
 
 async def test_a_rollout_killed_between_groups_resumes_from_its_state_file(
@@ -206,7 +207,8 @@ async def test_a_rollout_killed_between_groups_resumes_from_its_state_file(
         with pytest.raises(asyncio.CancelledError):
             await task
         resumed = rollout.Rollout.load(state)
-        assert resumed.groups[0].judged and not resumed.groups[1].judged
+        assert resumed.groups[0].judged
+        assert not resumed.groups[1].judged
         assert await rollout.run(operator, resumed, offer, model / "model.onnx", state) == "done"
     finally:
         await close(vehicles)
@@ -234,13 +236,19 @@ async def test_withdraw_update_rolls_back_a_confirmed_version_to_the_one_before_
             )
         reply = await operator.send("veh-1", "withdraw_update", {"model": "tiny@1.0.2"})
         assert reply.ok, reply
-        assert reply.result == {"model": "tiny@1.0.2", "action": "rolled_back", "running": "tiny@1.0.1"}
+        assert reply.result == {
+            "model": "tiny@1.0.2",
+            "action": "rolled_back",
+            "running": "tiny@1.0.1",
+        }
         assert running(config) == "tiny@1.0.1"
         rolled = recorder.of("model_rolled_back")[-1].data
-        assert rolled["stage"] == "withdrawn" and rolled["restored"] == "tiny@1.0.1"
+        assert rolled["stage"] == "withdrawn"
+        assert rolled["restored"] == "tiny@1.0.1"
         # Never seen here: marked bad, so a later offer of it is refused.
         reply = await operator.send("veh-1", "withdraw_update", {"model": "tiny@1.0.3"})
-        assert reply.ok and reply.result is not None
+        assert reply.ok
+        assert reply.result is not None
         assert reply.result["action"] == "marked_bad"
         model = tiny_model(tmp_path / "1.0.3", "1.0.3", "other")
         offer = offer_for(model, keys.new)
@@ -248,12 +256,57 @@ async def test_withdraw_update_rolls_back_a_confirmed_version_to_the_one_before_
         await wait_for(has(recorder, "model_update_refused", model="tiny@1.0.3"), 10, "refusal")
         assert recorder.of("model_update_refused")[-1].data["reason"] == "bad_version"
         bad = await operator.send("veh-1", "withdraw_update", {"model": "no version"})
-        assert not bad.ok and bad.error is not None and bad.error.code == "invalid_args"
+        assert not bad.ok
+        assert bad.error is not None
+        assert bad.error.code == "invalid_args"
     finally:
         await uplink.close()
 
 
+async def test_the_command_line_runs_a_rollout_and_refuses_to_start_one_over_its_state(
+    broker: Broker,
+    certs: Certs,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    keys = Keys()
+    monkeypatch.setenv(env_name(OPERATOR_CREDENTIAL), PASSWORDS[OPERATOR])
+    vehicles = await fleet_of(broker, certs, tmp_path, keys, monkeypatch)
+    model = tiny_model(tmp_path / "src", "1.0.1", "other")
+    offer_file = tmp_path / "offer.json"
+    offer_file.write_bytes(offer_for(model, keys.new).to_bytes())
+    state = tmp_path / "state" / "rollout.json"
+    cli = [*operator_cli(broker, certs), "rollout"]
+    start = [str(offer_file), str(model), "--state", str(state), "--health", "1"]
+    try:
+        code = await asyncio.to_thread(
+            model_update.main, [*cli, *start, "--canary", "veh-1", "--wave", "veh-2"]
+        )
+        printed = json.loads(capsys.readouterr().out)
+        again = await asyncio.to_thread(model_update.main, [*cli, *start, "--canary", "veh-1"])
+        refused = capsys.readouterr().err
+        resumed = await asyncio.to_thread(model_update.main, [*cli, "--state", str(state)])
+        resumed_err = capsys.readouterr().err
+    finally:
+        await close(vehicles)
+    assert code == 0, printed
+    assert printed["status"] == "done"
+    assert [g["name"] for g in printed["groups"]] == ["canary", "wave 1"]
+    assert again == 1
+    assert "exists: resume with --state alone" in refused
+    assert resumed == 0
+    assert "already done" in resumed_err
+    missing = tmp_path / "none.json"
+    assert await asyncio.to_thread(model_update.main, [*cli, "--state", str(missing)]) == 1
+    assert "give OFFER and MODEL" in capsys.readouterr().err
+
+
 # -- the decisions, without a broker -------------------------------------------------------------
+
+
+def verdict(state: rollout.TargetState) -> str:
+    return state.verdict
 
 
 def group_of(*verdicts: rollout.Verdict) -> rollout.Group:
@@ -272,7 +325,8 @@ def test_the_abort_line_needs_both_the_share_and_the_minimum_count() -> None:
     assert staged.decide(group, final=True) == "pause"
     # 2 of 4: both lines passed, decided before the others are in.
     assert staged.decide(group_of("failed", "failed", "waiting", "took"), final=False) == "abort"
-    assert staged.decide(group_of(*["healthy"] * 20), final=True) is None
+    healthy: list[rollout.Verdict] = ["healthy"] * 20
+    assert staged.decide(group_of(*healthy), final=True) is None
 
 
 def test_a_restart_or_a_demotion_after_the_swap_fails_the_vehicle_and_time_makes_it_healthy() -> (
@@ -284,17 +338,20 @@ def test_a_restart_or_a_demotion_after_the_swap_fails_the_vehicle_and_time_makes
     assert state.verdict == "took"
     rollout.judge(state, "telemetry", {"model": label, "uptime_s": 50.0}, label, 11.0)
     rollout.judge(state, "telemetry", {"model": label, "uptime_s": 3.0}, label, 12.0)
-    assert state.verdict == "failed" and "restarted" in state.detail
+    assert verdict(state) == "failed"  # (through a function: mypy keeps the narrowing above)
+    assert "restarted" in state.detail
     demoted = rollout.TargetState()
     rollout.judge(demoted, "model_update_installed", {"model": label}, label, 1.0)
     rollout.judge(demoted, "enhancer_demoted", {"model": "tiny", "kind": "slow"}, label, 2.0)
-    assert demoted.verdict == "failed" and "slow" in demoted.detail
+    assert demoted.verdict == "failed"
+    assert "slow" in demoted.detail
     group = rollout.Group("g", ["a", "b"], offered_at=0.0)
     group.state = {"a": rollout.TargetState("took", took_at=5.0), "b": rollout.TargetState()}
     rollout.tick(group, rollout.Policy(health_s=10.0, timeout_s=30.0), 16.0)
-    assert group.state["a"].verdict == "healthy" and group.state["b"].verdict == "waiting"
+    assert group.state["a"].verdict == "healthy"
+    assert group.state["b"].verdict == "waiting"
     rollout.tick(group, rollout.Policy(timeout_s=30.0, timeouts_fail=False), 31.0)
-    assert group.state["b"].verdict == "timeout"
+    assert verdict(group.state["b"]) == "timeout"
 
 
 def test_the_state_file_round_trips_and_a_bad_one_is_refused(tmp_path: Path) -> None:
