@@ -16,6 +16,14 @@ temporary file and renamed before its index line is appended, and the index is t
 image without an index line is written again). Duplicates are dropped twice over: by upload id
 (a QoS 1 redelivery) and by the JPEG's sha256 (the same picture uploaded again).
 
+Several collectors may write one data set at once (`collect --share GROUP`: an MQTT 5 shared
+subscription hands each message to one of them, so the meta and chunks of one upload arrive at
+different instances). The pieces meet in `partial/`; whoever completes an upload stores it while
+holding `DATASET/.lock` (`flock`), after reading the index lines the others have appended since
+it last looked, so an upload or a picture is stored once however the messages were spread. The
+folder must be one file system all instances see (a local disk, or NFSv4/EFS, which honour
+`flock`).
+
 Frames are sorted into good and poor by their quality metrics, as the patent's processing module
 does: good frames are bright enough but not blown out, contrasty and sharp, in the normal scene
 condition, with a clean lens. Good frames are the clean side of degraded training pairs (or the
@@ -24,6 +32,8 @@ target domain of unpaired training); poor ones are the unpaired input domain.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -44,6 +54,7 @@ from vehicle_agent.uplink.topics import FrameMeta
 Label = Literal["good", "poor"]
 INDEX = "index.jsonl"
 PARTIAL = "partial"
+LOCK = ".lock"
 MAX_CHUNKS = 4096
 """An upload announcing more chunks than this is refused (a 4096 × 64 KiB JPEG is 256 MiB)."""
 
@@ -119,6 +130,8 @@ class CollectStats:
     duplicates: int = 0
     refused: int = 0
     by_label: dict[str, int] = field(default_factory=lambda: {"good": 0, "poor": 0})
+    messages: int = 0
+    """Upload messages fed in (of a shared data set: this writer's share)."""
 
 
 def _fsync_dir(path: Path) -> None:
@@ -152,19 +165,19 @@ def read_dataset(root: Path, label: Label | None = None) -> list[Entry]:
     index = root / INDEX
     if not index.is_file():
         raise DatasetError(f"{root}: not a data set (no {INDEX}); collect one first")
-    entries: list[Entry] = []
-    with index.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                entry = Entry(**json.loads(line))
-            except (ValueError, TypeError) as exc:
-                # A line cut by a crash mid-append is the only expected damage: the last one.
-                raise DatasetError(f"{index}:{number}: unreadable entry ({exc})") from exc
-            if label is None or entry.label == label:
-                entries.append(entry)
+    entries = [e for e in _parse_index(index, index.read_bytes()) if label in (None, e.label)]
     return sorted(entries, key=lambda e: e.time)
+
+
+def _parse_index(index: Path, data: bytes, first_line: int = 1) -> Iterator[Entry]:
+    for number, line in enumerate(data.decode("utf-8").splitlines(), first_line):
+        if not line.strip():
+            continue
+        try:
+            yield Entry(**json.loads(line))
+        except (ValueError, TypeError) as exc:
+            # A line cut by a crash mid-append is the only expected damage: the last one.
+            raise DatasetError(f"{index}:{number}: unreadable entry ({exc})") from exc
 
 
 def load_images(root: Path, entries: Sequence[Entry]) -> list[npt.NDArray[np.uint8]]:
@@ -201,7 +214,8 @@ def describe(entries: Sequence[Entry]) -> dict[str, Any]:
 
 
 class DatasetWriter:
-    """Builds a data set from upload messages (`add`); one thread at a time."""
+    """Builds a data set from upload messages (`add`); one thread at a time per writer, any
+    number of writers (processes, hosts) on one data set (module doc)."""
 
     def __init__(self, root: Path, rules: SortRules | None = None) -> None:
         self.root = root
@@ -211,13 +225,44 @@ class DatasetWriter:
         (root / PARTIAL).mkdir(exist_ok=True)
         self._ids: set[str] = set()
         self._hashes: set[str] = set()
-        self._repair_index()
-        for entry in read_dataset(root):
-            self._ids.add(entry.upload_id)
-            self._hashes.add(entry.sha256)
+        self._index_read = 0
+        """Bytes of index.jsonl already read into `_ids` and `_hashes`."""
+        self._lines_read = 0
+        with self._locked():
+            self._repair_index()
+            self._refresh()
         for upload_id in list(self.pending()):
             if upload_id in self._ids:  # completed, then a crash before its chunks were removed
                 shutil.rmtree(root / PARTIAL / upload_id, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the data set's lock: no other writer stores a frame or repairs the index."""
+        with (self.root / LOCK).open("a") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    def _refresh(self) -> None:
+        """Take in the index lines other writers appended since the last look (whole lines
+        only: one being written is read next time), and drop the pieces of their uploads that
+        reached this instance late."""
+        index = self.root / INDEX
+        with index.open("rb") as f:
+            f.seek(self._index_read)
+            data = f.read()
+        data = data[: data.rfind(b"\n") + 1]
+        if not data:
+            return
+        for entry in _parse_index(index, data, self._lines_read + 1):
+            if entry.upload_id not in self._ids:
+                shutil.rmtree(self.root / PARTIAL / entry.upload_id, ignore_errors=True)
+            self._ids.add(entry.upload_id)
+            self._hashes.add(entry.sha256)
+        self._index_read += len(data)
+        self._lines_read += data.count(b"\n")
 
     @property
     def frames(self) -> int:
@@ -239,6 +284,7 @@ class DatasetWriter:
         """Feed one `…/<vehicle>/frames/<upload_id>/<meta|index>` message; returns the entry when
         it completed a new frame. Raises `DatasetError` for a malformed message (nothing of it
         is kept)."""
+        self.stats.messages += 1
         try:
             return self._add(topic, payload)
         except DatasetError:
@@ -251,6 +297,8 @@ class DatasetWriter:
             raise DatasetError(f"{topic}: not a frame upload topic")
         upload_id = _safe_id(parts[-2], "upload id")
         part = parts[-1]
+        if upload_id not in self._ids:
+            self._refresh()  # another collector may have stored it
         if upload_id in self._ids:
             self.stats.duplicates += int(part == "meta")
             return None
@@ -265,21 +313,40 @@ class DatasetWriter:
                     f"{topic}: meta names upload {meta.upload_id!r} with {meta.chunks} chunks"
                 )
             _safe_id(meta.vehicle_id, "vehicle id")
-            _write_atomic(folder / "meta.json", payload)
+            name = "meta.json"
         elif part.isdigit() and int(part) < MAX_CHUNKS:
-            _write_atomic(folder / f"{int(part):05d}.chunk", payload)
+            name = f"{int(part):05d}.chunk"
         else:
             raise DatasetError(f"{topic}: unknown part {part!r}")
+        try:
+            _write_atomic(folder / name, payload)
+        except FileNotFoundError:  # another collector stored the upload meanwhile: a late copy
+            return None
         return self._complete(upload_id, folder)
 
     def _complete(self, upload_id: str, folder: Path) -> Entry | None:
-        meta_file = folder / "meta.json"
-        if not meta_file.is_file():
+        if self._pieces(folder) is None:
             return None
-        meta = FrameMeta.model_validate_json(meta_file.read_bytes())
+        with self._locked():
+            self._refresh()
+            if upload_id in self._ids:  # another collector completed it first
+                return None
+            pieces = self._pieces(folder)
+            return None if pieces is None else self._store(upload_id, folder, *pieces)
+
+    @staticmethod
+    def _pieces(folder: Path) -> tuple[FrameMeta, list[Path]] | None:
+        """The meta and chunk files of an upload once all are on disk."""
+        try:
+            meta = FrameMeta.model_validate_json((folder / "meta.json").read_bytes())
+        except FileNotFoundError:
+            return None
         chunks = [folder / f"{i:05d}.chunk" for i in range(meta.chunks)]
-        if not all(c.is_file() for c in chunks):
-            return None
+        return (meta, chunks) if all(c.is_file() for c in chunks) else None
+
+    def _store(
+        self, upload_id: str, folder: Path, meta: FrameMeta, chunks: list[Path]
+    ) -> Entry | None:
         data = b"".join(c.read_bytes() for c in chunks)
         if len(data) != meta.size_bytes or hashlib.sha256(data).hexdigest() != meta.sha256:
             shutil.rmtree(folder, ignore_errors=True)
@@ -314,10 +381,13 @@ class DatasetWriter:
             frame_seq=meta.frame_seq,
             t_video=meta.t_video,
         )
-        with (self.root / INDEX).open("a", encoding="utf-8") as f:
-            f.write(json.dumps(asdict(entry), separators=(",", ":")) + "\n")
+        line = (json.dumps(asdict(entry), separators=(",", ":")) + "\n").encode()
+        with (self.root / INDEX).open("ab") as f:
+            f.write(line)
             f.flush()
             os.fsync(f.fileno())
+        self._index_read += len(line)  # under the lock: nobody else appended since _refresh
+        self._lines_read += 1
         shutil.rmtree(folder, ignore_errors=True)
         self._ids.add(upload_id)
         self._hashes.add(meta.sha256)

@@ -559,11 +559,21 @@ async def cmd_frames(args: argparse.Namespace) -> int:
     return 0
 
 
-def collector_id(out: Path) -> str:
-    """The collector's MQTT client id: stable per data set, so its persistent session (and what
-    the broker queued for it while it was down) is found again after a restart."""
+def collector_id(out: Path, instance: str | None = None) -> str:
+    """The collector's MQTT client id: stable per data set (and instance, when several share
+    it), so its persistent session (and what the broker queued for it while it was down) is
+    found again after a restart."""
     digest = hashlib.sha256(str(out.resolve()).encode()).hexdigest()[:12]
-    return f"fleet-collector-{digest}"
+    return f"fleet-collector-{digest}" + (f"-{instance}" if instance else "")
+
+
+def shared(topic_filter: str, group: str | None) -> str:
+    """`topic_filter` as an MQTT 5 shared subscription of `group` (each message to one member)."""
+    if group is None:
+        return topic_filter
+    if not group or any(c in group for c in "/+#"):
+        raise ValueError(f"share group {group!r}: not empty, and no '/', '+' or '#'")
+    return f"$share/{group}/{topic_filter}"
 
 
 async def collect(
@@ -575,6 +585,8 @@ async def collect(
     count: int = 0,
     idle_exit_s: float = 0.0,
     session_expiry_s: int = 7 * 24 * 3600,
+    share: str | None = None,
+    instance: str | None = None,
     ready: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
     log: Any = sys.stderr,
@@ -582,16 +594,26 @@ async def collect(
     """Write the uploads of `vehicle`'s `camera` ('+': all) into the data set `out` (tools/dataset.py) until
     `count` new frames (0: no limit) or `idle_exit_s` quiet seconds (0: never; with `stop`,
     counted only once `stop` is set); `ready` is set once the subscription is in place. One line
-    per new frame goes to stdout."""
+    per new frame goes to stdout. With `share`, this is one `instance` of several collectors
+    on the same data set, each handed a share of the messages (`$share/<share>/…`)."""
+    if share is not None:
+        shared("", share)  # a bad group is refused before anything connects
+        if not instance or not all(c.isalnum() or c in "-_." for c in instance):
+            raise ValueError(
+                f"a shared collector needs an instance name of letters, digits, '-', '_' or "
+                f"'.' (--instance), not {instance!r}"
+            )
     writer = await asyncio.to_thread(DatasetWriter, out)
     print(f"collect: {out} holds {writer.frames} frames; listening", file=log)
-    client = FleetClient(access, client_id=collector_id(out), session_expiry_s=session_expiry_s)
+    client = FleetClient(
+        access, client_id=collector_id(out, instance), session_expiry_s=session_expiry_s
+    )
     new = 0
     async with client as fleet, fleet.listen() as queue:
         legacy = LegacyNotice(fleet.topics, log)
-        await fleet.subscribe(fleet.camera_topic(vehicle, camera, "frames/#"))
+        await fleet.subscribe(shared(fleet.camera_topic(vehicle, camera, "frames/#"), share))
         # The old layout's uploads are refused, said once per vehicle (never stored blindly).
-        await fleet.subscribe(fleet.topic(vehicle, "frames/#"))
+        await fleet.subscribe(shared(fleet.topic(vehicle, "frames/#"), share))
         if ready is not None:
             ready.set()
         quiet_since = time.monotonic()
@@ -620,7 +642,8 @@ async def collect(
     stats = writer.stats
     print(
         f"collect: {stats.saved} new ({stats.by_label['good']} good, {stats.by_label['poor']} "
-        f"poor), {stats.duplicates} duplicates, {stats.refused} refused",
+        f"poor), {stats.duplicates} duplicates, {stats.refused} refused, from {stats.messages} "
+        "messages",
         file=log,
     )
     return stats
@@ -636,6 +659,8 @@ async def cmd_collect(args: argparse.Namespace) -> int:
         count=args.count,
         idle_exit_s=args.idle_exit,
         session_expiry_s=args.session_expiry,
+        share=args.share,
+        instance=args.instance,
     )
     return 0
 
@@ -690,6 +715,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=7 * 24 * 3600,
         help="seconds the broker keeps queuing uploads for a stopped collector (default 7 days)",
+    )
+    collect.add_argument(
+        "--share",
+        metavar="GROUP",
+        help="one of several collectors on this data set: an MQTT 5 shared subscription "
+        "($share/GROUP/…) gives each upload message to one of them (docs/fleet-loop.md)",
+    )
+    collect.add_argument(
+        "--instance", help="this collector's name within --share (its MQTT session's)"
     )
     return parser
 

@@ -177,3 +177,61 @@ async def test_collect_takes_one_camera_when_named_and_says_once_that_old_layout
         "<prefix>/<vehicle_id>/<camera_id>/…)"
     )
     assert notices == [expected]
+
+
+async def test_two_shared_collectors_store_each_upload_exactly_once(
+    broker: Broker, certs: Certs, operator: FleetClient, tmp_path: Path
+) -> None:
+    # Each upload is a meta and several chunks: the broker hands each message to one member of
+    # the share group, so most uploads arrive in pieces at both instances.
+    uploads = {
+        f"up-{i}": upload(f"veh-{i % 3}", i, f"up-{i}", brightness=60 + 9 * i) for i in range(12)
+    }
+    assert all(len(messages) > 3 for messages in uploads.values())
+    out = tmp_path / "dataset"
+    published = asyncio.Event()
+    readies = [asyncio.Event(), asyncio.Event()]
+    logs = [io.StringIO(), io.StringIO()]
+    tasks = [
+        asyncio.create_task(
+            collect(
+                operator_access(broker, certs),
+                out,
+                share="collectors",
+                instance=name,
+                idle_exit_s=1.5,
+                ready=ready,
+                stop=published,
+                log=log,
+            )
+        )
+        for name, ready, log in zip(("a", "b"), readies, logs, strict=True)
+    ]
+    await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 10)
+    everything = [m for messages in uploads.values() for m in messages]
+    # A QoS 1 redelivery of two whole uploads (another instance may get the copy).
+    await publish(operator, everything + uploads["up-3"] + uploads["up-7"])
+    published.set()
+    stats = await asyncio.wait_for(asyncio.gather(*tasks), 30)
+
+    entries = read_dataset(out)
+    assert sorted(e.upload_id for e in entries) == sorted(uploads)
+    assert len({e.path for e in entries}) == len(uploads)
+    assert len(list(out.rglob("*.jpg"))) == len(uploads)
+    assert not list((out / "partial").iterdir())
+    assert sum(s.saved for s in stats) == len(uploads)
+    # Each message went to one instance, and both had a share.
+    sent = len(everything) + len(uploads["up-3"]) + len(uploads["up-7"])
+    assert sum(s.messages for s in stats) == sent
+    assert all(s.messages >= sent // 4 for s in stats), [log.getvalue() for log in logs]
+
+
+async def test_a_shared_collector_is_refused_without_a_proper_group_and_instance(
+    broker: Broker, certs: Certs, tmp_path: Path
+) -> None:
+    access = operator_access(broker, certs)
+    with pytest.raises(ValueError, match="instance name"):
+        await collect(access, tmp_path / "d", share="collectors")
+    with pytest.raises(ValueError, match="share group 'a/b'"):
+        await collect(access, tmp_path / "d", share="a/b", instance="x")
+    assert not (tmp_path / "d").exists()
