@@ -230,10 +230,7 @@ class DatasetWriter:
         self._lines_read = 0
         with self._locked():
             self._repair_index()
-            self._refresh()
-        for upload_id in list(self.pending()):
-            if upload_id in self._ids:  # completed, then a crash before its chunks were removed
-                shutil.rmtree(root / PARTIAL / upload_id, ignore_errors=True)
+            self._refresh()  # also drops the chunks of uploads completed just before a crash
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -257,10 +254,10 @@ class DatasetWriter:
         if not data:
             return
         for entry in _parse_index(index, data, self._lines_read + 1):
-            if entry.upload_id not in self._ids:
-                shutil.rmtree(self.root / PARTIAL / entry.upload_id, ignore_errors=True)
             self._ids.add(entry.upload_id)
             self._hashes.add(entry.sha256)
+        for upload_id in self._ids.intersection(self.pending()):
+            shutil.rmtree(self.root / PARTIAL / upload_id, ignore_errors=True)
         self._index_read += len(data)
         self._lines_read += data.count(b"\n")
 
