@@ -40,7 +40,9 @@ def test_kill_9_at_random_points_never_leaves_a_broken_or_missing_model(tmp_path
     active: list[str] = []
     for _ in range(KILLS):
         ready = context.Event()
-        step = context.Value("i", -1)
+        # No lock: a worker killed while holding a Value's lock would leave the parent waiting
+        # for it forever when it reads the step (the CI run that timed out here did that).
+        step = context.Value("i", -1, lock=False)
         worker = context.Process(
             target=kill_worker.run, args=(str(root), sources, ready, step), daemon=True
         )
