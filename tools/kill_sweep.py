@@ -48,7 +48,7 @@ from tools.loop import (
     LoopError,
     local_broker,
     next_version,
-    vehicle_b_config,
+    receiver_config,
 )
 from vehicle_agent import compat
 from vehicle_agent.compat import wait_for
@@ -254,12 +254,14 @@ async def sweep(
     rng = random.Random(seed)  # noqa: S311 - kill timing, not secrets
     private, public = model_update.keygen(out / "keys", KEY_ID)
     key = model_update.load_private_key(private)
-    config = vehicle_b_config(out / "vehicle.toml", broker, out / "state", vehicle, public)
-    text = config.read_text()
-    trial = "confirm_after_s = 2.0"
-    if trial not in text:
-        raise LoopError(f"tools.loop's vehicle config no longer says {trial!r}; update the sweep")
-    config.write_text(text.replace(trial, f"confirm_after_s = {CONFIRM_AFTER_S}\nmax_crashes = 3"))
+    config = receiver_config(
+        out / "vehicle.toml",
+        broker,
+        out / "state",
+        vehicle,
+        public,
+        update={"confirm_after_s": CONFIRM_AFTER_S, "max_crashes": 3},
+    )
     env = {**os.environ, **broker.env(), "NOTIFY_SOCKET": "", "PYTHONUNBUFFERED": "1"}
     report = SweepReport()
     version = read_manifest(SHIPPED).version

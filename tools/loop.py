@@ -1,32 +1,45 @@
 """Cloud side: the fleet learning loop end to end (seed 000's idea), on one machine.
 
-    python -m tools.loop --out build/loop                        # a few minutes
-    python -m tools.loop --out build/loop --steps 400 --crop 192 --seconds 60
+    python -m tools.loop --out build/loop                        # about a minute
+    python -m tools.loop --out build/loop --scenario broken-challenger
+    python -m tools.loop --out build/loop --scenario canary-rollback
 
-1. A local Mosquitto is started (or `--broker` names one, with the operator's and the vehicles'
-   accounts given through credential names; see `LoopBroker`).
+1. A local Mosquitto is started (`run_loop` also takes any `LoopBroker`: a TLS broker with the
+   operator's and the vehicles' accounts, as the tests use).
 2. Vehicle A (`vehicle-agent simulate`, the bundled street clip, lens drops injected so frames
-   before and after a cleaning are uploaded too) uploads frames over the fleet link.
-3. The collector (`tools.fleet collect`) builds the data set while A drives.
+   before and after a cleaning are uploaded too) uploads frames over the fleet link, and two
+   collector instances (`tools.fleet collect --share loop`: an MQTT 5 shared subscription)
+   build one data set from them, each upload stored once.
+3. The held-out suite (`tools.suite`, `--suite`, kept across runs) takes the data set's held-out
+   uploads (every third 5 s segment of a vehicle's footage) as a new version.
 4. A short GAN fine-tuning run (pairs made by degrading good frames, the shipped recipe of
    `tools.gan`) starts from the fleet's active `fast-enhance` and mixes the fleet's good frames
-   with the base training set (replay, half the samples each), so the model does not forget
-   what it could do. It is exported to ONNX with a manifest that records which vehicles and
-   time range the data came from.
-5. Champion against challenger: both models are scored on the footage bank's held-out frames
-   under every condition (`tools.gan.bench`: low light, fog, rain, blur, noise, clean). The new
-   model goes on only if it improves a condition it is trained for (low light or fog), no
-   condition's mean PSNR falls by more than `--margin-db` (0.2) and no condition's worst frame
-   falls by more than that either. Otherwise nothing is signed or published: the report says
-   which condition failed, and the command exits 1.
-6. The model is signed with a fresh key and published to vehicle B (`vehicle-agent run` on the
-   same footage, trusting that key), which verifies, health-checks and swaps it in, and reports
-   `model_swapped` with the new version.
-7. `report.json` and `report.md` in `--out`: versions before and after, the data set, the
-   training losses, the gate's decision and both models' held-out figures.
+   outside the held-out share with the base training set (replay, half the samples each), so the
+   model does not forget what it could do. It is exported to ONNX with a manifest that records
+   which vehicles and time range the data came from.
+5. Champion against challenger on the suite: the footage bank's held-out scenes × held-out
+   renderers (low light, fog, lens drops, motion blur + noise, rain streaks, clean frames) and
+   the fleet's held-out uploads under the same renderers. The new model goes on only if it
+   improves a condition it is trained for (low light or fog, on either part), and no condition's
+   mean PSNR nor its worst frame falls by more than `--margin-db` (0.2). Otherwise nothing is
+   signed or published: the report says which condition failed, and the command exits 1.
+6. The model is signed with a fresh key and rolled out in stages (`tools.rollout`) to the
+   receiving vehicles (`vehicle-agent run` on the same footage, trusting that key): the canary
+   B first, then the wave (C); each verifies, health-checks and swaps it in, and is judged
+   healthy after 5 s on it. One failure aborts: the offer is withdrawn and whoever took it rolls
+   back, and the next wave is never offered (exit 3).
+7. `report.json` and `report.md` in `--out`: versions before and after, the data set and the
+   collectors' shares, the suite's version, the training losses, the gate's figures, the
+   rollout's verdicts, and every decision in order.
 
-With the default budget the run is a demonstration of the loop; the gate is what keeps a
-worse model off the fleet. Everything runs on this machine; nothing is downloaded.
+Scenarios (`--scenario`): `fine-tune` (the above), `broken-challenger` (labels corrupted: every
+pair's sides swapped, so the challenger learns to degrade at the full learning rate, and the
+gate must hold it back),
+`canary-rollback` (the canary's health check is configured to fail, `BROKEN_CANARY`: it rolls
+back and the rollout aborts before the wave). With the default budget the fine-tuning is small
+and the gate is what keeps a worse model off the fleet. Everything runs on this machine; nothing
+is downloaded. Exit status: 0 rolled out to every vehicle, 1 held back by the gate, 2 a step
+failed, 3 the rollout aborted or paused.
 """
 
 from __future__ import annotations
@@ -35,12 +48,12 @@ import argparse
 import asyncio
 import contextlib
 import getpass
+import io
 import json
 import os
 import re
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,13 +61,27 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO, cast
 
 import cv2
 
 from tools import model_update
 from tools.dataset import describe, load_images, paired_data_line, read_dataset
 from tools.fleet import BrokerAccess, FleetClient, collect
+from tools.rollout import Policy, Rollout, RolloutError
+from tools.rollout import report as rollout_report
+from tools.rollout import run as rollout_run
+from tools.suite import (
+    FLEET,
+    GATE_MARGIN_DB,
+    PSNR_CAP_DB,
+    GateDecision,
+    Suite,
+    SuiteError,
+    decide,
+    is_held_out,
+    score,
+)
 from vehicle_agent import compat
 from vehicle_agent.compat import wait_for
 from vehicle_agent.enhance.manifest import read_manifest
@@ -65,8 +92,8 @@ from vehicle_agent.update.manifest import SignedUpdate
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "models" / "fast-enhance"
 KEY_ID = "loop"
-VEHICLES = ("veh-a", "veh-b")
-"""Vehicle A (uploads) and vehicle B (receives the new model)."""
+VEHICLES = ("veh-a", "veh-b", "veh-c")
+"""Vehicle A uploads; B is the rollout's canary, the rest its wave."""
 
 
 class LoopError(RuntimeError):
@@ -208,10 +235,25 @@ around_cleaning_frames = 2
     return path
 
 
-def vehicle_b_config(
-    path: Path, broker: LoopBroker, state: Path, vehicle: str, public_key: str
+BROKEN_CANARY = {"golden_width": 1280, "max_latency_ms": 1.0}
+"""The canary's [update] settings in the canary-rollback scenario: its health check runs the
+new model on full-width golden frames and allows 1 ms a frame, so the swap fails on a 2-core
+machine and the vehicle rolls back to the model it had."""
+
+
+def receiver_config(
+    path: Path,
+    broker: LoopBroker,
+    state: Path,
+    vehicle: str,
+    public_key: str,
+    *,
+    update: dict[str, Any] | None = None,
 ) -> Path:
-    """Vehicle B replays the same footage in a loop and trusts the loop's signing key."""
+    """A receiving vehicle replays the same footage in a loop and trusts the loop's signing key;
+    `update` adds or overrides `[update]` settings."""
+    settings = {"device": "bench", "confirm_after_s": 2.0, **(update or {})}
+    lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in settings.items())
     path.write_text(
         f"""[agent]
 vehicle_id = "{vehicle}"
@@ -225,8 +267,7 @@ on_end = "loop"
 metrics_port = 0
 
 [update]
-device = "bench"
-confirm_after_s = 2.0
+{lines}
 
 [update.trusted_keys]
 {KEY_ID} = "{public_key}"
@@ -271,6 +312,14 @@ FINE_TUNE_LR = 0.25
 """The fine-tuning generator's learning rate, as a share of the shipped recipe's."""
 
 
+def _identity_gate(model_file: Path | None) -> float | None:
+    """The dead-zone gate the model's manifest records (`training.identity_gate`), if any."""
+    if model_file is None:
+        return None
+    value = getattr(read_manifest(model_file.parent).training, "identity_gate", None)
+    return float(value) if isinstance(value, int | float) else None
+
+
 def train_model(
     dataset: Path,
     out: Path,
@@ -282,10 +331,18 @@ def train_model(
     progress: bool,
     init_from: Path | None = None,
     replay: int = 24,
+    held_out: set[str] | None = None,
+    lr_scale: float = FINE_TUNE_LR,
+    corrupt: bool = False,
 ) -> Trained:
     """Fine-tune fast-enhance from `init_from` (the active model.onnx; None: fresh weights) on
     the data set's good frames mixed with `replay` frames of the base training set (paired by
-    degradation), export it and write its manifest with the data's provenance."""
+    degradation), export it and write its manifest with the data's provenance. Frames whose
+    upload id or sha256 is in `held_out` (the gate's suite), or that `suite.is_held_out` sets
+    aside, are never trained on. `lr_scale`: the generator's learning rate as a share of the
+    shipped recipe's (when fine-tuning). `corrupt`: train on corrupted labels (each pair's sides
+    swapped, so the model learns to degrade: the loop's broken-challenger scenario, a model the
+    gate must stop)."""
     import torch  # noqa: PLC0415 - the train extra; imported only when training
 
     from tools.gan import data  # noqa: PLC0415
@@ -301,15 +358,25 @@ def train_model(
     from tools.gan.train import train  # noqa: PLC0415
 
     entries = read_dataset(dataset)
-    good = [e for e in entries if e.label == "good"]
+    held_out = held_out or set()
+    good = [
+        e
+        for e in entries
+        if e.label == "good"
+        and not is_held_out(e)
+        and e.upload_id not in held_out
+        and e.sha256 not in held_out
+    ]
     if len(good) < 2:
-        raise LoopError(f"{dataset}: {len(good)} good frames; the loop needs at least 2")
+        raise LoopError(
+            f"{dataset}: {len(good)} good frames outside the held-out share; the loop needs 2"
+        )
     images = load_images(dataset, good)
     base = data.training_images(limit=replay) if replay > 0 else []
     replayed = REPLAY_SHARE if base else 0.0
     weights = [(1 - replayed) / len(images)] * len(images)
     weights += [replayed / len(base)] * len(base)
-    lr_g = FAST.config.lr_g * (FINE_TUNE_LR if init_from is not None else 1.0)
+    lr_g = FAST.config.lr_g * (lr_scale if init_from is not None else 1.0)
     config = FAST.config.model_copy(
         update={
             "height": crop,
@@ -320,6 +387,7 @@ def train_model(
             "d_pretrain_steps": min(steps, 20),
             "seed": seed,
             "lr_g": lr_g,
+            "corrupt_labels": corrupt,
         }
     )
     started = time.perf_counter()
@@ -333,8 +401,18 @@ def train_model(
         init_from=init_from,
     )
     result.generator.eval()
+    # The dead zone is widened on every frame trained on, as the shipped recipe does on its
+    # whole training set (the fleet's few frames alone give a narrower one: clean frames then
+    # get nudged, which the gate's clean rows catch).
     samples = [data.Sample(e.upload_id, im) for e, im in zip(good, images, strict=True)]
-    calibrate(result.generator, samples, out / "train")
+    gate = calibrate(result.generator, [*samples, *base], out / "train")
+    # … and never narrower than the model it was fine-tuned from (calibrated on the whole base
+    # set): a few dozen frames give a lower 99th percentile, which would wake the curve on good
+    # frames the active model leaves alone.
+    before = _identity_gate(init_from)
+    if gate is not None and before is not None and before > gate:
+        gate = before
+        setattr(result.generator, "gate", gate)  # noqa: B010 - FastCurveGenerator's calibrated gate
     model_dir = out / "model"
     model_dir.mkdir(parents=True, exist_ok=True)
     export_onnx(result.generator, model_dir / MODEL_FILE)
@@ -351,6 +429,7 @@ def train_model(
         "command": "python -m tools.loop",
         "framework": f"torch {torch.__version__}",
         "seconds": round(seconds, 1),
+        "identity_gate": gate,
         "config": config.model_dump(mode="json"),
     }
     losses = result.history[-1] if result.history else {}
@@ -377,109 +456,44 @@ def train_model(
     )
 
 
-PSNR_CAP_DB = 60.0
-"""Scores above this count as this (a model that leaves a clean frame bit-identical scores ∞;
-one that changes it invisibly, 70 dB: neither is worse than the other)."""
-GATE_MARGIN_DB = 0.2
-
-
-@dataclass
-class GateDecision:
-    """Champion (the active model) against challenger (the new one) on held-out frames."""
-
-    passed: bool
-    reasons: list[str]
-    """Why it failed (empty when it passed), one per failed check, naming the condition."""
-    improved: list[str]
-    """Target conditions on which the challenger's mean is higher."""
-    scores: dict[str, dict[str, dict[str, float]]]
-    """method → condition → {"mean": dB, "worst": dB} (capped at `PSNR_CAP_DB`)."""
-    margin_db: float
-    frames: int
-
-
-def decide(
-    scores: dict[str, dict[str, dict[str, float]]],
-    *,
-    targets: Sequence[str],
-    margin_db: float = GATE_MARGIN_DB,
-    frames: int = 0,
-) -> GateDecision:
-    """Publish only if the challenger ("new") improves one of `targets` and, on every
-    condition, neither its mean nor its worst frame falls more than `margin_db` below the
-    champion's ("previous")."""
-    old, new = scores["previous"], scores["new"]
-    reasons: list[str] = []
-    for kind in old:
-        for stat in ("mean", "worst"):
-            drop = old[kind][stat] - new[kind][stat]
-            if drop > margin_db:
-                reasons.append(
-                    f"{kind}: {stat} {new[kind][stat]:.2f} dB against {old[kind][stat]:.2f} "
-                    f"({-drop:+.2f} dB, margin {margin_db:g})"
-                )
-    improved = [k for k in targets if k in old and new[k]["mean"] > old[k]["mean"]]
-    if not improved:
-        reasons.append(
-            f"no target condition improved ({', '.join(targets)}: "
-            + ", ".join(
-                f"{new[k]['mean']:.2f} vs {old[k]['mean']:.2f} dB" for k in targets if k in old
-            )
-            + ")"
-        )
-    return GateDecision(not reasons, reasons, improved, scores, margin_db, frames)
-
-
-def _capped(values: Sequence[float]) -> list[float]:
-    return [min(v, PSNR_CAP_DB) for v in values] or [0.0]
-
-
-def champion_vs_challenger(
-    previous: Path, new: Path, frames: int, margin_db: float = GATE_MARGIN_DB
-) -> GateDecision:
-    """Score both models (and identity, for reference) on `frames` held-out frames of the
-    footage bank under every condition of `tools.gan.bench`, then `decide`."""
-    from tools.gan import bench, data  # noqa: PLC0415
-    from tools.gan.ship import FAST  # noqa: PLC0415
-
-    held_out = data.held_out_images()[:frames]
-    methods = {
-        "identity": bench.identity,
-        "previous": bench.onnx_model(previous / "model.onnx"),
-        "new": bench.onnx_model(new / "model.onnx"),
-    }
-    report = bench.evaluate(methods, held_out, metric_ssim=False)
-    scores: dict[str, dict[str, dict[str, float]]] = {
-        m: {
-            str(k): {
-                "mean": round(statistics.fmean(_capped(report.scores[(m, k)].psnr)), 2),
-                "worst": round(min(_capped(report.scores[(m, k)].psnr)), 2),
-            }
-            for k in report.kinds
-        }
-        for m in methods
-    }
-    return decide(scores, targets=FAST.conditions, margin_db=margin_db, frames=len(held_out))
-
-
 # -- the loop -------------------------------------------------------------------------------------
+
+
+SCENARIOS = ("fine-tune", "broken-challenger", "canary-rollback")
+"""`fine-tune`: the loop as a fleet runs it. `broken-challenger`: the challenger is trained on
+corrupted labels (each pair's sides swapped, the full learning rate), which the gate must hold
+back.
+`canary-rollback`: the canary vehicle is configured so its health check fails (`BROKEN_CANARY`),
+so it rolls back and the rollout aborts before the wave is offered."""
 
 
 @dataclass
 class LoopReport:
     previous_version: str
     new_version: str
+    scenario: str
     dataset: dict[str, Any]
+    collectors: dict[str, Any]
+    suite: dict[str, Any]
     training: dict[str, Any]
     swap: dict[str, Any]
+    """The canary's outcome ('swapped', 'rolled back', 'not published', …) and every vehicle's."""
     quality: dict[str, dict[str, dict[str, float]]]
-    """method → condition → {"mean": dB, "worst": dB} on the held-out frames."""
+    """method → condition → {"mean": dB, "worst": dB} on the held-out suite."""
     gate: dict[str, Any]
+    rollout: dict[str, Any] | None
+    """`tools.rollout.report` of the staged rollout (None when nothing was published)."""
+    decisions: list[dict[str, Any]]
+    """Every decision the loop took, in order, with its figures."""
     timings_s: dict[str, float]
 
     @property
     def published(self) -> bool:
         return bool(self.gate["passed"])
+
+    @property
+    def rolled_out(self) -> bool:
+        return self.rollout is not None and self.rollout["status"] == "done"
 
     def markdown(self) -> str:
         q = self.quality
@@ -491,33 +505,42 @@ class LoopReport:
             for m in q
         )
         verdict = (
-            f"**published**: improves {', '.join(self.gate['improved'])}; no condition falls "
+            f"**passed**: improves {', '.join(self.gate['improved'])}; no condition falls "
             f"more than {self.gate['margin_db']:g} dB"
             if self.published
-            else "**not published**: " + "; ".join(self.gate["reasons"])
+            else "**held back**: " + "; ".join(self.gate["reasons"])
         )
-        swap = (
-            f"{self.swap['outcome']} ({self.swap['seconds']:.1f} s from publish)"
-            if self.published
-            else "nothing published: it keeps " + self.previous_version
+        decisions = "\n".join(
+            f"{i}. **{d['step']}**: {d['decision']}"
+            + (f": {d['reason']}" if d.get("reason") else "")
+            for i, d in enumerate(self.decisions, 1)
         )
+        vehicles = ", ".join(f"{v}: {o}" for v, o in self.swap.get("vehicles", {}).items())
+        suite = self.suite
         return f"""# Fleet learning loop
 
-Gate (champion against challenger): {verdict}
+Scenario `{self.scenario}`. Gate (champion against challenger): {verdict}
 
 | | |
 |---|---|
 | model before | fast-enhance {self.previous_version} (shipped) |
-| model after | fast-enhance {self.new_version} (fine-tuned from {self.previous_version} on the \
+| challenger | fast-enhance {self.new_version} (fine-tuned from {self.previous_version} on the \
 fleet's uploads and {self.training["replay"]} replayed base frames) |
 | data set | {self.dataset["frames"]} frames ({self.dataset["good"]} good, \
-{self.dataset["poor"]} poor) from {", ".join(self.dataset["vehicles"])} |
+{self.dataset["poor"]} poor) from {", ".join(self.dataset["vehicles"])}; collectors \
+{self.collectors["instances"]} |
+| suite | version {suite["version"]} (sha256 {suite["sha256"][:12]}…): the footage bank's held-out \
+set and {suite["fleet_frames"]} held-out fleet frames ({suite["added"]} added by this run) |
 | training | {self.training["steps"]} steps on {self.training["crop"]} px crops, \
 {self.training["seconds"]:.0f} s; last losses {self.training["losses"]} |
-| vehicle B | {swap} |
+| vehicles | {vehicles or "nothing published: every vehicle keeps " + self.previous_version} |
 
-Held-out quality, PSNR dB mean / worst frame on {self.gate["frames"]} frames (tools.gan.bench; \
-capped at {PSNR_CAP_DB:g} dB):
+Decisions:
+
+{decisions}
+
+Held-out quality, PSNR dB mean / worst frame on the suite's {self.gate["frames"]} pairs (raw \
+models; capped at {PSNR_CAP_DB:g} dB; `fleet …` rows: the fleet's held-out uploads):
 
 | model | {" | ".join(kinds)} |
 |---|{"---:|" * len(kinds)}
@@ -578,72 +601,234 @@ async def _run_vehicle_a(broker: LoopBroker, work: Path, vehicle: str, seconds: 
 
 
 @contextlib.asynccontextmanager
-async def _vehicle_b(
-    broker: LoopBroker, work: Path, vehicle: str, public: str
+async def _receivers(
+    broker: LoopBroker,
+    work: Path,
+    vehicles: Sequence[str],
+    public: str,
+    updates: dict[str, dict[str, Any]] | None = None,
 ) -> AsyncIterator[None]:
-    config = vehicle_b_config(work / "vehicle-b.toml", broker, work / "state-b", vehicle, public)
+    """`vehicle-agent run` for each receiving vehicle (state in `work/state-<vehicle>`, log in
+    `work/<vehicle>.log`); `updates` adds [update] settings per vehicle."""
     env = {**os.environ, **broker.env(), "NOTIFY_SOCKET": ""}
-    log = (work / "vehicle-b.log").open("wb")
-    process = await asyncio.create_subprocess_exec(
-        *_agent("run", "--config", str(config)), env=env, stdout=log, stderr=log
-    )
+    processes: list[asyncio.subprocess.Process] = []
+    logs = []
     try:
+        for vehicle in vehicles:
+            config = receiver_config(
+                work / f"{vehicle}.toml",
+                broker,
+                work / f"state-{vehicle}",
+                vehicle,
+                public,
+                update=(updates or {}).get(vehicle),
+            )
+            log = (work / f"{vehicle}.log").open("wb")
+            logs.append(log)
+            processes.append(
+                await asyncio.create_subprocess_exec(
+                    *_agent("run", "--config", str(config)), env=env, stdout=log, stderr=log
+                )
+            )
         yield
     finally:
-        if process.returncode is None:
-            process.terminate()
+        for process in processes:
+            if process.returncode is None:
+                process.terminate()
+        for process in processes:
             try:
                 await wait_for(process.wait(), 20.0)
             except TimeoutError:
                 process.kill()
                 await process.wait()
-        log.close()
+        for log in logs:
+            log.close()
+
+
+LOOP_POLICY = Policy(health_s=5.0, timeout_s=120.0, abort_share=0.0, abort_min=1)
+"""The loop's rollout: a vehicle is healthy after 5 s on the new model; one failure aborts."""
+
+
+def outcome(state: dict[str, Any] | None, withdrawn: bool) -> str:
+    """What happened to one receiving vehicle, in the report's words: 'swapped' (healthy on the
+    new model), 'rolled back', 'withdrawn' (it took the update, the abort took it back),
+    'failed: …', 'no answer' or 'never offered'."""
+    if state is None:
+        return "never offered"
+    verdict, detail = state["verdict"], str(state["detail"])
+    if verdict == "healthy":
+        return "swapped"
+    if verdict == "failed":
+        return "rolled back" if detail.startswith("rolled back") else f"failed: {detail}"
+    if withdrawn:
+        return "withdrawn"
+    return "no answer" if verdict in {"waiting", "timeout"} else verdict
+
+
+async def roll_out(
+    broker: LoopBroker,
+    out: Path,
+    model_dir: Path,
+    *,
+    canary: Sequence[str],
+    waves: Sequence[Sequence[str]],
+    policy: Policy = LOOP_POLICY,
+    updates: dict[str, dict[str, Any]] | None = None,
+    version: str | None = None,
+    log: Callable[[str], None] = print,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Sign `model_dir` with a fresh key and roll it out (`tools.rollout`) to the receiving
+    vehicles, started here: `canary` first, then each wave, each judged on its health. Returns
+    the rollout's report and the swap summary (the canary's outcome, every vehicle's).
+    `version` re-versions the offer (the manifest's otherwise)."""
+    private, public = model_update.keygen(out / "keys", KEY_ID)
+    offer: SignedUpdate = model_update.make_offer(
+        model_dir,
+        model_update.load_private_key(private),
+        KEY_ID,
+        version=version,
+        devices=("bench",),
+    )
+    offer_file = out / "offer.json"
+    offer_file.write_bytes(offer.to_bytes())
+    groups = [("canary", list(canary))] + [
+        (f"wave-{i}", list(w)) for i, w in enumerate(waves, 1) if w
+    ]
+    receivers = [v for _, targets in groups for v in targets]
+    plan = Rollout.plan(offer, offer_file, model_dir / "model.onnx", groups, policy)
+    state_file = out / "rollout.json"
+    lines = cast("TextIO", _Lines(log))
+    t0 = time.perf_counter()
+    async with (
+        _receivers(broker, out, receivers, public, updates),
+        FleetClient(broker.access()) as fleet,
+    ):
+        await rollout_run(
+            fleet, plan, offer, model_dir / "model.onnx", state_file, log=lines, reply_s=30.0
+        )
+    seconds = round(time.perf_counter() - t0, 1)
+    summary = rollout_report(plan)
+    states = {t: v for g in summary["groups"] for t, v in g["verdicts"].items()}
+    vehicles = {v: outcome(states.get(v), v in plan.withdrawn) for v in receivers}
+    swap = {
+        "vehicle": receivers[0],
+        "outcome": vehicles[receivers[0]],
+        "seconds": seconds,
+        "vehicles": vehicles,
+    }
+    return summary, swap
+
+
+class _Lines(io.TextIOBase):
+    """A text stream that hands each line to `log` (the rollout writes to a stream)."""
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self.log = log
+        self.buffer = ""
+
+    def write(self, text: str) -> int:
+        self.buffer += text
+        *lines, self.buffer = self.buffer.split("\n")
+        for line in lines:
+            self.log("    " + line)
+        return len(text)
 
 
 async def run_loop(
     broker: LoopBroker,
     out: Path,
     *,
+    suite_dir: Path | None = None,
+    scenario: str = "fine-tune",
     seconds: float = 30.0,
     steps: int = 60,
     crop: int = 128,
     seed: int = 0,
-    bench_frames: int = 6,
     margin_db: float = GATE_MARGIN_DB,
     replay: int = 24,
-    vehicles: tuple[str, str] = VEHICLES,
+    lr_scale: float = FINE_TUNE_LR,
+    vehicles: Sequence[str] = VEHICLES,
+    policy: Policy = LOOP_POLICY,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> LoopReport:
-    """Run the whole loop (module docstring) in `out`; raises `LoopError` on a failed step. A
-    challenger that fails the gate is not published: the report says why (`published` False)."""
+    """Run the whole loop (module docstring) in `out`, judging on the suite in `suite_dir`
+    (default `out/suite`; made when missing); raises `LoopError` on a failed step. A challenger
+    that fails the gate is not published: the report says why (`published` False)."""
+    if scenario not in SCENARIOS:
+        raise LoopError(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
+    if len(vehicles) < 3:
+        raise LoopError("the loop needs an uploading vehicle, a canary and at least one more")
     await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
+    suite_dir = suite_dir or out / "suite"
     timings: dict[str, float] = {}
-    vehicle_a, vehicle_b = vehicles
+    decisions: list[dict[str, Any]] = []
+    uploader, canary, *wave = vehicles
     previous = read_manifest(SHIPPED).version
     version = next_version(previous)
     dataset = out / "dataset"
 
     t0 = time.perf_counter()
-    log(f"1/5 vehicle {vehicle_a} drives {seconds:g} s and uploads; the collector listens")
-    ready, driven = asyncio.Event(), asyncio.Event()
-    collector = asyncio.create_task(
-        collect(broker.access(), dataset, idle_exit_s=3.0, ready=ready, stop=driven, log=sys.stderr)
-    )
-    await wait_for(ready.wait(), 30.0)
+    log(f"1/6 vehicle {uploader} drives {seconds:g} s and uploads; two shared collectors listen")
+    ready = [asyncio.Event(), asyncio.Event()]
+    driven = asyncio.Event()
+    collectors = [
+        asyncio.create_task(
+            collect(
+                broker.access(),
+                dataset,
+                idle_exit_s=3.0,
+                share="loop",
+                instance=f"c{i + 1}",
+                ready=ready[i],
+                stop=driven,
+                log=sys.stderr,
+            )
+        )
+        for i in range(2)
+    ]
+    await wait_for(asyncio.gather(*(r.wait() for r in ready)), 30.0)
     try:
-        await _run_vehicle_a(broker, out, vehicle_a, seconds)
+        await _run_vehicle_a(broker, out, uploader, seconds)
     finally:
-        driven.set()  # the collector stops once the last uploads have come (3 s quiet)
-    stats = await collector
+        driven.set()  # the collectors stop once the last uploads have come (3 s quiet)
+    stats = await asyncio.gather(*collectors)
     entries = read_dataset(dataset)
     timings["drive_and_collect"] = round(time.perf_counter() - t0, 1)
-    log(f"    data set: {stats.saved} frames ({stats.by_label}) in {dataset}")
+    shares = {f"c{i + 1}": s.messages for i, s in enumerate(stats)}
+    collected = {
+        "instances": shares,
+        "saved": sum(s.saved for s in stats),
+        "duplicates": sum(s.duplicates for s in stats),
+        "refused": sum(s.refused for s in stats),
+    }
+    decisions.append(
+        {
+            "step": "collect",
+            "decision": f"{collected['saved']} frames stored",
+            "reason": f"messages per collector {shares}, {collected['duplicates']} duplicates",
+        }
+    )
+    log(f"    data set: {collected['saved']} frames in {dataset}; messages per collector {shares}")
+
+    suite = await asyncio.to_thread(Suite.open, suite_dir)
+    added = await asyncio.to_thread(suite.add, dataset)
+    suite_info = {**suite.describe(), "added": added, "folder": str(suite_dir)}
+    decisions.append(
+        {
+            "step": "suite",
+            "decision": f"version {suite.version}",
+            "reason": f"{added} held-out fleet frames added ({len(suite.fleet)} in all)",
+        }
+    )
+    log(f"2/6 held-out suite {suite_dir}: version {suite.version}, {added} fleet frames added")
 
     t0 = time.perf_counter()
+    broken = scenario == "broken-challenger"
     log(
-        f"2/5 fine-tuning fast-enhance {previous} → {version}: {steps} steps on {crop} px crops, "
+        f"3/6 fine-tuning fast-enhance {previous} → {version}: {steps} steps on {crop} px crops, "
         f"the fleet's good frames and {replay} replayed base frames"
+        + (" (labels corrupted: broken-challenger)" if broken else "")
     )
     trained = await asyncio.to_thread(
         train_model,
@@ -656,34 +841,54 @@ async def run_loop(
         progress=progress,
         init_from=SHIPPED / "model.onnx",
         replay=replay,
+        held_out=suite.held_out_ids(),
+        lr_scale=1.0 if broken else lr_scale,
+        corrupt=broken,
     )
     timings["train_export"] = round(time.perf_counter() - t0, 1)
 
     t0 = time.perf_counter()
-    log(f"3/5 champion {previous} against challenger {version} on {bench_frames} held-out frames")
-    gate = await asyncio.to_thread(
-        champion_vs_challenger, SHIPPED, trained.model_dir, bench_frames, margin_db
-    )
+    log(f"4/6 champion {previous} against challenger {version} on suite v{suite.version}")
+    gate = await asyncio.to_thread(gate_models, suite, SHIPPED, trained.model_dir, margin_db)
     timings["gate"] = round(time.perf_counter() - t0, 1)
+    decisions.append(
+        {
+            "step": "gate",
+            "decision": "publish" if gate.passed else "hold back",
+            "reason": (
+                f"improves {', '.join(gate.improved)}; nothing falls more than {margin_db:g} dB"
+                if gate.passed
+                else "; ".join(gate.reasons)
+            ),
+            "improved": gate.improved,
+            "reasons": gate.reasons,
+        }
+    )
     training = {
         "steps": steps,
         "crop": crop,
         "replay": replay,
+        "lr_scale": 1.0 if broken else lr_scale,
+        "corrupted_labels": broken,
         "seconds": round(trained.seconds, 1),
         "losses": trained.losses,
         "onnx_max_abs_diff": trained.max_abs_diff,
-        "bench_frames": bench_frames,
     }
 
-    def finish(swap: dict[str, Any]) -> LoopReport:
+    def finish(swap: dict[str, Any], rollout: dict[str, Any] | None) -> LoopReport:
         report = LoopReport(
             previous_version=previous,
             new_version=version,
+            scenario=scenario,
             dataset=describe(entries),
+            collectors=collected,
+            suite=suite_info,
             training=training,
             swap=swap,
             quality=gate.scores,
             gate={k: v for k, v in gate.__dict__.items() if k != "scores"},
+            rollout=rollout,
+            decisions=decisions,
             timings_s=timings,
         )
         (out / "report.json").write_text(json.dumps(report.__dict__, indent=2) + "\n")
@@ -693,45 +898,34 @@ async def run_loop(
         return report
 
     if not gate.passed:
-        log("    not published: " + "; ".join(gate.reasons))
-        return finish({"vehicle": vehicle_b, "outcome": "not published", "seconds": 0.0})
+        log("    held back: " + "; ".join(gate.reasons))
+        return finish({"vehicle": canary, "outcome": "not published", "seconds": 0.0}, None)
     log(f"    passed: improves {', '.join(gate.improved)}")
 
-    log("4/5 signing and publishing to vehicle B")
-    private, public = model_update.keygen(out / "keys", KEY_ID)
-    offer: SignedUpdate = model_update.make_offer(
-        trained.model_dir,
-        model_update.load_private_key(private),
-        KEY_ID,
-        devices=("bench",),
-    )
-    (out / "offer.json").write_bytes(offer.to_bytes())
-    label = f"fast-enhance@{version}"
+    log(f"5/6 signed; staged rollout: canary {canary}, then {', '.join(wave)}")
     t0 = time.perf_counter()
-    async with _vehicle_b(broker, out, vehicle_b, public), FleetClient(broker.access()) as fleet:
+    updates = {canary: BROKEN_CANARY} if scenario == "canary-rollback" else None
+    summary, swap = await roll_out(
+        broker, out, trained.model_dir, canary=[canary], waves=[wave], policy=policy,
+        updates=updates, log=log,
+    )  # fmt: skip
+    timings["rollout"] = round(time.perf_counter() - t0, 1)
+    decisions += [{"step": f"rollout {d['group']}", **d} for d in summary["decisions"]]
+    log(f"6/6 rollout {summary['status']}: {swap['vehicles']}")
+    return finish(swap, summary)
 
-        async def send() -> None:
-            await model_update.publish(fleet, offer, trained.model_dir / "model.onnx", [vehicle_b])
 
-        outcomes = await model_update.watch(
-            fleet,
-            [vehicle_b],
-            label=label,
-            timeout_s=120.0,
-            offer=offer,
-            out=sys.stderr,
-            then=send,
-        )
-    swap_s = time.perf_counter() - t0
-    timings["publish_to_swap"] = round(swap_s, 1)
-    if outcomes[vehicle_b] != "swapped":
-        raise LoopError(
-            f"vehicle B did not swap to {label}: {outcomes[vehicle_b]}; see {out / 'vehicle-b.log'}"
-        )
-    log(f"5/5 vehicle B reported model_swapped to {label} after {swap_s:.1f} s")
-    return finish(
-        {"vehicle": vehicle_b, "outcome": outcomes[vehicle_b], "seconds": round(swap_s, 1)}
-    )
+def gate_models(
+    suite: Suite, previous: Path, new: Path, margin_db: float = GATE_MARGIN_DB
+) -> GateDecision:
+    """Champion (`previous`) against challenger (`new`) on every pair of `suite`: the new model
+    must improve fast-enhance's conditions (low light or fog, on the footage bank's held-out
+    set or on the fleet's held-out uploads) and regress on none (`decide`)."""
+    from tools.gan.ship import FAST  # noqa: PLC0415
+
+    scores, pairs = score(suite, {"previous": previous, "new": new})
+    targets = [*FAST.conditions, *(FLEET + c for c in FAST.conditions)]
+    return decide(scores, targets=targets, margin_db=margin_db, frames=pairs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -739,10 +933,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m tools.loop", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--out", type=Path, default=Path("build/loop"), help="work folder")
+    parser.add_argument(
+        "--suite",
+        type=Path,
+        default=Path("build/loop-suite"),
+        help="the held-out suite folder (kept across runs; made when missing)",
+    )
+    parser.add_argument("--scenario", choices=SCENARIOS, default="fine-tune")
     parser.add_argument("--seconds", type=float, default=30.0, help="vehicle A's drive")
     parser.add_argument("--steps", type=int, default=60, help="training steps")
     parser.add_argument("--crop", type=int, default=128, help="training crop side, pixels")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--lr-scale",
+        type=float,
+        default=FINE_TUNE_LR,
+        help="fine-tuning learning rate as a share of the shipped recipe's",
+    )
     parser.add_argument(
         "--margin-db",
         type=float,
@@ -752,7 +959,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--replay", type=int, default=24, help="base training frames mixed into fine-tuning"
     )
-    parser.add_argument("--bench-frames", type=int, default=6, help="held-out frames judged")
     args = parser.parse_args(argv)
     if args.out.exists():
         shutil.rmtree(args.out)
@@ -763,25 +969,30 @@ def main(argv: Sequence[str] | None = None) -> int:
                 run_loop(
                     broker,
                     args.out,
+                    suite_dir=args.suite,
+                    scenario=args.scenario,
                     seconds=args.seconds,
                     steps=args.steps,
                     crop=args.crop,
                     seed=args.seed,
-                    bench_frames=args.bench_frames,
                     margin_db=args.margin_db,
                     replay=args.replay,
+                    lr_scale=args.lr_scale,
                 )
             )
-    except LoopError as exc:
+    except (LoopError, SuiteError, RolloutError) as exc:
         print(f"loop: {exc}", file=sys.stderr)
-        return 1
+        return 2
     if not report.published:
         print(
-            f"loop: fast-enhance {report.new_version} not published: "
+            f"loop: fast-enhance {report.new_version} held back: "
             + "; ".join(report.gate["reasons"]),
             file=sys.stderr,
         )
         return 1
+    if not report.rolled_out:
+        print(f"loop: rollout {report.swap['vehicles']}", file=sys.stderr)
+        return 3
     return 0
 
 

@@ -13,7 +13,7 @@ from tools.fleet import BrokerAccess, FleetClient
 from tools.loop import Account, LoopBroker
 from vehicle_agent.secrets import env_name
 
-PASSWORDS = {"veh-1": "pw-veh-1", "veh-2": "pw-veh-2", OPERATOR: "pw-operator"}
+PASSWORDS = {"veh-1": "pw-veh-1", "veh-2": "pw-veh-2", "veh-3": "pw-veh-3", OPERATOR: "pw-operator"}
 
 
 @pytest.fixture(scope="session")

@@ -365,6 +365,23 @@ def enhance_sources(options: BuildOptions) -> Iterator[tuple[str, RGB]]:
             yield f"{name}#{index}", _fit(frames[int(index)])
 
 
+def enhance_degrade(image: RGB, kind: str, split: splits.Split, seed: int) -> tuple[str, RGB]:
+    """(renderer family, `image` degraded by `kind`) as the `enhance` set renders it: one of the
+    split's families chosen by `seed` (lens drops from the split's soiling renderers at 3–12 %
+    coverage). Also what `tools.suite` applies to the fleet's held-out frames."""
+    if kind == "lens_drops":
+        family = _family("soiling", split, seed, 0)
+        height, width = image.shape[:2]
+        coverage = float(_rng(seed, 5).uniform(0.03, 0.12))
+        drops = render_soiling("drops", family, height, width, coverage, seed)  # type: ignore[arg-type]
+        return family, drops.apply(image)
+    if kind not in DEGRADATION_KINDS:
+        raise SetError(f"unknown degradation {kind!r}; known: {', '.join(ENHANCE_KINDS[1:])}")
+    usable = [f for f in _families("degradation", split) if has(kind, f)]  # type: ignore[arg-type]
+    family = usable[seed % len(usable)]
+    return family, degrade(image, kind, family, seed)  # type: ignore[arg-type]
+
+
 def build_enhance(out: Path, options: BuildOptions, advance: Advance) -> dict[str, Any]:
     entries: list[dict[str, Any]] = []
     for kind in ENHANCE_KINDS:
@@ -374,20 +391,7 @@ def build_enhance(out: Path, options: BuildOptions, advance: Advance) -> dict[st
         cv2.imwrite(str(out / "clean" / file), image[..., ::-1])
         for k, kind in enumerate(ENHANCE_KINDS[1:]):
             seed = options.seed * 100_003 + i * 101 + k
-            if kind == "lens_drops":
-                family = _family("soiling", options.split, seed, 0)
-                height, width = image.shape[:2]
-                coverage = float(_rng(seed, 5).uniform(0.03, 0.12))
-                drops = render_soiling("drops", family, height, width, coverage, seed)  # type: ignore[arg-type]
-                degraded = drops.apply(image)
-            else:
-                usable = [
-                    f
-                    for f in _families("degradation", options.split)
-                    if has(kind, f)  # type: ignore[arg-type]
-                ]
-                family = usable[(seed) % len(usable)]
-                degraded = degrade(image, kind, family, seed)  # type: ignore[arg-type]
+            family, degraded = enhance_degrade(image, kind, options.split, seed)
             cv2.imwrite(str(out / kind / file), degraded[..., ::-1])
             entries.append(
                 {"scene": name, "kind": kind, "family": family, "seed": seed,

@@ -246,6 +246,7 @@ class PairSampler:
         weights: Sequence[float] | None = None,
         tone: float = 0.0,
         renderers: Renderers = "gan",
+        corrupt: bool = False,
     ) -> None:
         unknown = set(mix) - set(KINDS)
         if unknown:
@@ -259,6 +260,8 @@ class PairSampler:
         self.image_p = p / p.sum()
         self.tone = tone
         self.renderers = renderers
+        self.corrupt = corrupt
+        """Corrupted labels: each batch's good and poor sides swapped (`TrainConfig`)."""
         self.kinds: tuple[Kind, ...] = tuple(k for k, w in mix.items() if w > 0)
         shares = np.array([mix[k] for k in self.kinds], np.float64)
         self.kind_p = shares / shares.sum()
@@ -289,9 +292,12 @@ class PairSampler:
                 for p in pairs
             ]
         )
+        good, poor = [p.good for p in pairs], [p.poor for p in pairs]
+        if self.corrupt:
+            good, poor = poor, good
         return Batch(
-            good=to_tensor([p.good for p in pairs]),
-            poor=to_tensor([p.poor for p in pairs]),
+            good=to_tensor(good),
+            poor=to_tensor(poor),
             region=torch.from_numpy(regions[:, None]),
             kinds=tuple(p.kind for p in pairs),
         )

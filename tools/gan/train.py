@@ -111,6 +111,11 @@ class TrainConfig(BaseModel):
     balance_sources: bool = Field(
         default=True, description="Draw the video and the photos equally often."
     )
+    corrupt_labels: bool = Field(
+        default=False,
+        description="Swap every pair's sides (the degraded frame becomes the target): a model "
+        "that learns to degrade, for checking that a release gate stops it. Never for shipping.",
+    )
     seed: int = Field(0, ge=0, description="Seeds weights, pairs and crops.")
     threads: int = Field(
         1, ge=1, le=256, description="CPU threads per process (1 is fastest on a shared box)."
@@ -260,11 +265,18 @@ class Trainer:
         )
         self.opt_d = torch.optim.Adam(d_params, lr=config.lr_d, betas=(0.5, 0.999))
         total = config.epochs * config.steps_per_epoch
+        # Fine-tuning warms the rate up over its first fifth: Adam's first steps move every
+        # weight by about the full rate whatever its gradient, which knocks a trained model off
+        # its optimum before the moment estimates mean anything.
+        self.fine_tuning = init_from is not None
+        warmup = max(1, total // 5) if self.fine_tuning else 0
+
         # Cosine decay to 5 % of the rate over the run (the paper's linear decay, smoothed).
-        self.sched_g = torch.optim.lr_scheduler.LambdaLR(
-            self.opt_g,
-            lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)),
-        )
+        def rate(s: int) -> float:
+            cosine = 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
+            return cosine * min(1.0, (s + 1) / warmup) if warmup else cosine
+
+        self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, rate)
         if images is None:
             if config.data == "bank":
                 samples = data.bank_training_images()
@@ -285,6 +297,7 @@ class Trainer:
             rank=self.env.rank,
             weights=weights,
             tone=config.tone,
+            corrupt=config.corrupt_labels,
             renderers="bank" if config.data == "bank" else "gan",
         )
         self.crop_rng = torch.Generator().manual_seed(config.seed * 7919 + self.env.rank)
@@ -297,7 +310,9 @@ class Trainer:
         """Tell the generator how far training is: a function of the schedule's step alone, so
         a resumed run sees what an uninterrupted one saw."""
         total = self.config.epochs * self.config.steps_per_epoch
-        self.generator_module.set_progress(self.sched_g.last_epoch / total)
+        # A fine-tuned model has been through the warm-up its dead zone needs (`set_progress`).
+        done = 1.0 if self.fine_tuning else self.sched_g.last_epoch / total
+        self.generator_module.set_progress(done)
 
     def _wrap(self, module: nn.Module) -> nn.Module:
         if self.env.world <= 1:
