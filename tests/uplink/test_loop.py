@@ -20,11 +20,11 @@ from tools.loop import (
     SHIPPED,
     LoopBroker,
     LoopError,
-    decide,
     roll_out,
     run_loop,
 )
 from tools.rollout import Policy
+from tools.suite import decide
 
 pytest.importorskip("torch", reason="the loop trains a model: install the train extra")
 
