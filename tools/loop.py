@@ -32,13 +32,14 @@
    collectors' shares, the suite's version, the training losses, the gate's figures, the
    rollout's verdicts, and every decision in order.
 
-Scenarios (`--scenario`): `fine-tune` (the above), `broken-challenger` (labels corrupted: every
+Scenarios (`--scenario`): `fine-tune` (the above); `broken-challenger` (labels corrupted: every
 pair's sides swapped, so the challenger learns to degrade at the full learning rate, and the
-gate must hold it back),
-`canary-rollback` (the canary's health check is configured to fail, `BROKEN_CANARY`: it rolls
-back and the rollout aborts before the wave). With the default budget the fine-tuning is small
-and the gate is what keeps a worse model off the fleet. Everything runs on this machine; nothing
-is downloaded. Exit status: 0 rolled out to every vehicle, 1 held back by the gate, 2 a step
+gate must hold it back); `canary-rollback` (no fine-tuning: the champion's own weights go out
+under the next version, so the gate lets it through without an improvement and the run always
+reaches the canary, whose health check is configured to fail, `BROKEN_CANARY`: it rolls back and
+the rollout aborts before the wave). With the default budget the fine-tuning is small and the
+gate is what keeps a worse model off the fleet. Everything runs on this machine; nothing is
+downloaded. Exit status: 0 rolled out to every vehicle, 1 held back by the gate, 2 a step
 failed, 3 the rollout aborted or paused.
 """
 
@@ -463,8 +464,10 @@ SCENARIOS = ("fine-tune", "broken-challenger", "canary-rollback")
 """`fine-tune`: the loop as a fleet runs it. `broken-challenger`: the challenger is trained on
 corrupted labels (each pair's sides swapped, the full learning rate), which the gate must hold
 back.
-`canary-rollback`: the canary vehicle is configured so its health check fails (`BROKEN_CANARY`),
-so it rolls back and the rollout aborts before the wave is offered."""
+`canary-rollback`: no fine-tuning; the challenger is the champion's own weights under the next
+version (so the gate, which still checks every condition, lets it through without an
+improvement), and the canary vehicle is configured so its health check fails
+(`BROKEN_CANARY`): it rolls back and the rollout aborts before the wave is offered."""
 
 
 @dataclass
@@ -504,9 +507,13 @@ class LoopReport:
             + " |"
             for m in q
         )
+        improves = (
+            f"improves {', '.join(self.gate['improved'])}"
+            if self.gate["improved"]
+            else "the champion's own weights"
+        )
         verdict = (
-            f"**passed**: improves {', '.join(self.gate['improved'])}; no condition falls "
-            f"more than {self.gate['margin_db']:g} dB"
+            f"**passed**: {improves}; no condition falls more than {self.gate['margin_db']:g} dB"
             if self.published
             else "**held back**: " + "; ".join(self.gate["reasons"])
         )
@@ -517,6 +524,18 @@ class LoopReport:
         )
         vehicles = ", ".join(f"{v}: {o}" for v, o in self.swap.get("vehicles", {}).items())
         suite = self.suite
+        made = (
+            f"fine-tuned from {self.previous_version} on the fleet's uploads and "
+            f"{self.training['replay']} replayed base frames"
+            if self.training["fine_tuned"]
+            else f"the weights of {self.previous_version} under a new version: not fine-tuned"
+        )
+        trained = (
+            f"{self.training['steps']} steps on {self.training['crop']} px crops, "
+            f"{self.training['seconds']:.0f} s; last losses {self.training['losses']}"
+            if self.training["fine_tuned"]
+            else "none"
+        )
         return f"""# Fleet learning loop
 
 Scenario `{self.scenario}`. Gate (champion against challenger): {verdict}
@@ -524,15 +543,13 @@ Scenario `{self.scenario}`. Gate (champion against challenger): {verdict}
 | | |
 |---|---|
 | model before | fast-enhance {self.previous_version} (shipped) |
-| challenger | fast-enhance {self.new_version} (fine-tuned from {self.previous_version} on the \
-fleet's uploads and {self.training["replay"]} replayed base frames) |
+| challenger | fast-enhance {self.new_version} ({made}) |
 | data set | {self.dataset["frames"]} frames ({self.dataset["good"]} good, \
 {self.dataset["poor"]} poor) from {", ".join(self.dataset["vehicles"])}; collectors \
 {self.collectors["instances"]} |
 | suite | version {suite["version"]} (sha256 {suite["sha256"][:12]}…): the footage bank's held-out \
 set and {suite["fleet_frames"]} held-out fleet frames ({suite["added"]} added by this run) |
-| training | {self.training["steps"]} steps on {self.training["crop"]} px crops, \
-{self.training["seconds"]:.0f} s; last losses {self.training["losses"]} |
+| training | {trained} |
 | vehicles | {vehicles or "nothing published: every vehicle keeps " + self.previous_version} |
 
 Decisions:
@@ -825,38 +842,53 @@ async def run_loop(
 
     t0 = time.perf_counter()
     broken = scenario == "broken-challenger"
-    log(
-        f"3/6 fine-tuning fast-enhance {previous} → {version}: {steps} steps on {crop} px crops, "
-        f"the fleet's good frames and {replay} replayed base frames"
-        + (" (labels corrupted: broken-challenger)" if broken else "")
-    )
-    trained = await asyncio.to_thread(
-        train_model,
-        dataset,
-        out,
-        steps=steps,
-        crop=crop,
-        seed=seed,
-        version=version,
-        progress=progress,
-        init_from=SHIPPED / "model.onnx",
-        replay=replay,
-        held_out=suite.held_out_ids(),
-        lr_scale=1.0 if broken else lr_scale,
-        corrupt=broken,
-    )
+    same = scenario == "canary-rollback"
+    if same:
+        log(
+            f"3/6 no fine-tuning (canary-rollback): the challenger {version} is the champion's "
+            "own weights, so the run reaches the canary whatever a short fine-tuning would give"
+        )
+        trained = Trained(SHIPPED, version, 0.0, {}, 0.0)
+    else:
+        log(
+            f"3/6 fine-tuning fast-enhance {previous} → {version}: {steps} steps on {crop} px "
+            f"crops, the fleet's good frames and {replay} replayed base frames"
+            + (" (labels corrupted: broken-challenger)" if broken else "")
+        )
+        trained = await asyncio.to_thread(
+            train_model,
+            dataset,
+            out,
+            steps=steps,
+            crop=crop,
+            seed=seed,
+            version=version,
+            progress=progress,
+            init_from=SHIPPED / "model.onnx",
+            replay=replay,
+            held_out=suite.held_out_ids(),
+            lr_scale=1.0 if broken else lr_scale,
+            corrupt=broken,
+        )
     timings["train_export"] = round(time.perf_counter() - t0, 1)
 
     t0 = time.perf_counter()
     log(f"4/6 champion {previous} against challenger {version} on suite v{suite.version}")
-    gate = await asyncio.to_thread(gate_models, suite, SHIPPED, trained.model_dir, margin_db)
+    gate = await asyncio.to_thread(
+        gate_models, suite, SHIPPED, trained.model_dir, margin_db, require_improvement=not same
+    )
     timings["gate"] = round(time.perf_counter() - t0, 1)
+    verdict = (
+        f"improves {', '.join(gate.improved)}"
+        if gate.improved
+        else "the champion's own weights (no improvement asked)"
+    )
     decisions.append(
         {
             "step": "gate",
             "decision": "publish" if gate.passed else "hold back",
             "reason": (
-                f"improves {', '.join(gate.improved)}; nothing falls more than {margin_db:g} dB"
+                f"{verdict}; nothing falls more than {margin_db:g} dB"
                 if gate.passed
                 else "; ".join(gate.reasons)
             ),
@@ -865,7 +897,8 @@ async def run_loop(
         }
     )
     training = {
-        "steps": steps,
+        "fine_tuned": not same,
+        "steps": 0 if same else steps,
         "crop": crop,
         "replay": replay,
         "lr_scale": 1.0 if broken else lr_scale,
@@ -900,14 +933,14 @@ async def run_loop(
     if not gate.passed:
         log("    held back: " + "; ".join(gate.reasons))
         return finish({"vehicle": canary, "outcome": "not published", "seconds": 0.0}, None)
-    log(f"    passed: improves {', '.join(gate.improved)}")
+    log(f"    passed: {verdict}")
 
     log(f"5/6 signed; staged rollout: canary {canary}, then {', '.join(wave)}")
     t0 = time.perf_counter()
-    updates = {canary: BROKEN_CANARY} if scenario == "canary-rollback" else None
+    updates = {canary: BROKEN_CANARY} if same else None
     summary, swap = await roll_out(
         broker, out, trained.model_dir, canary=[canary], waves=[wave], policy=policy,
-        updates=updates, log=log,
+        updates=updates, version=version if same else None, log=log,
     )  # fmt: skip
     timings["rollout"] = round(time.perf_counter() - t0, 1)
     decisions += [{"step": f"rollout {d['group']}", **d} for d in summary["decisions"]]
@@ -916,7 +949,12 @@ async def run_loop(
 
 
 def gate_models(
-    suite: Suite, previous: Path, new: Path, margin_db: float = GATE_MARGIN_DB
+    suite: Suite,
+    previous: Path,
+    new: Path,
+    margin_db: float = GATE_MARGIN_DB,
+    *,
+    require_improvement: bool = True,
 ) -> GateDecision:
     """Champion (`previous`) against challenger (`new`) on every pair of `suite`: the new model
     must improve fast-enhance's conditions (low light or fog, on the footage bank's held-out
@@ -925,7 +963,13 @@ def gate_models(
 
     scores, pairs = score(suite, {"previous": previous, "new": new})
     targets = [*FAST.conditions, *(FLEET + c for c in FAST.conditions)]
-    return decide(scores, targets=targets, margin_db=margin_db, frames=pairs)
+    return decide(
+        scores,
+        targets=targets,
+        margin_db=margin_db,
+        frames=pairs,
+        require_improvement=require_improvement,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

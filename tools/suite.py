@@ -253,10 +253,12 @@ def decide(
     targets: Sequence[str],
     margin_db: float = GATE_MARGIN_DB,
     frames: int = 0,
+    require_improvement: bool = True,
 ) -> GateDecision:
     """Publish only if the challenger ("new") improves one of `targets` and, on every
     condition, neither its mean nor its worst frame falls more than `margin_db` below the
-    champion's ("previous")."""
+    champion's ("previous"). `require_improvement=False` waives the first check only (a
+    re-versioned champion, which the loop's canary-rollback scenario rolls out)."""
     old, new = scores["previous"], scores["new"]
     reasons: list[str] = []
     for kind in old:
@@ -268,7 +270,7 @@ def decide(
                     f"({-drop:+.2f} dB, margin {margin_db:g})"
                 )
     improved = [k for k in targets if k in old and new[k]["mean"] > old[k]["mean"]]
-    if not improved:
+    if not improved and require_improvement:
         reasons.append(
             f"no target condition improved ({', '.join(targets)}: "
             + ", ".join(

@@ -16,7 +16,6 @@ import pytest
 from tests.uplink.broker import Broker, Certs
 from tests.uplink.conftest import loop_access
 from tools.loop import (
-    BROKEN_CANARY,
     SHIPPED,
     LoopBroker,
     LoopError,
@@ -127,27 +126,32 @@ async def test_a_challenger_trained_on_corrupted_labels_is_held_back(
 async def test_a_canary_that_rolls_back_aborts_the_rollout_before_the_wave(
     broker: Broker, certs: Certs, tmp_path: Path
 ) -> None:
-    # The rollout step of the canary-rollback scenario, with the shipped model re-versioned as
-    # the gated challenger (the loop's few fine-tuning steps may or may not pass the gate).
-    summary, swap = await roll_out(
+    out = tmp_path / "loop"
+    report = await run_loop(
         loop_access(broker, certs, VEHICLES),
-        tmp_path,
-        SHIPPED,
-        canary=["veh-2"],
-        waves=[["veh-3"]],
+        out,
+        scenario="canary-rollback",
+        seconds=8.0,
+        steps=40,
+        crop=64,
+        vehicles=VEHICLES,
         policy=QUICK,
-        updates={"veh-2": BROKEN_CANARY},
-        version="1.0.1",
+        progress=False,
         log=lambda _: None,
     )
+    assert not report.training["fine_tuned"]
+    assert report.published, report.gate  # the champion's own weights: nothing falls
+    summary = report.rollout
+    assert summary is not None
     assert summary["status"] == "aborted", summary
-    assert swap["outcome"] == "rolled back"
-    assert swap["vehicles"] == {"veh-2": "rolled back", "veh-3": "never offered"}
+    assert report.swap["outcome"] == "rolled back"
+    assert report.swap["vehicles"] == {"veh-2": "rolled back", "veh-3": "never offered"}
     assert [(d["group"], d["decision"]) for d in summary["decisions"]] == [("canary", "abort")]
     wave = next(g for g in summary["groups"] if g["name"] == "wave-1")
     assert not wave["offered"]
-    assert active_version(tmp_path, "veh-2") in {None, "1.0.0"}  # back on what it had
-    assert active_version(tmp_path, "veh-3") is None
+    assert active_version(out, "veh-2") in {None, "1.0.0"}  # back on what it had
+    assert active_version(out, "veh-3") is None
+    assert [d["step"] for d in report.decisions] == ["collect", "suite", "gate", "rollout canary"]
 
 
 async def test_a_healthy_rollout_reaches_the_canary_then_the_wave(
