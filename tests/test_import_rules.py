@@ -43,6 +43,11 @@ def test_the_import_rules_hold() -> None:
         ),
         ("vehicle_agent/control/_scratch.py", "import vehicle_agent.app", "stages never import"),
         ("vehicle_agent/_scratch.py", "import tools.fleet", "the daemon never imports"),
+        (
+            "vehicle_agent/uplink/_scratch.py",
+            "import vehicle_agent.update.updater",
+            "the fleet link never imports the model updates",
+        ),
         # The bus importing a package's events again, as it once did (the hub).
         (
             "vehicle_agent/events.py",

@@ -24,9 +24,18 @@ from vehicle_agent.catalogue import EVENT_TYPES
 from vehicle_agent.config import Config
 from vehicle_agent.config_base import field_bounds, is_class
 from vehicle_agent.service.metrics import metrics_markdown
+from vehicle_agent.update.manifest import SignedUpdate, UpdateManifest
 from vehicle_agent.uplink.docs import mqtt_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def mqtt_docs() -> str:
+    """docs/mqtt.md: the fleet link's topics and payloads, with those of the model updates it
+    carries (the uplink never imports `update/`, so the payload models are named here)."""
+    return mqtt_markdown(carried=(SignedUpdate, UpdateManifest))
+
+
 CONFIG_DOC = ROOT / "docs" / "configuration.md"
 EVENTS_DOC = ROOT / "docs" / "events.md"
 SERVICE_DOC = ROOT / "docs" / "service.md"
@@ -172,7 +181,7 @@ def main() -> int:
         (CONFIG_DOC, config_markdown()),
         (EVENTS_DOC, events_markdown()),
         (mcu_docs.DOC, mcu_docs.render(mcu_docs.DOC.read_text(encoding="utf-8"))),
-        (ROOT / "docs" / "mqtt.md", mqtt_markdown()),
+        (ROOT / "docs" / "mqtt.md", mqtt_docs()),
         (SERVICE_DOC, service_markdown()),
         (footage_docs.DOC, footage_docs.render(footage_docs.DOC.read_text(encoding="utf-8"))),
     ]

@@ -35,8 +35,8 @@ from vehicle_agent.quality.metrics import compute_quality
 from vehicle_agent.quality.monitor import QualityMonitor, settings_from_config
 from vehicle_agent.queues import END, StageQueue
 from vehicle_agent.records import STAGES, Actuation, FrameRecord, JsonValue
-from vehicle_agent.update.updater import recover_at_start
-from vehicle_agent.uplink.base import NoUplink, PipelineHooks, Uplink
+from vehicle_agent.update.updater import ModelUpdater, recover_at_start
+from vehicle_agent.uplink.base import NoUplink, PipelineHooks, Updates, UpdatesFactory, Uplink
 from vehicle_agent.workers import StageThread, call_detached, give_back_memory
 
 logger = logging.getLogger(__name__)
@@ -127,12 +127,24 @@ def build_parts(config: Config) -> Parts:
 
 
 def build_uplink(config: Config, events: EventBus) -> Uplink:
-    """The fleet link `[uplink]` names: MQTT, or none."""
+    """The fleet link `[uplink]` names: MQTT (carrying the model updates `[update]` turns on),
+    or none."""
     if isinstance(config.uplink, MqttUplinkConfig):
         from vehicle_agent.uplink.mqtt import MqttUplink  # noqa: PLC0415 - paho only when used
 
-        return MqttUplink.from_config(config, events)
+        return MqttUplink.from_config(config, events, updates=updates_for(config))
     return NoUplink()
+
+
+def updates_for(config: Config) -> UpdatesFactory | None:
+    """What builds the model updater the fleet link carries; None when `[update]` is off."""
+    if not config.update.enabled:
+        return None
+
+    def build(topics: Any, emit: Callable[..., None]) -> Updates:
+        return ModelUpdater(config, topics, emit)
+
+    return build
 
 
 def output_sinks(config: Config, source_fps: Callable[[], float | None]) -> list[FrameSink]:

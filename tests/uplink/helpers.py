@@ -16,6 +16,7 @@ import numpy as np
 
 from tests.uplink.broker import OPERATOR, Broker, Certs
 from tools.fleet import BrokerAccess, FleetClient, Received
+from vehicle_agent.app import updates_for
 from vehicle_agent.catalogue import EVENT_TYPES
 from vehicle_agent.compat import Self
 from vehicle_agent.config import Config, MqttUplinkConfig, parse_config
@@ -106,7 +107,7 @@ def make_uplink(
 ) -> tuple[MqttUplink, Recorder]:
     bus = EventBus(EVENT_TYPES)
     recorder = Recorder(bus)
-    uplink = MqttUplink.from_config(config, bus)
+    uplink = MqttUplink.from_config(config, bus, updates=updates_for(config))
     uplink.attach(PipelineHooks(counters=counters or dict, config_digest="test", **hooks))
     # The pipeline subscribes the uplink to its own bus, so its events go out too.
     bus.subscribe(uplink.on_event)

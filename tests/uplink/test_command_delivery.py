@@ -101,8 +101,8 @@ async def test_a_command_that_finds_the_queue_full_is_answered_busy(tmp_path: Pa
     # The queue holds COMMAND_WINDOW, not settled (not acknowledged) until answered; the one
     # more is answered `busy` at once, and acknowledged.
     assert settled == [f"c-{COMMAND_WINDOW}"]
-    assert uplink.commands_busy == 1
-    [busy] = uplink._pending
+    assert uplink.commands.busy == 1
+    [busy] = uplink.pump.pending
     reply = CommandReply.model_validate_json(busy.payload)
     assert reply.error is not None
     assert (reply.id, reply.error.code) == (f"c-{COMMAND_WINDOW}", "busy")

@@ -418,6 +418,6 @@ def test_the_daemon_has_a_handler_for_every_command_and_none_for_a_command_that_
     uplink = MqttUplink.from_config(
         config, EventBus(EVENT_TYPES), outbox_path=tmp_path / "o.sqlite3"
     )
-    assert set(uplink._handlers()) == set(COMMANDS)
+    assert set(uplink.commands.handlers()) == set(COMMANDS)
     with pytest.raises(ValueError, match="do not exist: pnig"):
         CommandProcessor(TOPICS, "veh-1", ledger, {"pnig": calls.ping}, max_bytes=1024)

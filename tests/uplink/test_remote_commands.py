@@ -387,7 +387,7 @@ async def test_a_burst_of_pings_during_a_long_clean_lens_gets_every_reply(
     busy = replies[b"clean-2"][0][1]
     assert busy["error"]["code"] == "busy"
     assert "clean_lens clean-1 is running" in busy["error"]["message"]
-    assert uplink.commands_busy == busy_pings  # each full-queue refusal is counted
+    assert uplink.commands.busy == busy_pings  # each full-queue refusal is counted
     handled = recorder.of("command_handled")
     assert len(handled) == 153
 

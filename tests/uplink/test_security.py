@@ -29,7 +29,7 @@ async def test_a_publish_outside_the_vehicle_subtree_is_refused_counted_and_not_
         try:
             await wait_for(lambda: len(recorder.of("uplink_refused")) >= 2, 10, "refusals")
             await wait_for(
-                lambda: uplink._dropped.get("telemetry", {}).get("refused", 0) >= 3, 10, "drops"
+                lambda: uplink.pump.dropped.get("telemetry", {}).get("refused", 0) >= 3, 10, "drops"
             )
             # Not retried: the outbox does not grow with refused telemetry.
             await asyncio.sleep(0.5)

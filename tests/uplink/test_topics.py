@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
+from tools.gen_docs import mqtt_docs
 from vehicle_agent.config import ConfigError, parse_config
 from vehicle_agent.update.manifest import UpdateManifest
-from vehicle_agent.uplink.docs import _payload_models, mqtt_markdown
+from vehicle_agent.uplink.docs import _payload_models
 from vehicle_agent.uplink.topics import (
     COMMANDS,
     RESERVED_CAMERA_IDS,
@@ -24,9 +25,8 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "mqtt.md"
 
 
 def test_docs_mqtt_md_is_current() -> None:
-    assert DOC.read_text(encoding="utf-8") == mqtt_markdown(), (
-        "docs/mqtt.md is stale: python -c 'from pathlib import Path; from vehicle_agent.uplink."
-        'docs import mqtt_markdown; Path("docs/mqtt.md").write_text(mqtt_markdown())\''
+    assert DOC.read_text(encoding="utf-8") == mqtt_docs(), (
+        "docs/mqtt.md is stale: python -m tools.gen_docs"
     )
 
 

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from firmware_bridge.sim import FirmwareConfig, FirmwareSimulator
 from vehicle_agent import __version__
-from vehicle_agent.app import Parts, Pipeline, RunResult
+from vehicle_agent.app import Parts, Pipeline, RunResult, updates_for
 from vehicle_agent.capture.base import FrameSource
 from vehicle_agent.capture.uri import open_source
 from vehicle_agent.catalogue import EVENT_TYPES
@@ -281,7 +281,9 @@ def bench_uplink(config: Config, broker: str | None, events: EventBus, report_di
 
     uplink = bench_uplink_config(config, broker)
     config = config.model_copy(update={"uplink": uplink})
-    return MqttUplink.from_config(config, events, outbox_path=bench_outbox(uplink, report_dir))
+    return MqttUplink.from_config(
+        config, events, outbox_path=bench_outbox(uplink, report_dir), updates=updates_for(config)
+    )
 
 
 async def simulate(

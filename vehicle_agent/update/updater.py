@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from vehicle_agent.compat import wait_for
 from vehicle_agent.config import MODEL_BACKENDS, Config
@@ -50,6 +50,7 @@ from vehicle_agent.update.manifest import (
     version_key,
 )
 from vehicle_agent.update.transfer import ChunkError, Transfer
+from vehicle_agent.uplink.base import Subscriptions
 from vehicle_agent.uplink.topics import Topics
 
 logger = logging.getLogger(__name__)
@@ -71,19 +72,6 @@ def _staged_version(offer: SignedUpdate) -> tuple[int, ...]:
 
 def _raw_key(payload: bytes) -> str:
     return "raw-" + hashlib.sha256(payload).hexdigest()[:16]
-
-
-class Subscriptions(Protocol):
-    """What the fleet link offers the updater: subscriptions kept across reconnects."""
-
-    def want(self, topic_filter: str) -> None:
-        """Subscribe now if connected, and after every reconnect."""
-
-    def drop(self, topic_filter: str) -> None:
-        """Unsubscribe, and no more after reconnects."""
-
-    def refresh(self, topic_filter: str) -> None:
-        """Subscribe again: the broker re-sends the retained messages it matches."""
 
 
 Emit = Callable[..., object]
@@ -162,6 +150,19 @@ class ModelUpdater:
         """Held while a message, a timer or a withdrawal is worked on (one at a time)."""
 
     # -- the link's side -----------------------------------------------------------------------
+
+    @property
+    def max_message_bytes(self) -> int:
+        return self.settings.max_chunk_bytes + 1024
+
+    def bind(self, subscriptions: Subscriptions, flushed: Flush, reload: Reload | None) -> None:
+        """What the fleet link carrying the updates offers (`uplink.base.Updates`)."""
+        self.subscriptions = subscriptions
+        self.flushed = flushed
+        self.reload = reload
+
+    def wants(self, topic: str) -> bool:
+        return self.topics.is_update_topic(topic)
 
     def on_message(self, topic: str, payload: bytes) -> None:
         """A message on `update/…` (on the event loop; returns at once)."""

@@ -5,9 +5,9 @@ from __future__ import annotations
 import abc
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from vehicle_agent.records import Event, FrameRecord
+from vehicle_agent.records import Event, FrameRecord, JsonValue
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,56 @@ class PipelineHooks:
     module_temperatures: Callable[[], Mapping[str, float]] | None = None
     """The camera module's latest readings, °C by channel ('sensor', 'cold_side', 'hot_side');
     None when the pipeline has no thermal link. Called on the event loop."""
+
+
+class Subscriptions(Protocol):
+    """What the fleet link offers a part it carries: subscriptions kept across reconnects."""
+
+    def want(self, topic_filter: str) -> None:
+        """Subscribe now if connected, and after every reconnect."""
+
+    def drop(self, topic_filter: str) -> None:
+        """Unsubscribe, and no more after reconnects."""
+
+    def refresh(self, topic_filter: str) -> None:
+        """Subscribe again: the broker re-sends the retained messages it matches."""
+
+
+class Updates(Protocol):
+    """Model updates as the fleet link carries them. The composition root builds the updater
+    (`vehicle_agent.update.ModelUpdater`) and hands it to the link, which never imports it."""
+
+    @property
+    def max_message_bytes(self) -> int:
+        """The largest message it expects (an update chunk): the link announces room for it."""
+
+    def bind(
+        self,
+        subscriptions: Subscriptions,
+        flushed: Callable[[], Awaitable[None]],
+        reload: Callable[[str], Awaitable[str | None]] | None,
+    ) -> None:
+        """The link's subscriptions, its outbox flush, and the pipeline's model reload."""
+
+    def wants(self, topic: str) -> bool:
+        """Whether a message on `topic` is for the updater."""
+
+    def on_message(self, topic: str, payload: bytes) -> None:
+        """A message on one of its topics (on the event loop; returns at once)."""
+
+    async def run(self) -> None:
+        """Work through offers, chunks and timers until cancelled."""
+
+    async def withdraw(self, label: str, reason: str) -> dict[str, JsonValue]:
+        """The `withdraw_update` command: roll `label` (`name@version`) back or forget it."""
+
+    async def close(self) -> None:
+        """Stop its worker thread."""
+
+
+UpdatesFactory = Callable[[Any, Callable[..., None]], "Updates | None"]
+"""Builds the `Updates` a link carries from its `Topics` and its `emit(type_, **fields)`
+(None: updates are off). Handed to `MqttUplink` by the composition root."""
 
 
 class Uplink(abc.ABC):

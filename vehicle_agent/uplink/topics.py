@@ -7,7 +7,7 @@ uploads, commands and replies. A few topics are the vehicle's (`commands` that e
 `replies`, model `update/…`), so the words they use cannot be camera ids. The broker's ACL
 (`MOSQUITTO_ACL`, username = vehicle id) confines a vehicle to its own subtree. `Topics` is a
 camera's view (the daemon), `FleetTopics` the cloud's (any vehicle or camera, wildcards). JSON
-payloads are pydantic models with a schema version `v`; `mqtt_markdown()` renders them.
+payloads are pydantic models with a schema version `v`; `docs.mqtt_markdown()` renders them.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from vehicle_agent.compat import StrEnum
 from vehicle_agent.quality.condition import CONDITIONS
-from vehicle_agent.update.manifest import SignedUpdate
 
 SCHEMA_VERSION: Final = 1
 
@@ -525,7 +524,7 @@ TOPICS: Mapping[str, TopicSpec] = {
         suffix="update/offer",
         scope="vehicle",
         direction="cloud → vehicle",
-        payload=SignedUpdate,
+        payload="[SignedUpdate](#signedupdate) (the model updater's, `update/manifest.py`)",
         qos=1,
         retain=True,
         message_class=None,
