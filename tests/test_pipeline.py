@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 
 from tests.fakes import frames, scripted_factory
-from vehicle_agent.app import Parts, Pipeline
 from vehicle_agent.catalogue import EVENT_TYPES
 from vehicle_agent.config import Config, parse_config
 from vehicle_agent.enhance import Enhancer
 from vehicle_agent.enhance.passthrough import PassthroughEnhancer
 from vehicle_agent.events import EventBus
 from vehicle_agent.output.sinks import FrameSink
+from vehicle_agent.pipeline import Parts, Pipeline
 from vehicle_agent.records import Event, FrameRecord, Image
 from vehicle_agent.sim.hardware import SimulatedFan
 from vehicle_agent.uplink.base import NoUplink

@@ -153,10 +153,10 @@ async def test_sighup_applies_an_enhancement_change_without_stopping_the_pipelin
     await wait_until(lambda: daemon.state.state == "running")
     pipeline = daemon.state.pipeline
     assert pipeline is not None
-    assert pipeline.parts.enhancer.name == "classical"
+    assert pipeline.enhancer.name == "classical"
     write_config(tmp_path, backend="passthrough")
     os.kill(os.getpid(), signal.SIGHUP)
-    await wait_until(lambda: pipeline.parts.enhancer.name == "passthrough")
+    await wait_until(lambda: pipeline.enhancer.name == "passthrough")
     assert daemon.state.pipeline is pipeline  # the same pipeline, not a restart
     frames_before = pipeline.frames_out
     await wait_until(lambda: pipeline.frames_out > frames_before + 3)

@@ -48,7 +48,6 @@ import cv2
 import numpy as np
 
 from vehicle_agent import compat
-from vehicle_agent.app import Parts, Pipeline
 from vehicle_agent.capture.uri import open_source
 from vehicle_agent.catalogue import EVENT_TYPES
 from vehicle_agent.config import (
@@ -65,6 +64,7 @@ from vehicle_agent.enhance.prepost import Crop, Postprocessor, Preprocessor, Ten
 from vehicle_agent.enhance.store import ModelStore, default_dirs
 from vehicle_agent.events import EventBus
 from vehicle_agent.output.sinks import FrameSink
+from vehicle_agent.pipeline import Parts, Pipeline
 from vehicle_agent.records import FrameRecord, Image
 from vehicle_agent.sim.hardware import SimulatedFan
 from vehicle_agent.sim.simulate import sample_video

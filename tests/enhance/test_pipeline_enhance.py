@@ -14,14 +14,14 @@ import pytest
 
 from tests.enhance.helpers import FakeClock, Script, ScriptedConfig, factory, model_dir
 from tests.fakes import Step, scripted_factory
-from vehicle_agent import app
-from vehicle_agent.app import Parts, Pipeline
+from vehicle_agent import pipeline as pipeline_module
 from vehicle_agent.catalogue import EVENT_TYPES
 from vehicle_agent.config import ClassicalEnhancerConfig, EnhanceHealthConfig, parse_config
 from vehicle_agent.enhance.chain import BackendSpec, EnhancerChain, Gate, build_enhancer
 from vehicle_agent.enhance.store import ModelStore
 from vehicle_agent.events import EventBus
 from vehicle_agent.output.sinks import FrameSink
+from vehicle_agent.pipeline import Parts, Pipeline
 from vehicle_agent.records import Event, FrameRecord, Image, QualityMetrics
 from vehicle_agent.sim.hardware import SimulatedFan
 from vehicle_agent.uplink.base import NoUplink
@@ -94,7 +94,7 @@ def pipeline(
 async def test_the_analysed_condition_gates_the_next_frames_and_events_come_from_the_loop(
     models: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(app, "compute_quality", fake_quality)
+    monkeypatch.setattr(pipeline_module, "compute_quality", fake_quality)
     steps = [Step("frame", 200)] * 10 + [Step("frame", 10)] * 20
     runtime = chain(models, {"low_light": "none"})
     pipe, sink, seen = pipeline(steps, runtime)

@@ -10,11 +10,11 @@ import numpy as np
 from tests.fakes import Step, scripted_factory
 from tests.quality.footage import FPS, looped
 from tests.test_pipeline import MemorySink
-from vehicle_agent.app import Parts, Pipeline
 from vehicle_agent.catalogue import EVENT_TYPES
 from vehicle_agent.config import parse_config
 from vehicle_agent.enhance.passthrough import PassthroughEnhancer
 from vehicle_agent.events import EventBus
+from vehicle_agent.pipeline import Parts, Pipeline
 from vehicle_agent.quality.monitor import MonitorSettings, QualityMonitor, settings_from_config
 from vehicle_agent.records import Event, Image, QualityMetrics
 from vehicle_agent.sim.hardware import SimulatedFan

@@ -32,6 +32,7 @@ from vehicle_agent.control.events import ControlEvent
 from vehicle_agent.control.fan import Fan, FanError
 from vehicle_agent.control.settings import ControlLoopConfig
 from vehicle_agent.control.thermal import ThermalController, ThermalOutput, ThermalReading
+from vehicle_agent.records import Actuation, FrameRecord
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -292,6 +293,27 @@ class ControlLoop:
         self._emit_events(out.events, frame)
         self._decide()
         return self.fan.duty
+
+    def on_record(self, record: FrameRecord) -> FrameRecord:
+        """The act stage's work: the record's adhesion estimate goes to the cleaning machine
+        (thermal protection runs on its own tick), and the record comes back with the fan duty
+        applied now, the driver, the alarms and the lens-service latch."""
+        adhesion = record.adhesion
+        duty = self.on_adhesion(
+            adhesion.score if adhesion is not None else None,
+            adhesion.detected if adhesion is not None else None,
+            covered=adhesion.covered_fraction if adhesion is not None else None,
+            t=record.frame.t_video,
+            frame=record.frame.seq,
+        )
+        return record.replace(
+            actuation=Actuation(
+                fan_duty=duty,
+                fan_driver=self.fan.name,
+                alarms=self.alarms,
+                lens_service_required=self.lens_service_required,
+            )
+        )
 
     def trigger_cleaning(self, reason: str = "manual", burst_s: float | None = None) -> int | None:
         """Start a cleaning now; returns its cycle number, or None when one is already running."""

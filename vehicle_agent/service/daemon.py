@@ -18,10 +18,11 @@ from importlib import metadata
 from pathlib import Path
 
 from vehicle_agent import __version__
-from vehicle_agent.app import Pipeline, RunResult, build_parts
+from vehicle_agent.app import build_parts
 from vehicle_agent.config import Config, ConfigError, load_config
 from vehicle_agent.enhance.chain import build_enhancer
 from vehicle_agent.logs import configure_logging
+from vehicle_agent.pipeline import Pipeline, RunResult
 from vehicle_agent.service.metrics import DaemonState, MetricsServer, serve_metrics
 from vehicle_agent.service.notify import SystemdNotifier
 
@@ -156,16 +157,15 @@ class Daemon:
         if "enhance" in changed:
             # The new chain loads and warms up off the loop while the old one keeps serving
             # frames; the swap happens between two frames (none lost).
-            enhancer = build_enhancer(new.enhance, new.agent.state_dir)
             try:
-                await asyncio.to_thread(enhancer.load)
+                await pipeline.swap_enhancer(
+                    lambda: build_enhancer(new.enhance, new.agent.state_dir)
+                )
             except Exception as exc:
-                enhancer.close()
                 logger.exception("reload refused: the new enhancer does not load")
                 self._emit("config_reload_refused", error=f"[enhance]: {exc}")
                 self.notifier.ready(self.status_line())
                 return
-            pipeline.replace_enhancer(enhancer)
         if "logging" in changed:
             level, fmt = self.log_override
             configure_logging(level or new.logging.level, fmt or new.logging.format)  # type: ignore[arg-type]

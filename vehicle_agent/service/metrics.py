@@ -19,8 +19,8 @@ from vehicle_agent import __version__
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
-    from vehicle_agent.app import Pipeline
     from vehicle_agent.control.loop import ControlSnapshot
+    from vehicle_agent.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from firmware_bridge.sim import FirmwareConfig, FirmwareSimulator
 from vehicle_agent import __version__
-from vehicle_agent.app import Parts, Pipeline, RunResult, updates_for
+from vehicle_agent.app import updates_for
 from vehicle_agent.capture.base import FrameSource
 from vehicle_agent.capture.uri import open_source
 from vehicle_agent.catalogue import EVENT_TYPES
@@ -33,6 +33,7 @@ from vehicle_agent.control.settings import McuConfig, McuFanConfig
 from vehicle_agent.enhance.chain import build_enhancer
 from vehicle_agent.events import EventBus, EventListener, JsonlEventLog
 from vehicle_agent.output.sinks import CsvFrameLog, VideoFileSink
+from vehicle_agent.pipeline import Parts, Pipeline, RunResult
 from vehicle_agent.records import Event, FrameRecord
 from vehicle_agent.service.metrics import DaemonState, serve_metrics
 from vehicle_agent.sim import report as report_files
