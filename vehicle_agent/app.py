@@ -8,47 +8,95 @@ stages receive interfaces and talk through bounded queues of immutable records.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from vehicle_agent.capture.base import FrameSource
 from vehicle_agent.capture.uri import open_source
 from vehicle_agent.catalogue import EVENT_TYPES
 from vehicle_agent.config import Config, MqttUplinkConfig
-from vehicle_agent.enhance.chain import build_enhancer
+from vehicle_agent.enhance.chain import EnhancerChain, build_enhancer
 from vehicle_agent.events import EventBus, JsonlEventLog
+from vehicle_agent.output.sinks import FrameSink
 from vehicle_agent.pipeline import Parts
+from vehicle_agent.records import FrameRecord
 from vehicle_agent.update.updater import ModelUpdater, recover_at_start
 from vehicle_agent.uplink.base import NoUplink, Updates, UpdatesFactory, Uplink
 
+SourceWrapper = Callable[[Callable[[], FrameSource]], Callable[[], FrameSource]]
+"""Wraps the configured source's opener (the bench: a simulated lens, injected faults)."""
 
-def build_parts(config: Config) -> Parts:
-    """Choose the implementations the config names. The simulator swaps its own in instead."""
-    events = EventBus(EVENT_TYPES)
+
+@dataclass
+class Overrides:
+    """What a composition other than the daemon's changes in the parts (the bench simulator);
+    everything it leaves alone is built from the config exactly as the daemon builds it."""
+
+    events: EventBus | None = None
+    """The bus to use (the bench's logs its own events file); None: one for `EVENT_TYPES`,
+    logging to `[output] events`."""
+    source: SourceWrapper | None = None
+    enhancer: Callable[[EnhancerChain], None] | None = None
+    """Adjusts the built chain before it loads (the bench's enhancer faults)."""
+    uplink: Callable[[EventBus], Uplink] | None = None
+    """Builds the fleet link on the bus instead of `build_uplink` (the bench: its own broker
+    and outbox)."""
+    sinks: list[FrameSink] = field(default_factory=list)
+    closers: list[Callable[[], None]] = field(default_factory=list)
+    actuation_observers: list[Callable[[FrameRecord], None]] = field(default_factory=list)
+    mcu_port: str | None = None
+    video_timed: bool = False
+    recover: bool = True
+    """Roll back a crash-looping model update before anything loads. The bench does not: a
+    run of it must not count a crash against a vehicle's trial."""
+
+
+def build_parts(config: Config, overrides: Overrides | None = None) -> Parts:
+    """Choose the implementations the config names (and `overrides` changes)."""
+    o = overrides or Overrides()
     closers: list[Callable[[], None]] = []
-    if config.output.events is not None:
-        log = JsonlEventLog(config.output.events)
-        events.subscribe(log)
-        closers.append(log.close)
+    events = o.events
+    if events is None:
+        events = EventBus(EVENT_TYPES)
+        if config.output.events is not None:
+            log = JsonlEventLog(config.output.events)
+            events.subscribe(log)
+            closers.append(log.close)
     # The fallback chain with its models and gating; it loads in `Pipeline.run`, off the loop.
     # A model update that crashed the daemon repeatedly is rolled back before anything loads.
-    recover_at_start(config)
+    if o.recover:
+        recover_at_start(config)
     enhancer = build_enhancer(config.enhance, config.agent.state_dir)
+    if o.enhancer is not None:
+        o.enhancer(enhancer)
+
+    def camera() -> FrameSource:
+        return open_source(config.capture.uri, config.capture)
+
     return Parts(
-        open_source=lambda: open_source(config.capture.uri, config.capture),
+        open_source=camera if o.source is None else o.source(camera),
         enhancer=enhancer,
         fan=None,
-        uplink=build_uplink(config, events),
+        uplink=build_uplink(config, events) if o.uplink is None else o.uplink(events),
+        sinks=list(o.sinks),
         events=events,
-        closers=closers,
+        closers=[*closers, *o.closers],
+        mcu_port=o.mcu_port,
+        actuation_observers=list(o.actuation_observers),
+        video_timed=o.video_timed,
     )
 
 
-def build_uplink(config: Config, events: EventBus) -> Uplink:
+def build_uplink(config: Config, events: EventBus, *, outbox_path: Path | None = None) -> Uplink:
     """The fleet link `[uplink]` names: MQTT (carrying the model updates `[update]` turns on),
-    or none."""
+    or none. `outbox_path` overrides the config's outbox file."""
     if isinstance(config.uplink, MqttUplinkConfig):
         from vehicle_agent.uplink.mqtt import MqttUplink  # noqa: PLC0415 - paho only when used
 
-        return MqttUplink.from_config(config, events, updates=updates_for(config))
+        return MqttUplink.from_config(
+            config, events, outbox_path=outbox_path, updates=updates_for(config)
+        )
     return NoUplink()
 
 

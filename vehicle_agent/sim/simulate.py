@@ -14,7 +14,7 @@ import json
 import logging
 import signal
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
@@ -24,16 +24,15 @@ from pydantic import ValidationError
 
 from firmware_bridge.sim import FirmwareConfig, FirmwareSimulator
 from vehicle_agent import __version__
-from vehicle_agent.app import updates_for
+from vehicle_agent.app import Overrides, build_parts, build_uplink
 from vehicle_agent.capture.base import FrameSource
-from vehicle_agent.capture.uri import open_source
 from vehicle_agent.catalogue import EVENT_TYPES
 from vehicle_agent.config import Config, ConfigError, MqttUplinkConfig
 from vehicle_agent.control.settings import McuConfig, McuFanConfig
-from vehicle_agent.enhance.chain import build_enhancer
+from vehicle_agent.enhance.chain import EnhancerChain
 from vehicle_agent.events import EventBus, EventListener, JsonlEventLog
 from vehicle_agent.output.sinks import CsvFrameLog, VideoFileSink
-from vehicle_agent.pipeline import Parts, Pipeline, RunResult
+from vehicle_agent.pipeline import Pipeline, RunResult
 from vehicle_agent.records import Event, FrameRecord
 from vehicle_agent.service.metrics import DaemonState, serve_metrics
 from vehicle_agent.sim import report as report_files
@@ -278,13 +277,9 @@ def bench_uplink(config: Config, broker: str | None, events: EventBus, report_di
     with its outbox in the report directory unless the config names one."""
     if broker is None:
         return NoUplink()
-    from vehicle_agent.uplink.mqtt import MqttUplink  # noqa: PLC0415 - paho only when used
-
     uplink = bench_uplink_config(config, broker)
     config = config.model_copy(update={"uplink": uplink})
-    return MqttUplink.from_config(
-        config, events, outbox_path=bench_outbox(uplink, report_dir), updates=updates_for(config)
-    )
+    return build_uplink(config, events, outbox_path=bench_outbox(uplink, report_dir))
 
 
 async def simulate(
@@ -369,9 +364,6 @@ async def _run_bench(
 
     events.subscribe(note_link)
 
-    def camera() -> FrameSource:
-        return open_source(config.capture.uri, config.capture)
-
     # The simulated lens sits between capture and enhance, as a real one does: every source
     # instance is seen through it.
     lens = SimulatedLens(hardware.lens) if hardware.lens else None
@@ -383,28 +375,38 @@ async def _run_bench(
         fps = config.output.video_fps or pipeline.capture.stats.source_fps
         return fps or config.capture.fps or 10.0
 
-    open_camera = camera if lens is None else through_lens(camera, lens)
-    if plan is not None:
-        open_camera = plan.source(open_camera)  # the frames as the capture stage gets them
     lockstep = Lockstep() if lens is not None and seed is not None else None
-    enhancer = build_enhancer(config.enhance, config.agent.state_dir)
-    if plan is not None:
-        enhancer.factory = plan.enhancer_factory(enhancer.factory, enhancer.specs[0].config)
-    parts = Parts(
-        open_source=open_camera if lockstep is None else lockstep.source(open_camera),
-        enhancer=enhancer,
-        fan=None,
-        mcu_port=mcu.port,
-        uplink=bench_uplink(config, broker, events, report.directory),
-        sinks=[
-            VideoFileSink(report.video, video_fps, "side_by_side"),
-            CsvFrameLog(report.frames, more_columns=probe.columns),
-            SideBySideSink(report.side_by_side, video_fps, probe),
-        ],
-        events=events,
-        closers=[event_log.close],
-        actuation_observers=[FaultInjector(mcu, hardware.mcu_faults), probe],
-        video_timed=True,
+
+    def seen_by_the_bench(camera: Callable[[], FrameSource]) -> Callable[[], FrameSource]:
+        # The simulated lens sits between capture and enhance, as a real one does: every
+        # source instance is seen through it; then the faults, as the capture stage gets it.
+        opener = camera if lens is None else through_lens(camera, lens)
+        if plan is not None:
+            opener = plan.source(opener)
+        return opener if lockstep is None else lockstep.source(opener)
+
+    def with_faults(enhancer: EnhancerChain) -> None:
+        if plan is not None:
+            enhancer.factory = plan.enhancer_factory(enhancer.factory, enhancer.specs[0].config)
+
+    parts = build_parts(
+        config,
+        Overrides(
+            events=events,
+            source=seen_by_the_bench,
+            enhancer=with_faults,
+            uplink=lambda bus: bench_uplink(config, broker, bus, report.directory),
+            sinks=[
+                VideoFileSink(report.video, video_fps, "side_by_side"),
+                CsvFrameLog(report.frames, more_columns=probe.columns),
+                SideBySideSink(report.side_by_side, video_fps, probe),
+            ],
+            closers=[event_log.close],
+            actuation_observers=[FaultInjector(mcu, hardware.mcu_faults), probe],
+            mcu_port=mcu.port,
+            video_timed=True,
+            recover=False,
+        ),
     )
     if lens is not None:
         parts.actuation_observers.append(LensFan(lens))
