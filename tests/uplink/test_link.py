@@ -58,7 +58,7 @@ async def test_broker_restart_during_telemetry_loses_no_sequence_number(
             await asyncio.sleep(1.0)  # ~10 telemetry messages go to the outbox meanwhile
             assert uplink.outbox.pending >= 5
             await asyncio.to_thread(broker.start)
-            during = uplink._telemetry_seq
+            during = uplink.telemetry.seq
             await wait_for(
                 lambda: bool(watcher.seqs()) and max(watcher.seqs()) >= during + 3, 15, "catch-up"
             )

@@ -248,7 +248,7 @@ async def test_an_oversize_last_chunk_is_refused_within_one_stall_and_not_asked_
         await wait_for(has(recorder, "model_update_refused"), stall_s, "refused within stall_s")
         took = time.monotonic() - start
         await asyncio.sleep(2 * stall_s)  # two more stalls: nothing is asked for again
-        wanted = sorted(uplink._wanted)
+        wanted = sorted(uplink.subscriptions.wanted)
     finally:
         await uplink.close()
     refused = recorder.of("model_update_refused")[0].data

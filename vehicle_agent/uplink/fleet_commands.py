@@ -72,8 +72,11 @@ class CommandHost(Protocol):
 
     hooks: PipelineHooks | None
     connected: bool
-    last_telemetry: Telemetry | None
     uploads: UploadPolicy
+
+    @property
+    def last_telemetry(self) -> Telemetry | None:
+        """The latest telemetry message sent (`get_status` returns it)."""
 
     @property
     def settings(self) -> MqttUplinkConfig:

@@ -434,3 +434,55 @@ class Link:
             if self.client.loop_misc() != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 return
             await asyncio.sleep(1.0)
+
+
+Refused = Callable[[str, str, ReasonCode], None]
+"""`refused(topic, what, code)`: the broker refused something (`OutboxPump.refused_event`)."""
+
+
+class KeptSubscriptions:
+    """Topic filters kept across reconnects (the model updates' offer and chunks): subscribed at
+    once while a link is up, and again on every new one (`resubscribe`). It is the
+    `uplink.base.Subscriptions` a carried part gets."""
+
+    def __init__(self, current: Callable[[], Link | None], refused: Refused) -> None:
+        self._current = current
+        self._refused = refused
+        self.wanted: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def want(self, topic_filter: str) -> None:
+        """Subscribe to `topic_filter` now if connected, and after every reconnect."""
+        self.wanted.add(topic_filter)
+        link = self._current()
+        if link is not None and link.up:
+            self._subscribe_soon(link, topic_filter)
+
+    def drop(self, topic_filter: str) -> None:
+        self.wanted.discard(topic_filter)
+        link = self._current()
+        if link is not None and link.up:
+            link.unsubscribe(topic_filter)
+
+    def refresh(self, topic_filter: str) -> None:
+        """Subscribe again: the broker re-sends the retained messages the filter matches."""
+        self.want(topic_filter)
+
+    def resubscribe(self, link: Link) -> None:
+        """A new connection: every kept filter again."""
+        for topic_filter in sorted(self.wanted):
+            self._subscribe_soon(link, topic_filter)
+
+    def _subscribe_soon(self, link: Link, topic_filter: str) -> None:
+        async def subscribe() -> None:
+            try:
+                codes = await link.subscribe(topic_filter)
+            except (UplinkError, TimeoutError) as exc:
+                logger.warning("subscribing to %s failed: %s", topic_filter, exc)
+                return
+            if codes and codes[0].is_failure:
+                self._refused(topic_filter, "subscription", codes[0])
+
+        task = asyncio.get_running_loop().create_task(subscribe(), name="uplink-subscribe")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

@@ -42,10 +42,16 @@ from vehicle_agent.uplink.commands import SettingsError, apply_settings
 from vehicle_agent.uplink.discovery import CONTENT_TYPE as JSON_CONTENT_TYPE
 from vehicle_agent.uplink.discovery import discovery_messages
 from vehicle_agent.uplink.fleet_commands import FleetCommands
-from vehicle_agent.uplink.link import ConnectError, Link, UplinkError, tls_context
+from vehicle_agent.uplink.link import (
+    ConnectError,
+    KeptSubscriptions,
+    Link,
+    UplinkError,
+    tls_context,
+)
 from vehicle_agent.uplink.outbox import Outbox, OutboxError, OutMessage, WriteResult
 from vehicle_agent.uplink.pump import OutboxPump, ttls
-from vehicle_agent.uplink.telemetry import SystemSampler, TelemetryAggregator
+from vehicle_agent.uplink.telemetry import TelemetryAggregator, TelemetryReporter
 from vehicle_agent.uplink.topics import (
     ONLINE,
     EventMessage,
@@ -54,7 +60,7 @@ from vehicle_agent.uplink.topics import (
     Topics,
     UplinkStatus,
 )
-from vehicle_agent.uplink.uploads import UploadJob, UploadPolicy, encode_upload, new_upload_id
+from vehicle_agent.uplink.uploads import UploadJob, UploadPolicy, UploadQueue
 
 logger = logging.getLogger(__name__)
 
@@ -107,8 +113,18 @@ class MqttUplink(Uplink):
         self._connect_executor = ThreadPoolExecutor(1, thread_name_prefix="uplink-connect")
         self._link: Link | None = None
         self._aggregator = TelemetryAggregator(agent.vehicle_id, agent.camera_id)
+        self.telemetry = TelemetryReporter(
+            self._aggregator, self.topics, self.pump.enqueue, self._status, lambda: self.hooks
+        )
         self.uploads = UploadPolicy(config.upload)
-        self._upload_queue: asyncio.Queue[UploadJob] = asyncio.Queue(UPLOAD_QUEUE)
+        self.upload_queue = UploadQueue(
+            self.topics,
+            agent.vehicle_id,
+            lambda: self.settings.upload,
+            self.pump.enqueue,
+            self.emit,
+        )
+        self.subscriptions = KeptSubscriptions(lambda: self._link, self.pump.refused_event)
         self.updates: Updates | None = updates(self.topics, self.emit) if updates else None
         self.commands = FleetCommands(
             self.topics,
@@ -119,21 +135,14 @@ class MqttUplink(Uplink):
             max_bytes=config.command_max_bytes,
             updates=self.updates,
         )
-        self._sampler: SystemSampler | None = None
-        self._telemetry_seq = 0
         self._event_seq = 0
-        self.last_telemetry: Telemetry | None = None
         self._runner: asyncio.Task[None] | None = None
         self._closing = False
         self._t_video = 0.0
         self.connected = False
         self.connects = 0
-        self.uploads_dropped = 0
-        self._wanted: set[str] = set()
-        """Extra subscriptions (model updates), made again on every connection."""
-        self._subscribing: set[asyncio.Task[None]] = set()
         if self.updates is not None:
-            self.updates.bind(self, self.pump.flushed, None)
+            self.updates.bind(self.subscriptions, self.pump.flushed, None)
 
     @classmethod
     def from_config(
@@ -177,7 +186,7 @@ class MqttUplink(Uplink):
     def attach(self, hooks: PipelineHooks) -> None:
         self.hooks = hooks
         if self.updates is not None:
-            self.updates.bind(self, self.pump.flushed, hooks.reload_models)
+            self.updates.bind(self.subscriptions, self.pump.flushed, hooks.reload_models)
 
     async def start(self) -> None:
         try:
@@ -188,7 +197,7 @@ class MqttUplink(Uplink):
             self.emit("uplink_lost", broker=self.config.broker, reason=str(exc), retry_in_s=None)
             return
         self.pump.adopt(outbox, purged)
-        self._sampler = await asyncio.to_thread(SystemSampler)
+        await self.telemetry.start()
         self._runner = asyncio.get_running_loop().create_task(self._run(), name="uplink")
 
     def on_event(self, event: Event) -> None:
@@ -246,7 +255,7 @@ class MqttUplink(Uplink):
         # Background commands end first, so that their `interrupted` replies can still leave;
         # then a last snapshot, so that even a short run reports, then what can leave in time.
         await self.commands.stop()
-        await self._emit_telemetry()
+        await self.telemetry.emit()
         await self.pump.write_pending()
         deadline = time.monotonic() + self.settings.drain_on_close_s
         while self.connected and self.outbox.pending > 0 and time.monotonic() < deadline:
@@ -272,7 +281,7 @@ class MqttUplink(Uplink):
             "outbox_pending": float(outbox.pending if outbox else 0),
             "outbox_bytes": float(outbox.pending_bytes if outbox else 0),
             "dropped": float(self.pump.dropped_total),
-            "telemetry_seq": float(self._telemetry_seq),
+            "telemetry_seq": float(self.telemetry.seq),
         }
 
     # -- what the commands change (`fleet_commands.CommandHost`) ------------------------------
@@ -303,7 +312,7 @@ class MqttUplink(Uplink):
         settings `set_config` saved; and what expired while the daemon was off."""
         outbox = self.pump.create(self.config.outbox)
         try:
-            self._telemetry_seq = outbox.counter("telemetry_seq")
+            self.telemetry.seq = outbox.counter("telemetry_seq")
             self._event_seq = outbox.counter("event_seq")
             for key, value in outbox.settings().items():
                 try:
@@ -323,15 +332,16 @@ class MqttUplink(Uplink):
             self.outbox_path,
             outbox.pending,
             outbox.pending_bytes,
-            self._telemetry_seq,
+            self.telemetry.seq,
         )
         return outbox, purged
 
     def queue_upload(self, job: UploadJob) -> None:
-        try:
-            self._upload_queue.put_nowait(job)
-        except asyncio.QueueFull:
-            self.uploads_dropped += 1
+        self.upload_queue.put(job)
+
+    @property
+    def last_telemetry(self) -> Telemetry | None:
+        return self.telemetry.last
 
     # -- background tasks ---------------------------------------------------------------------
 
@@ -342,7 +352,7 @@ class MqttUplink(Uplink):
                 ("uplink-connection", self._connection_loop),
                 ("uplink-telemetry", self._telemetry_loop),
                 ("uplink-commands", self.commands.run),
-                ("uplink-uploads", self._upload_loop),
+                ("uplink-uploads", self.upload_queue.run),
                 *([("uplink-updates", self.updates.run)] if self.updates is not None else []),
             ):
                 tg.create_task(self._supervised(name, factory), name=name)
@@ -448,8 +458,7 @@ class MqttUplink(Uplink):
             for topic, code in zip(command_topics, codes, strict=False):
                 if code.is_failure:
                     self.pump.refused_event(topic, "subscription", code)
-            for topic_filter in sorted(self._wanted):
-                self._subscribe_soon(link, topic_filter)
+            self.subscriptions.resubscribe(link)
             return await asyncio.shield(link.lost)
         finally:
             self.connected = False
@@ -483,7 +492,7 @@ class MqttUplink(Uplink):
         next_purge = time.monotonic() + PURGE_EVERY_S
         while True:
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-            await self._emit_telemetry()
+            await self.telemetry.emit()
             now = time.monotonic()
             next_at = max(next_at + self.settings.telemetry_interval_s, now)
             if now >= next_purge:
@@ -491,66 +500,13 @@ class MqttUplink(Uplink):
                 await self.pump.purge()
             self.pump.report_drops()
 
-    async def _emit_telemetry(self) -> None:
-        assert self._sampler is not None  # noqa: S101 - set by start()
-        system = await asyncio.to_thread(self._sampler.sample)
-        hooks = self.hooks
-        counters = hooks.counters() if hooks is not None else {}
-        read_module = None if hooks is None else hooks.module_temperatures
-        self._telemetry_seq += 1
-        seq = self._telemetry_seq
-        telemetry = self._aggregator.snapshot(
-            seq=seq,
-            now_wall=time.time(),
-            counters=counters,
-            system=system,
-            uplink=UplinkStatus(
-                connected=self.connected,
-                connects=self.connects,
-                sent=self.pump.sent,
-                outbox=self.pump.status(),
-            ),
-            module_temperatures=None if read_module is None else read_module(),
+    def _status(self) -> UplinkStatus:
+        return UplinkStatus(
+            connected=self.connected,
+            connects=self.connects,
+            sent=self.pump.sent,
+            outbox=self.pump.status(),
         )
-        self.last_telemetry = telemetry
-        self.pump.enqueue(
-            [
-                OutMessage(
-                    MessageClass.TELEMETRY,
-                    self.topics.telemetry,
-                    telemetry.model_dump_json().encode(),
-                )
-            ],
-            {"telemetry_seq": seq},
-        )
-
-    # -- uploads ------------------------------------------------------------------------------
-
-    async def _upload_loop(self) -> None:
-        while True:
-            job = await self._upload_queue.get()
-            upload_id = new_upload_id()
-            try:
-                meta, messages = await asyncio.to_thread(
-                    encode_upload,
-                    job,
-                    self.topics,
-                    self.agent.vehicle_id,
-                    self.settings.upload,
-                    upload_id,
-                )
-            except Exception:
-                logger.exception("frame upload %s could not be encoded", upload_id)
-                self.uploads_dropped += 1
-                continue
-            self.pump.enqueue(messages)
-            self.emit(
-                "frame_upload_queued",
-                upload_id=upload_id,
-                reason=job.reason,
-                bytes=meta.size_bytes,
-                chunks=meta.chunks,
-            )
 
     # -- incoming messages and subscriptions --------------------------------------------------
 
@@ -568,37 +524,6 @@ class MqttUplink(Uplink):
         if self.updates is not None:
             limit = max(limit, self.updates.max_message_bytes)
         return limit
-
-    def want(self, topic_filter: str) -> None:
-        """Subscribe to `topic_filter` now if connected, and after every reconnect."""
-        self._wanted.add(topic_filter)
-        link = self._link
-        if link is not None and link.up:
-            self._subscribe_soon(link, topic_filter)
-
-    def drop(self, topic_filter: str) -> None:
-        self._wanted.discard(topic_filter)
-        link = self._link
-        if link is not None and link.up:
-            link.unsubscribe(topic_filter)
-
-    def refresh(self, topic_filter: str) -> None:
-        """Subscribe again: the broker re-sends the retained messages the filter matches."""
-        self.want(topic_filter)
-
-    def _subscribe_soon(self, link: Link, topic_filter: str) -> None:
-        async def subscribe() -> None:
-            try:
-                codes = await link.subscribe(topic_filter)
-            except (UplinkError, TimeoutError) as exc:
-                logger.warning("subscribing to %s failed: %s", topic_filter, exc)
-                return
-            if codes and codes[0].is_failure:
-                self.pump.refused_event(topic_filter, "subscription", codes[0])
-
-        task = asyncio.get_running_loop().create_task(subscribe(), name="uplink-subscribe")
-        self._subscribing.add(task)
-        task.add_done_callback(self._subscribing.discard)
 
     # -- events -------------------------------------------------------------------------------
 

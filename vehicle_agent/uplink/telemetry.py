@@ -8,15 +8,25 @@ temperatures from the thermal link (`PipelineHooks.module_temperatures`).
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import psutil
 
 from vehicle_agent.records import Actuation, FrameRecord
-from vehicle_agent.uplink.topics import AdhesionSummary, QualitySummary, Telemetry, UplinkStatus
+from vehicle_agent.uplink.base import PipelineHooks
+from vehicle_agent.uplink.outbox import OutMessage
+from vehicle_agent.uplink.topics import (
+    AdhesionSummary,
+    MessageClass,
+    QualitySummary,
+    Telemetry,
+    Topics,
+    UplinkStatus,
+)
 
 MODULE_PREFIX = "camera/"
 """Prefix of the camera module's channels in `temperatures_c` (board sensors are 'chip/label')."""
@@ -172,3 +182,52 @@ class TelemetryAggregator:
         self._quality_sum = [0.0, 0.0, 0.0]
         self._dropped_before = dropped
         return telemetry
+
+
+class TelemetryReporter:
+    """The camera's telemetry messages: a snapshot of the aggregated frames, the system, the
+    link and the camera module, numbered by a sequence the outbox keeps across restarts."""
+
+    def __init__(
+        self,
+        aggregator: TelemetryAggregator,
+        topics: Topics,
+        enqueue: Callable[[list[OutMessage], Mapping[str, int]], None],
+        status: Callable[[], UplinkStatus],
+        hooks: Callable[[], PipelineHooks | None],
+    ) -> None:
+        self.aggregator = aggregator
+        self.topics = topics
+        self.enqueue = enqueue
+        self.status = status
+        self.hooks = hooks
+        self.seq = 0
+        """The last telemetry sequence number (restored from the outbox at start)."""
+        self.last: Telemetry | None = None
+        self._sampler: SystemSampler | None = None
+
+    async def start(self) -> None:
+        self._sampler = await asyncio.to_thread(SystemSampler)
+
+    async def emit(self) -> None:
+        """One telemetry message into the outbox (after `start`)."""
+        if self._sampler is None:
+            return
+        system = await asyncio.to_thread(self._sampler.sample)
+        hooks = self.hooks()
+        counters = hooks.counters() if hooks is not None else {}
+        read_module = None if hooks is None else hooks.module_temperatures
+        self.seq += 1
+        telemetry = self.aggregator.snapshot(
+            seq=self.seq,
+            now_wall=time.time(),
+            counters=counters,
+            system=system,
+            uplink=self.status(),
+            module_temperatures=None if read_module is None else read_module(),
+        )
+        self.last = telemetry
+        message = OutMessage(
+            MessageClass.TELEMETRY, self.topics.telemetry, telemetry.model_dump_json().encode()
+        )
+        self.enqueue([message], {"telemetry_seq": self.seq})

@@ -7,7 +7,9 @@ blocking (run it in a thread). Every upload passes one token bucket, `max_frames
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import secrets
 import time
 from collections import deque
@@ -30,6 +32,8 @@ from vehicle_agent.uplink.topics import (
     Topics,
     UploadReason,
 )
+
+logger = logging.getLogger(__name__)
 
 RING_FRAMES = 10
 """Records kept for 'before cleaning' uploads (the config allows at most this many)."""
@@ -233,3 +237,55 @@ def encode_upload(
         for i, chunk in enumerate(chunks)
     )
     return meta, messages
+
+
+UPLOAD_QUEUE = 8
+"""Upload jobs waiting to be encoded; more are dropped and counted."""
+
+
+class UploadQueue:
+    """Frame uploads waiting to be encoded (JPEG, chunked, off the loop) into the outbox."""
+
+    def __init__(
+        self,
+        topics: Topics,
+        vehicle_id: str,
+        settings: Callable[[], UploadConfig],
+        enqueue: Callable[[list[OutMessage]], None],
+        emit: Callable[..., None],
+    ) -> None:
+        self.topics = topics
+        self.vehicle_id = vehicle_id
+        self.settings = settings
+        self.enqueue = enqueue
+        self.emit = emit
+        self._queue: asyncio.Queue[UploadJob] = asyncio.Queue(UPLOAD_QUEUE)
+        self.dropped = 0
+        """Jobs dropped: the queue was full, or the frame could not be encoded."""
+
+    def put(self, job: UploadJob) -> None:
+        try:
+            self._queue.put_nowait(job)
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    async def run(self) -> None:
+        while True:
+            job = await self._queue.get()
+            upload_id = new_upload_id()
+            try:
+                meta, messages = await asyncio.to_thread(
+                    encode_upload, job, self.topics, self.vehicle_id, self.settings(), upload_id
+                )
+            except Exception:
+                logger.exception("frame upload %s could not be encoded", upload_id)
+                self.dropped += 1
+                continue
+            self.enqueue(messages)
+            self.emit(
+                "frame_upload_queued",
+                upload_id=upload_id,
+                reason=job.reason,
+                bytes=meta.size_bytes,
+                chunks=meta.chunks,
+            )
