@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from vehicle_agent.capture.base import FrameSource
 from vehicle_agent.capture.uri import open_source
@@ -23,6 +22,7 @@ from vehicle_agent.pipeline import Parts
 from vehicle_agent.records import FrameRecord
 from vehicle_agent.update.updater import ModelUpdater, recover_at_start
 from vehicle_agent.uplink.base import NoUplink, Updates, UpdatesFactory, Uplink
+from vehicle_agent.uplink.topics import Topics
 
 SourceWrapper = Callable[[Callable[[], FrameSource]], Callable[[], FrameSource]]
 """Wraps the configured source's opener (the bench: a simulated lens, injected faults)."""
@@ -105,7 +105,7 @@ def updates_for(config: Config) -> UpdatesFactory | None:
     if not config.update.enabled:
         return None
 
-    def build(topics: Any, emit: Callable[..., None]) -> Updates:
+    def build(topics: Topics, emit: Callable[..., None]) -> Updates:
         return ModelUpdater(config, topics, emit)
 
     return build

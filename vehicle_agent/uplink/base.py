@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from vehicle_agent.records import Event, FrameRecord, JsonValue
+from vehicle_agent.uplink.topics import Topics
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ class Updates(Protocol):
         """Stop its worker thread."""
 
 
-UpdatesFactory = Callable[[Any, Callable[..., None]], "Updates | None"]
+UpdatesFactory = Callable[[Topics, Callable[..., None]], "Updates | None"]
 """Builds the `Updates` a link carries from its `Topics` and its `emit(type_, **fields)`
 (None: updates are off). Handed to `MqttUplink` by the composition root."""
 

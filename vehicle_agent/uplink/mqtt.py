@@ -273,7 +273,7 @@ class MqttUplink(Uplink):
         await self.pump.write_pending()
 
     def stats(self) -> Mapping[str, float]:
-        outbox = self.pump._outbox  # read from another thread: no exception when closed
+        outbox = self.pump.current
         return {
             "connected": float(self.connected),
             "connects": float(self.connects),

@@ -95,6 +95,11 @@ class OutboxPump:
     def is_open(self) -> bool:
         return self._outbox is not None
 
+    @property
+    def current(self) -> Outbox | None:
+        """The outbox if open (for readers on other threads: no exception when closed)."""
+        return self._outbox
+
     async def db(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn` on the outbox's thread (SQLite never blocks the loop)."""
         loop = asyncio.get_running_loop()
