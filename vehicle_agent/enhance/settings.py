@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
@@ -126,8 +126,10 @@ def _default_chain() -> list[EnhancerConfig]:
     return [OnnxRuntimeEnhancerConfig(), ClassicalEnhancerConfig()]
 
 
-MODEL_BACKENDS = frozenset({"onnxruntime", "tensorrt"})
-"""Backend types that run a model (the others need none)."""
+ModelBackend = Literal["onnxruntime", "tensorrt"]
+"""The backend types that run a model (the others need none): the one list, which the update
+manifest's `backends` and the CLI's model checks take from here."""
+MODEL_BACKENDS: frozenset[str] = frozenset(get_args(ModelBackend))
 GATE_WORDS = frozenset({"none", "classical"})
 """Gating values that name no model: 'none' passes frames unchanged, 'classical' skips models."""
 DEFAULT_GATING: dict[str, str] = {"rain": "none"}

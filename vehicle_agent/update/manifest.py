@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from vehicle_agent.enhance.manifest import NAME_PATTERN, Manifest
+from vehicle_agent.enhance.settings import ModelBackend
 from vehicle_agent.validation import describe_validation
 
 SCHEMA_VERSION: Final = 1
@@ -114,7 +115,7 @@ class UpdateManifest(_Strict):
         max_length=32,
         description="Device kinds it may run on (the vehicle's `update.device`); '*' is any.",
     )
-    backends: list[Literal["onnxruntime", "tensorrt"]] = Field(
+    backends: list[ModelBackend] = Field(
         min_length=1, description="Backends it was validated with."
     )
     issued_at: int = Field(ge=0, description="When it was signed, Unix seconds.")
