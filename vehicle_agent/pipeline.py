@@ -48,6 +48,8 @@ LATENCY_WINDOW = 10_000
 """Latency samples kept per stage for the summary's median and p95."""
 FPS_WINDOW = 64
 """Output frames over which the live frame rate is measured."""
+REPLAY_MODULE_WAIT_S = 2.0
+"""A replay (`Parts.video_timed`) waits this long at most for the camera module's first reading."""
 CLOSE_TIMEOUT_S = 2.0
 """At shutdown, a sink or the enhancer gets this long to close before it is left behind."""
 
@@ -451,6 +453,10 @@ class Pipeline:
                 load.add_done_callback(lambda f: f.cancelled() or f.exception())
                 return self.result(reason, time.monotonic() - started)
             load.result()
+            if parts.video_timed:
+                # A replay starts once the camera module has reported (bounded): its first
+                # frames carry temperatures however fast the host replays, run after run.
+                await self.control.first_reading(REPLAY_MODULE_WAIT_S)
             parts.uplink.attach(self.uplink_hooks())
             await parts.uplink.start()
             self.events.subscribe(parts.uplink.on_event)

@@ -294,6 +294,24 @@ class ControlLoop:
         self._decide()
         return self.fan.duty
 
+    async def first_reading(self, timeout_s: float) -> bool:
+        """Wait, at most `timeout_s`, until the thermal controller holds a valid reading of the
+        camera module (at once without a thermal link). Returns whether it does."""
+        thermal = self.thermal
+        if thermal is None or self.link is None:
+            return True
+        link = self.link
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        woken = False
+        while not thermal.temperatures():
+            if asyncio.get_running_loop().time() >= deadline:
+                return False
+            if not woken and link.read() is not None:
+                woken = True
+                self._wake.set()  # the link has a sample: a tick now, not at the next period
+            await asyncio.sleep(0.02)
+        return True
+
     def on_record(self, record: FrameRecord) -> FrameRecord:
         """The act stage's work: the record's adhesion estimate goes to the cleaning machine
         (thermal protection runs on its own tick), and the record comes back with the fan duty
