@@ -126,12 +126,14 @@ class FleetCommands:
         self.emit = emit
         self.updates = updates
         self._queue: asyncio.Queue[IncomingCommand] = asyncio.Queue(COMMAND_WINDOW)
-        self.processor = CommandProcessor(
-            topics, vehicle_id, _Ledger(pump), self.handlers(), max_bytes=max_bytes
-        )
-        missing = set(COMMANDS) - set(self.handlers())
+        handlers = self.handlers()
+        missing = set(COMMANDS) - set(handlers)
         if missing:
+            # The processor refuses the reverse (a handler no command names).
             raise TypeError(f"commands without a handler: {', '.join(sorted(missing))}")
+        self.processor = CommandProcessor(
+            topics, vehicle_id, _Ledger(pump), handlers, max_bytes=max_bytes
+        )
         self._tasks: set[asyncio.Task[None]] = set()
         """Background commands running now (`clean_lens`, `set_enhancement`)."""
         self.cleaning = False

@@ -71,7 +71,6 @@ CLEANING_FINISHED = "cleaning_finished"
 frames before and after a cleaning; a `clean_lens` command triggers them itself."""
 STABLE_LINK_S = 10.0
 """A link up this long resets the reconnect backoff."""
-UPLOAD_QUEUE = 8
 
 
 class MqttUplink(Uplink):
