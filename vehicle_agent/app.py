@@ -15,10 +15,12 @@ from vehicle_agent.capture.base import FrameSource
 from vehicle_agent.capture.uri import open_source
 from vehicle_agent.catalogue import EVENT_TYPES
 from vehicle_agent.config import Config, MqttUplinkConfig
+from vehicle_agent.control.build import open_control
 from vehicle_agent.enhance.chain import EnhancerChain, build_enhancer
 from vehicle_agent.events import EventBus, JsonlEventLog
 from vehicle_agent.output.sinks import FrameSink
 from vehicle_agent.pipeline import Parts
+from vehicle_agent.quality.monitor import QualityMonitor, settings_from_config
 from vehicle_agent.records import FrameRecord
 from vehicle_agent.update.updater import ModelUpdater, recover_at_start
 from vehicle_agent.uplink.base import NoUplink, Updates, UpdatesFactory, Uplink
@@ -46,6 +48,7 @@ class Overrides:
     closers: list[Callable[[], None]] = field(default_factory=list)
     actuation_observers: list[Callable[[FrameRecord], None]] = field(default_factory=list)
     mcu_port: str | None = None
+    """Overrides `[control.mcu] port` (the simulator's pty)."""
     video_timed: bool = False
     recover: bool = True
     """Roll back a crash-looping model update before anything loads. The bench does not: a
@@ -63,6 +66,11 @@ def build_parts(config: Config, overrides: Overrides | None = None) -> Parts:
             log = JsonlEventLog(config.output.events)
             events.subscribe(log)
             closers.append(log.close)
+
+    def camera() -> FrameSource:
+        return open_source(config.capture.uri, config.capture)
+
+    source = camera if o.source is None else o.source(camera)
     # The fallback chain with its models and gating; it loads in `Pipeline.run`, off the loop.
     # A model update that crashed the daemon repeatedly is rolled back before anything loads.
     if o.recover:
@@ -70,19 +78,20 @@ def build_parts(config: Config, overrides: Overrides | None = None) -> Parts:
     enhancer = build_enhancer(config.enhance, config.agent.state_dir)
     if o.enhancer is not None:
         o.enhancer(enhancer)
-
-    def camera() -> FrameSource:
-        return open_source(config.capture.uri, config.capture)
-
+    monitor = QualityMonitor(settings_from_config(config.quality, config.adhesion))
+    # Control opens (MCU link, fan) when the pipeline enters it, before the first frame.
+    control = open_control(config.control, events.emit, port=o.mcu_port, video_timed=o.video_timed)
+    uplink = build_uplink(config, events) if o.uplink is None else o.uplink(events)
     return Parts(
-        open_source=camera if o.source is None else o.source(camera),
+        open_source=source,
         enhancer=enhancer,
+        monitor=monitor,
         fan=None,
-        uplink=build_uplink(config, events) if o.uplink is None else o.uplink(events),
+        control=control,
+        uplink=uplink,
         sinks=list(o.sinks),
         events=events,
         closers=[*closers, *o.closers],
-        mcu_port=o.mcu_port,
         actuation_observers=list(o.actuation_observers),
         video_timed=o.video_timed,
     )

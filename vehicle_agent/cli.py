@@ -500,25 +500,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_FAILURE if summary["stop_reason"] == "source_gave_up" else EXIT_OK
 
 
-def _named_model(enhance: Any, state_dir: Path, name: str) -> None:
-    """Refuse `--model NAME` when no model folder holds it (before anything loads)."""
-    from vehicle_agent.enhance.manifest import ManifestError  # noqa: PLC0415
-    from vehicle_agent.enhance.store import ModelNotFoundError, ModelStore, default_dirs  # noqa: PLC0415
-
-    store = ModelStore(default_dirs(state_dir, enhance.model_dirs))
-    try:
-        store.find(name)
-    except ModelNotFoundError as exc:
-        installed = ", ".join(store.names()) or "none"
-        raise CliError(f"--model {name}: {exc} (installed: {installed})", EXIT_USAGE) from None
-    except ManifestError as exc:
-        raise CliError(f"--model {name}: {exc}", EXIT_USAGE) from None
-
-
 def cmd_enhance(args: argparse.Namespace) -> int:
-    from pydantic import TypeAdapter, ValidationError  # noqa: PLC0415
-
-    from vehicle_agent.config import MODEL_BACKENDS, EnhancerConfig  # noqa: PLC0415
     from vehicle_agent.enhance.chain import DEFAULT_GUARD, build_enhancer  # noqa: PLC0415
     from vehicle_agent.enhance.offline import (  # noqa: PLC0415
         EnhancerLoadError,
@@ -526,43 +508,18 @@ def cmd_enhance(args: argparse.Namespace) -> int:
         OfflineError,
         SceneGate,
         enhance_path,
+        named_chain,
     )
 
     config = _config(args.config)
     _setup_logging(args, config)
-    enhance = config.enhance
-    changes: dict[str, object] = {"model_dirs": [*args.model_dir, *enhance.model_dirs]}
-    named = [f"--{k} {v}" for k, v in (("backend", args.backend), ("model", args.model)) if v]
-    if named:
-        # Offline no scene condition is observed: the gate only matters for what it preloads.
-        changes["gating"] = {}
-    if args.model is not None:
-        changes["model"] = args.model
     try:
-        enhance = type(enhance).model_validate(
-            enhance.model_dump(exclude={"backend"}, exclude_unset=False) | changes
+        enhance, chain = named_chain(
+            config.enhance, config.agent.state_dir, args.backend, args.model, args.model_dir
         )
-    except ValidationError as exc:
-        raise CliError(f"--model: {exc.errors()[0]['msg']}", EXIT_USAGE) from None
-    chain = None
-    if args.backend is not None:
-        same = [c for c in enhance.chain if c.type == args.backend]
-        chain = same[:1] or [TypeAdapter(EnhancerConfig).validate_python({"type": args.backend})]
-    if args.model is not None:
-        if args.backend is not None and args.backend not in MODEL_BACKENDS:
-            raise CliError(
-                f"--model {args.model}: --backend {args.backend} runs no model", EXIT_USAGE
-            )
-        if chain is None:
-            # The model, or an error: not the chain's model-free fallbacks.
-            chain = [c for c in enhance.chain if c.type in MODEL_BACKENDS]
-            if not chain:
-                raise CliError(
-                    f"--model {args.model}: the config's [enhance] chain has no model backend "
-                    f"({', '.join(sorted(MODEL_BACKENDS))}); add --backend onnxruntime",
-                    EXIT_USAGE,
-                )
-        _named_model(enhance, config.agent.state_dir, args.model)
+    except OfflineError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    named = [f"--{k} {v}" for k, v in (("backend", args.backend), ("model", args.model)) if v]
     guard = None if args.no_guard else DEFAULT_GUARD
     # Offline there is no frame rate to keep: loads and health checks run inline. What the user
     # named runs or fails (floor=False): an unchanged copy is not an enhancement.

@@ -17,6 +17,7 @@ import statistics
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,14 +68,17 @@ class Parts:
     open_source: Callable[[], FrameSource]
     enhancer: Enhancer
     fan: Fan | None
-    """None: `[control.fan]` is built when the pipeline starts (it may need the MCU link)."""
+    """The fan for a pipeline built without `control` (tests); None: `[control.fan]`."""
     uplink: Uplink
     sinks: list[FrameSink] = field(default_factory=list)
     events: EventBus = field(default_factory=lambda: EventBus(EVENT_TYPES))
     closers: list[Callable[[], None]] = field(default_factory=list)
     latency_observers: list[StageObserver] = field(default_factory=list)
-    mcu_port: str | None = None
-    """Overrides `[control.mcu] port` (the simulator's pty)."""
+    monitor: QualityMonitor | None = None
+    """The scene judge and the analyze stage's work; None: built from `[quality]`/`[adhesion]`."""
+    control: AbstractAsyncContextManager[ControlLoop] | None = None
+    """The control loop (MCU link, fan, cleaning, thermal), built by the composition root and
+    entered when the pipeline starts, first; None: `[control]` with `fan`."""
     actuation_observers: list[Callable[[FrameRecord], None]] = field(default_factory=list)
     """Called on the event loop with each record the act stage finished (the simulated lens)."""
     video_timed: bool = False
@@ -193,8 +197,11 @@ class Pipeline:
         self._last_t_video = 0.0
         self.enhance = EnhanceStage(parts.enhancer, self.events, video_timed=parts.video_timed)
         """The running enhancer, its swaps and the condition that gates it."""
-        self.monitor = QualityMonitor(settings_from_config(config.quality, config.adhesion))
-        """Quality metrics, scene condition and adhesion; only the analyze thread calls it."""
+        self.monitor = parts.monitor or QualityMonitor(
+            settings_from_config(config.quality, config.adhesion)
+        )
+        """The scene judged on the raw frame (the enhance thread calls `judge`), then quality
+        metrics and adhesion (the analyze thread calls `analyze`)."""
         self.running = asyncio.Event()
         self._exits = contextlib.AsyncExitStack()
         self.control: ControlLoop | None = None
@@ -285,7 +292,7 @@ class Pipeline:
 
     @property
     def condition(self) -> str | None:
-        """Scene condition of the latest analysed frame; gates the enhancer (one-frame lag)."""
+        """Scene condition of the latest frame enhanced (judged on it raw, it gated its model)."""
         return self.enhance.condition
 
     def replace_enhancer(self, enhancer: Enhancer, reason: str = "replaced") -> None:
@@ -299,21 +306,24 @@ class Pipeline:
         does not load is closed and its error raised (the running one stays)."""
         return await self.enhance.swap(build, reason)
 
-    def _cleaning_time(self) -> float:
-        """Video time of the latest frame the act stage saw (a replay's cleaning clock)."""
-        return 0.0 if self.control is None else self.control.video_t
-
     @property
     def video_time(self) -> float:
         """Video time of the latest frame out, for events that concern no frame."""
         return self._last_t_video
 
+    def _enhance(self, record: FrameRecord) -> FrameRecord:
+        # The raw frame is judged first (shrunk once, for the analyze stage too): its scene
+        # condition travels on the record and gates this very frame's model.
+        frame = record.frame
+        record = record.replace(scene=self.monitor.judge(frame.image, frame.t_video))
+        return self.enhance.run(record)
+
     def _analyze(self, record: FrameRecord) -> FrameRecord:
-        # Quality is measured on the picture the vehicle shows; the scene condition and lens
-        # adhesion on the raw frame, which the monitor shrinks once for both.
+        # Quality is measured on the picture the vehicle shows; lens adhesion on the raw frame's
+        # analysis copy that the scene judgement made before enhance.
         frame = record.frame
         quality, adhesion = self.monitor.analyze(
-            frame.image, frame.t_video, record.enhanced, compute_quality
+            frame.image, frame.t_video, record.enhanced, compute_quality, scene=record.scene
         )
         return record.replace(quality=quality, adhesion=adhesion)
 
@@ -409,14 +419,9 @@ class Pipeline:
                 ("capture", self.capture.run(stop)),
                 (
                     "enhance",
-                    self._thread_stage("enhance", q[0], q[1], self.enhance.run, self.enhance.after),
+                    self._thread_stage("enhance", q[0], q[1], self._enhance, self.enhance.after),
                 ),
-                (
-                    "analyze",
-                    self._thread_stage(
-                        "analyze", q[1], q[2], self._analyze, self.enhance.observe_condition
-                    ),
-                ),
+                ("analyze", self._thread_stage("analyze", q[1], q[2], self._analyze)),
                 ("act", self._stage("act", q[2], q[3], self._act)),
                 ("uplink", self._stage("uplink", q[3], q[4], self._uplink)),
                 ("output", self._thread_stage("output", q[4], None, self._output)),
@@ -432,15 +437,13 @@ class Pipeline:
         loop = asyncio.get_running_loop()
         try:
             # Control first: fan and cooler are driven (and end safe) whatever happens next.
-            self.control = await self._exits.enter_async_context(
-                open_control(
-                    self.config.control,
-                    self.events.emit,
-                    fan=parts.fan,
-                    port=parts.mcu_port,
-                    cleaning_clock=self._cleaning_time if parts.video_timed else None,
-                )
+            control = parts.control or open_control(
+                self.config.control,
+                self.events.emit,
+                fan=parts.fan,
+                video_timed=parts.video_timed,
             )
+            self.control = await self._exits.enter_async_context(control)
             # Loading takes a while (models verified and warmed up; a TensorRT engine build goes
             # to the chain's loader thread instead); a stop meanwhile must not wait.
             load = loop.run_in_executor(None, self.enhancer.load)

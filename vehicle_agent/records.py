@@ -13,6 +13,8 @@ import numpy.typing as npt
 
 Image: TypeAlias = npt.NDArray[np.uint8]
 """An H×W×3 BGR frame, uint8, as OpenCV gives it."""
+Grey: TypeAlias = npt.NDArray[np.uint8]
+"""An H×W luma image, uint8."""
 
 JsonValue: TypeAlias = str | int | float | bool | list["JsonValue"] | dict[str, "JsonValue"] | None
 
@@ -105,6 +107,24 @@ class QualityMetrics:
 
 
 @dataclass(frozen=True, slots=True)
+class AnalysisImage:
+    """A frame shrunk for analysis: colour (BGR) and grey, at most the analysis width wide."""
+
+    colour: Image
+    grey: Grey
+
+
+@dataclass(frozen=True, slots=True)
+class Scene:
+    """The raw frame as the camera sees it, judged before enhance (`QualityMonitor.judge`):
+    its analysis copy, shrunk once for every judge of the raw frame (the adhesion detector
+    too), and its metrics with the scene condition that gates the enhancer."""
+
+    small: AnalysisImage
+    metrics: QualityMetrics
+
+
+@dataclass(frozen=True, slots=True)
 class AdhesionEstimate:
     """What sits on the lens: a score in [0, 1] and the fraction of the image covered."""
 
@@ -139,6 +159,9 @@ class FrameRecord:
     """A frame on its way through the pipeline; each stage returns a copy with its part filled."""
 
     frame: Frame
+    scene: Scene | None = None
+    """The raw frame's analysis copy, metrics and condition, judged before enhance (None when
+    `[quality]` is off)."""
     enhanced: Image | None = None
     enhancer: str = ""
     """Name of the backend that produced `enhanced`."""

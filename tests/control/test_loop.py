@@ -131,6 +131,36 @@ def make_loop(
 # -- against fakes, on a fake clock ---------------------------------------------------------------
 
 
+async def test_a_video_timed_loop_times_its_cleaning_by_the_frames_not_the_host(
+    recorder: EventRecorder,
+) -> None:
+    clock = FakeClock()  # the host's clock never moves
+    loop = ControlLoop(
+        SimulatedFan(0.0),
+        CleaningStateMachine(CLEANING),
+        emit=recorder,
+        config=FAST_LOOP,
+        clock=clock,
+        video_timed=True,
+    )
+    fan = loop.fan
+    assert loop.on_adhesion(0.7, detected=True, t=5.0, frame=50) == 1.0
+    clock.advance(60.0)  # an hour of host time would not end the burst either
+    await loop.tick()
+    assert fan.duty == 1.0
+    loop.on_adhesion(0.7, detected=True, t=5.0 + CLEANING.burst_s + 0.1, frame=81)
+    assert fan.duty == 0.0
+    assert recorder.types()[-1] == "cleaning_verifying"
+    with pytest.raises(ValueError, match="not both"):
+        ControlLoop(
+            SimulatedFan(0.0),
+            CleaningStateMachine(CLEANING),
+            emit=recorder,
+            cleaning_clock=clock,
+            video_timed=True,
+        )
+
+
 async def test_soiled_frame_starts_the_fan_at_once_and_time_ends_the_burst(
     recorder: EventRecorder,
 ) -> None:

@@ -1,4 +1,4 @@
-"""The runtime in the pipeline: the analysed condition gates the next frames (events emitted on
+"""The runtime in the pipeline: the condition judged on the raw frame gates it (events emitted on
 the event loop), a hot swap between frames loses none, and the default chain works without a
 model."""
 
@@ -18,6 +18,7 @@ from vehicle_agent import pipeline as pipeline_module
 from vehicle_agent.catalogue import EVENT_TYPES
 from vehicle_agent.config import ClassicalEnhancerConfig, EnhanceHealthConfig, parse_config
 from vehicle_agent.enhance.chain import BackendSpec, EnhancerChain, Gate, build_enhancer
+from vehicle_agent.enhance.passthrough import PassthroughEnhancer
 from vehicle_agent.enhance.store import ModelStore
 from vehicle_agent.events import EventBus
 from vehicle_agent.output.sinks import FrameSink
@@ -155,3 +156,26 @@ async def test_the_default_chain_runs_classical_when_its_model_is_absent(tmp_pat
     assert len(demoted) == 1
     assert demoted[0].data["backend"] == "onnxruntime"
     assert "model 'absent-model' not found" in str(demoted[0].data["reason"])
+
+
+async def test_the_condition_judged_on_a_raw_frame_gates_that_same_frame() -> None:
+    """No lag: the first dark frame is enhanced knowing it is dark (the condition travels on
+    the record, judged before enhance), and every record carries the condition that gated it."""
+    seen: list[str | None] = []
+
+    class Recording(PassthroughEnhancer):
+        def set_condition(self, condition: str | None) -> None:
+            seen.append(condition)
+
+    steps = [Step("frame", 200)] * 5 + [Step("frame", 10)] * 5
+    pipe, sink, _ = pipeline(steps, Recording())
+    pipe.monitor.conditions.low_light_hold_s = 0.0  # dark is dark from its first frame
+    result = await pipe.run(asyncio.Event())
+    assert result.frames_out == 10
+    gated = [r.scene.metrics.condition for r in sink.records if r.scene is not None]
+    assert seen == gated
+    assert gated[5] == "low_light"
+    assert all(
+        r.quality is not None and r.quality.condition == c
+        for r, c in zip(sink.records, gated, strict=True)
+    )

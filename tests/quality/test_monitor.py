@@ -16,7 +16,7 @@ from vehicle_agent.enhance.passthrough import PassthroughEnhancer
 from vehicle_agent.events import EventBus
 from vehicle_agent.pipeline import Parts, Pipeline
 from vehicle_agent.quality.monitor import MonitorSettings, QualityMonitor, settings_from_config
-from vehicle_agent.records import Event, Image, QualityMetrics
+from vehicle_agent.records import AdhesionEstimate, Event, Image, QualityMetrics
 from vehicle_agent.sim.hardware import SimulatedFan
 from vehicle_agent.uplink.base import NoUplink
 
@@ -31,6 +31,42 @@ def test_metrics_come_from_the_shown_picture_and_the_condition_from_the_raw_fram
     assert quality.condition == "low_light"  # the scene
     assert adhesion is not None
     assert not adhesion.detected
+
+
+def test_the_scene_is_judged_before_enhance_and_analyze_reuses_its_copy() -> None:
+    monitor = QualityMonitor(MonitorSettings(brisque=False, analysis_width=160))
+    dark_raw = (looped(0) * 0.1).astype(np.uint8)
+    scene = monitor.judge(dark_raw, 0.0)
+    assert scene is not None
+    assert scene.metrics.condition == "low_light"
+    assert scene.small.colour.shape[1] == 160
+    # Analyze takes the judged scene: the condition it reports is the one that gated enhance,
+    # even when asked about another raw frame (the copy is not shrunk again).
+    quality, adhesion = monitor.analyze(looped(0), 0.0, looped(0), scene=scene)
+    assert quality is not None
+    assert quality.condition == "low_light"
+    assert quality.brightness > 100  # the picture shown
+    assert adhesion is not None
+    assert QualityMonitor(MonitorSettings(quality=False)).judge(dark_raw, 0.0) is None
+
+
+def test_rain_before_enhance_comes_from_the_latest_analysed_lens_alarm() -> None:
+    monitor = QualityMonitor(MonitorSettings(brisque=False, condition_hold_s=0.0))
+    frame = looped(0)
+    scene = monitor.judge(frame, 0.0)
+    assert scene is not None
+    assert scene.metrics.condition != "rain"
+
+    class Soiled:
+        def update(self, grey: object, t: float) -> AdhesionEstimate:
+            del grey, t
+            return AdhesionEstimate(score=0.9, covered_fraction=0.2, detected=True)
+
+    monitor.detector = Soiled()  # type: ignore[assignment]
+    monitor.analyze(frame, 0.0, scene=scene)  # this frame's lens alarm is up
+    scene = monitor.judge(frame, 0.1)
+    assert scene is not None
+    assert scene.metrics.condition == "rain"
 
 
 def test_the_shown_metrics_function_is_the_one_passed_in() -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from vehicle_agent.catalogue import EVENT_TYPES
 from vehicle_agent.config import MqttUplinkConfig
+from vehicle_agent.uplink.command_table import CaptureFramesArgs, NoArgs
 from vehicle_agent.uplink.commands import (
     Admitted,
     CommandFailedError,
@@ -25,13 +26,7 @@ from vehicle_agent.uplink.commands import (
     current_settings,
 )
 from vehicle_agent.uplink.outbox import Outbox, OutMessage
-from vehicle_agent.uplink.topics import (
-    CaptureFramesArgs,
-    CommandReply,
-    MessageClass,
-    NoArgs,
-    Topics,
-)
+from vehicle_agent.uplink.topics import CommandReply, MessageClass, Topics
 
 TOPICS = Topics("fleet", "veh-1", "front")
 TTL = dict.fromkeys(MessageClass, 3600.0)
@@ -411,8 +406,8 @@ def test_the_daemon_has_a_handler_for_every_command_and_none_for_a_command_that_
 ) -> None:
     from vehicle_agent.config import parse_config  # noqa: PLC0415
     from vehicle_agent.events import EventBus  # noqa: PLC0415
+    from vehicle_agent.uplink.command_table import COMMANDS  # noqa: PLC0415
     from vehicle_agent.uplink.mqtt import MqttUplink  # noqa: PLC0415
-    from vehicle_agent.uplink.topics import COMMANDS  # noqa: PLC0415
 
     config = parse_config({"uplink": {"type": "mqtt", "broker": "mqtt://127.0.0.1:1883"}})
     uplink = MqttUplink.from_config(

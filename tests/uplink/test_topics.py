@@ -11,9 +11,9 @@ from pydantic import BaseModel
 from tools.gen_docs import mqtt_docs
 from vehicle_agent.config import ConfigError, parse_config
 from vehicle_agent.update.manifest import UpdateManifest
+from vehicle_agent.uplink.command_table import COMMANDS
 from vehicle_agent.uplink.docs import _payload_models
 from vehicle_agent.uplink.topics import (
-    COMMANDS,
     RESERVED_CAMERA_IDS,
     TOPICS,
     FleetTopics,

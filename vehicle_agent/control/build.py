@@ -144,9 +144,12 @@ async def open_control(
     port: str | None = None,
     clock: Callable[[], float] = time.monotonic,
     cleaning_clock: Callable[[], float] | None = None,
+    video_timed: bool = False,
 ) -> AsyncIterator[ControlLoop]:
     """Open the MCU link (if `[control.mcu]`), build the fan (unless given: then the caller
-    owns it) and run a `ControlLoop` until the block ends; fan and cooler end safe.
+    owns it) and run a `ControlLoop` until the block ends; fan and cooler end safe. Nothing
+    opens until the block is entered: the composition root builds it, the pipeline enters it.
+    `video_timed`: cleanings are timed by the frames' video time (a replay; `ControlLoop`).
 
     The module not answering at start is not fatal: control runs fail-safe (stale telemetry →
     fan full, alarm) and the bridge keeps reconnecting.
@@ -176,6 +179,7 @@ async def open_control(
             config=config.loop,
             clock=clock,
             cleaning_clock=cleaning_clock,
+            video_timed=video_timed,
         )
         async with loop:
             yield loop

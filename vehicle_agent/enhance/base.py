@@ -65,7 +65,8 @@ class Enhancer(abc.ABC):
         return None
 
     def set_condition(self, condition: str | None) -> None:  # noqa: B027 - only chains gate
-        """The scene condition of the latest analysed frame (called on the event loop)."""
+        """The scene condition of the frame about to be enhanced (judged on the raw frame;
+        called on the enhance stage's thread, before `enhance`)."""
 
     def use_timer(self, timer: Callable[[], float]) -> None:  # noqa: B027 - only chains retry
         """Time retries and promotions by `timer` (a replay: the video time of the frame being

@@ -87,8 +87,9 @@ class BackendSpec:
 class Gate:
     """Scene condition → what runs: a model name, 'classical' or 'none'.
 
-    `observe` runs on the event loop for every analysed frame; `current` is read on the enhance
-    thread. A new choice takes effect after `switch_after` frames in a row ask for it.
+    `observe` runs on the enhance thread for every frame, before it is enhanced, with the
+    condition judged on that raw frame; `current` is read there too (and by status on the
+    loop). A new choice takes effect after `switch_after` frames in a row ask for it.
     """
 
     def __init__(self, default_model: str, table: Mapping[str, str], switch_after: int = 1) -> None:

@@ -17,7 +17,7 @@ header before it is decoded: a model at full resolution needs about 35 bytes per
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,6 +32,7 @@ from vehicle_agent.records import Image
 
 if TYPE_CHECKING:
     from vehicle_agent.config import Config
+    from vehicle_agent.enhance.settings import EnhanceConfig, EnhancerConfig
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg"})
@@ -124,6 +125,67 @@ class LazyEnhancer(Enhancer):
     def close(self) -> None:
         if self.inner is not None:
             self.inner.close()
+
+
+def named_chain(
+    enhance: EnhanceConfig,
+    state_dir: Path,
+    backend: str | None,
+    model: str | None,
+    model_dirs: Sequence[Path] = (),
+) -> tuple[EnhanceConfig, list[EnhancerConfig] | None]:
+    """`[enhance]` with what `--backend`/`--model`/`--model-dir` name, and the chain that runs
+    exactly that (None: the configured chain). A model that no folder holds, a model with a
+    backend that runs none, or a chain with no model backend is an `OfflineError`, before
+    anything loads: what the user named runs or fails, never a silent fallback."""
+    from pydantic import TypeAdapter, ValidationError  # noqa: PLC0415
+
+    from vehicle_agent.enhance.settings import MODEL_BACKENDS, EnhancerConfig  # noqa: PLC0415
+
+    changes: dict[str, object] = {"model_dirs": [*model_dirs, *enhance.model_dirs]}
+    if backend or model:
+        # Offline no scene condition is observed: the gate only matters for what it preloads.
+        changes["gating"] = {}
+    if model is not None:
+        changes["model"] = model
+    try:
+        enhance = type(enhance).model_validate(
+            enhance.model_dump(exclude={"backend"}, exclude_unset=False) | changes
+        )
+    except ValidationError as exc:
+        raise OfflineError(f"--model: {exc.errors()[0]['msg']}") from None
+    chain = None
+    if backend is not None:
+        same = [c for c in enhance.chain if c.type == backend]
+        chain = same[:1] or [TypeAdapter(EnhancerConfig).validate_python({"type": backend})]
+    if model is not None:
+        if backend is not None and backend not in MODEL_BACKENDS:
+            raise OfflineError(f"--model {model}: --backend {backend} runs no model")
+        if chain is None:
+            # The model, or an error: not the chain's model-free fallbacks.
+            chain = [c for c in enhance.chain if c.type in MODEL_BACKENDS]
+            if not chain:
+                raise OfflineError(
+                    f"--model {model}: the config's [enhance] chain has no model backend "
+                    f"({', '.join(sorted(MODEL_BACKENDS))}); add --backend onnxruntime"
+                )
+        _check_model(enhance, state_dir, model)
+    return enhance, chain
+
+
+def _check_model(enhance: EnhanceConfig, state_dir: Path, name: str) -> None:
+    """Refuse `--model NAME` when no model folder holds it (before anything loads)."""
+    from vehicle_agent.enhance.manifest import ManifestError  # noqa: PLC0415
+    from vehicle_agent.enhance.store import ModelNotFoundError, ModelStore, default_dirs  # noqa: PLC0415
+
+    store = ModelStore(default_dirs(state_dir, enhance.model_dirs))
+    try:
+        store.find(name)
+    except ModelNotFoundError as exc:
+        installed = ", ".join(store.names()) or "none"
+        raise OfflineError(f"--model {name}: {exc} (installed: {installed})") from None
+    except ManifestError as exc:
+        raise OfflineError(f"--model {name}: {exc}") from None
 
 
 class SceneGate:

@@ -2,8 +2,9 @@
 
 It owns the running enhancer (a chain, usually), the swap to a new one between two frames (a
 config reload, the fleet's `set_enhancement`, a model update: `swap`, the one way to do it), and
-the scene condition that gates the chain. `run` is called on the stage's own thread; `after` and
-`observe_condition` on the event loop, which alone emits events (the bus is not thread-safe).
+the scene condition that gates the chain: judged on the raw frame before enhance, it travels on
+the record (`FrameRecord.scene`) and gates that very frame. `run` is called on the stage's own
+thread; `after` on the event loop, which alone emits events (the bus is not thread-safe).
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ class EnhanceStage:
         self.video_timed = video_timed
         """A replay: the enhancer's retries are timed by the frames' video time."""
         self.condition: str | None = None
-        """Scene condition of the latest analysed frame; gates the enhancer (one-frame lag)."""
+        """Scene condition of the latest frame enhanced (it gated that frame's model)."""
+        self._reported: str | None = None
+        """The condition `after` last saw (on the loop): a change is one event."""
         self._t = 0.0
         self._next: Enhancer | None = None
         self._swapped: tuple[str, str, str] | None = None
@@ -61,25 +64,38 @@ class EnhanceStage:
     # -- per record -----------------------------------------------------------------------------
 
     def run(self, record: FrameRecord) -> FrameRecord:
-        """On the stage's thread: the frame enhanced (after a pending swap, if any)."""
+        """On the stage's thread: the frame enhanced (after a pending swap, if any), by the
+        model its scene condition asks for."""
+        self.condition = None if record.scene is None else record.scene.metrics.condition
         if self._next is not None:
             # On the enhance thread, so the old backend is never closed while it runs a frame.
             old, self.enhancer, self._next = self.enhancer, self._next, None
             old.close()
             give_back_memory()  # else each swap keeps the old model's pages (RSS)
-            self.enhancer.set_condition(self.condition)
             if self.video_timed:
                 self.enhancer.use_timer(self.video_time)
             self._swapped = (old.name, self.enhancer.name, self._swap_reason)
         enhancer = self.enhancer
+        enhancer.set_condition(self.condition)
         self._t = record.frame.t_video
         enhanced = enhancer.enhance(record.frame.image)
         # Asked after the frame, on this thread: a chain names the model that just ran.
         return record.replace(enhanced=enhanced, enhancer=enhancer.name, model=enhancer.model_label)
 
     def after(self, record: FrameRecord) -> None:
-        """On the loop: emit what the enhancer recorded on its thread (demotions, swaps)."""
+        """On the loop: a change of the scene condition, and what the enhancer recorded on its
+        thread (demotions, swaps)."""
         frame = record.frame
+        condition = None if record.scene is None else record.scene.metrics.condition
+        if condition is not None and self._reported is not None and condition != self._reported:
+            self.events.emit(
+                "scene_condition_changed",
+                frame.t_video,
+                frame.seq,
+                condition=condition,
+                previous=self._reported,
+            )
+        self._reported = condition
         if self._swapped is not None:
             previous, current, reason = self._swapped
             self._swapped = None
@@ -90,22 +106,8 @@ class EnhanceStage:
                 previous=previous,
                 current=current,
                 reason=reason,
-                condition=self.condition,
+                condition=condition,
                 model=self.enhancer.model_label,
             )
         for event in self.enhancer.drain_events():
             self.events.emit(event.type, frame.t_video, frame.seq, **event.data)
-
-    def observe_condition(self, record: FrameRecord) -> None:
-        """On the loop: the analysed frame's scene condition gates the next frames' model."""
-        condition = getattr(record.quality, "condition", None)
-        if condition is not None and self.condition is not None and condition != self.condition:
-            self.events.emit(
-                "scene_condition_changed",
-                record.frame.t_video,
-                record.frame.seq,
-                condition=condition,
-                previous=self.condition,
-            )
-        self.condition = condition
-        self.enhancer.set_condition(condition)

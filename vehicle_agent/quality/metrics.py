@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import numpy.typing as npt
 
 from vehicle_agent.quality.condition import classify
-from vehicle_agent.records import Image, QualityMetrics, check_image
-
-Grey = npt.NDArray[np.uint8]
+from vehicle_agent.records import AnalysisImage, Grey, Image, QualityMetrics, check_image
 
 SHADOW_LEVEL = 4
 """Luma at or below which a pixel counts as a clipped shadow."""
@@ -27,14 +23,6 @@ HIGHLIGHT_LEVEL = 251
 _NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
 _NOISE_BLOCKS = 16
 _DARK_CHANNEL_KERNEL = np.ones((7, 7), np.uint8)
-
-
-@dataclass(frozen=True, slots=True)
-class AnalysisImage:
-    """A frame shrunk for analysis: colour (BGR) and grey, `width` pixels wide at most."""
-
-    colour: Image
-    grey: Grey
 
 
 def _shrink(image: Image, width: int) -> Image:

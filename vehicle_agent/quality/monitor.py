@@ -1,15 +1,18 @@
 """Analyze stage: `QualityMonitor`, everything the analyze stage keeps between frames (pure).
 
-Per frame: the raw frame is shrunk once and shared by the adhesion detector and the scene
-condition (both judge the scene as the camera sees it, so enhancement never feeds back into
-them); the picture the vehicle shows (the enhanced frame) gets its own metrics and, once per
-`brisque_interval_s`, a BRISQUE score. One thread (the analyze stage's) drives it.
+Per frame: `judge` shrinks the raw frame once, before enhance, and classifies the scene
+condition on it (the condition travels on the record and gates that frame's model); `analyze`
+reuses that copy for the adhesion detector (both judge the scene as the camera sees it, so
+enhancement never feeds back into them), and gives the picture the vehicle shows (the enhanced
+frame) its own metrics and, once per `brisque_interval_s`, a BRISQUE score. The enhance stage's
+thread drives `judge`, the analyze stage's `analyze`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +27,17 @@ from vehicle_agent.quality.condition import (
     ConditionThresholds,
     ConditionTracker,
 )
-from vehicle_agent.quality.metrics import Grey, compute_quality, downscale_grey, measure, prepare
+from vehicle_agent.quality.metrics import compute_quality, downscale_grey, measure, prepare
 from vehicle_agent.quality.settings import AdhesionConfig
 from vehicle_agent.quality.soilnet import DecisionParams, LearnedAdhesionDetector
-from vehicle_agent.records import AdhesionEstimate, Image, QualityMetrics
+from vehicle_agent.records import (
+    AdhesionEstimate,
+    AnalysisImage,
+    Grey,
+    Image,
+    QualityMetrics,
+    Scene,
+)
 
 if TYPE_CHECKING:
     from vehicle_agent.quality.settings import QualityConfig
@@ -99,6 +109,7 @@ class QualityMonitor:
             if s.detector == "learned":
                 self._open_learned()
         self.conditions = ConditionTracker(s.thresholds, s.condition_hold_s, s.low_light_hold_s)
+        self._conditions_lock = threading.Lock()
         self.brisque = (
             BrisqueScorer(s.brisque_model_dir, s.brisque_interval_s) if s.brisque else None
         )
@@ -108,6 +119,8 @@ class QualityMonitor:
         if self.brisque is not None:
             self.brisque.load()
         self._brisque_latest: float | None = None
+        self._lens_soiled = False
+        """The latest analysed frame's adhesion alarm ('rain' for `judge`)."""
 
     def _open_learned(self) -> None:
         """The learned detector from its model folder; on failure the classical one stays, with
@@ -146,39 +159,64 @@ class QualityMonitor:
             scratch.update(prepare(frame).grey, t)
         measure(prepare(frame))
 
+    def judge(self, raw: Image, t: float) -> Scene | None:
+        """The raw frame at video time `t`, before enhance: shrunk once, measured, and its
+        scene condition (with hysteresis), which gates the enhancer for this very frame. None
+        when `[quality]` is off.
+
+        'rain' comes from the lens: the adhesion alarm of the latest analysed frame (the
+        detector confirms over seconds, so the frames between matter little). The pipeline
+        calls `judge` on the enhance stage's thread and `analyze` on the analyze stage's; that
+        flag is all they share."""
+        s = self.settings
+        if not s.quality:
+            return None
+        return self._judge(prepare(raw, s.analysis_width), t, self._lens_soiled)
+
+    def _judge(self, small: AnalysisImage, t: float, lens_soiled: bool) -> Scene:
+        metrics = measure(small)
+        # Locked: a frame whose enhance step failed reaches `analyze` unjudged and is judged
+        # on the analyze thread while the enhance thread judges the next one.
+        with self._conditions_lock:
+            condition = self.conditions.update(metrics, t, adhesion_detected=lens_soiled)
+        return Scene(small, dataclasses.replace(metrics, condition=condition))
+
     def analyze(
         self,
         raw: Image,
         t: float,
         shown: Image | None = None,
         output_metrics: OutputMetrics = compute_quality,
+        scene: Scene | None = None,
     ) -> tuple[QualityMetrics | None, AdhesionEstimate | None]:
         """Metrics of `shown` (the enhanced picture; None: the raw frame is shown) and the
-        adhesion estimate of `raw`, for the frame at video time `t`."""
+        adhesion estimate of `raw`, for the frame at video time `t`. `scene` is what `judge`
+        made of `raw` before enhance; without it (a caller with no enhance step) the raw frame
+        is judged here, with this frame's adhesion."""
         s = self.settings
         if not s.quality and self.detector is None and self.learned is None:
             return None, None
-        small = prepare(raw, s.analysis_width)
+        small = prepare(raw, s.analysis_width) if scene is None else scene.small
         adhesion = None
         if self.learned is not None:
             adhesion = self.learned.update(small.colour, t)
         elif self.detector is not None:
             adhesion = self.detector.update(small.grey, t)
+        self._lens_soiled = adhesion is not None and adhesion.detected
         if not s.quality:
             return None, adhesion
-        scene = measure(small)
-        detected = adhesion is not None and adhesion.detected
-        condition = self.conditions.update(scene, t, adhesion_detected=detected)
+        if scene is None:
+            scene = self._judge(small, t, self._lens_soiled)
         grey: Grey | None = None
         if shown is None:
-            metrics, grey = scene, small.grey
+            metrics, grey = scene.metrics, small.grey
         else:
-            metrics = output_metrics(shown, s.analysis_width)
+            metrics = dataclasses.replace(
+                output_metrics(shown, s.analysis_width), condition=scene.metrics.condition
+            )
         if self.brisque is not None and self.brisque.due(t):
             if grey is None and shown is not None:
                 grey = downscale_grey(shown, s.analysis_width)
             if grey is not None:
                 self._brisque_latest = self.brisque.update(grey, t)
-        return dataclasses.replace(
-            metrics, condition=condition, brisque=self._brisque_latest
-        ), adhesion
+        return dataclasses.replace(metrics, brisque=self._brisque_latest), adhesion

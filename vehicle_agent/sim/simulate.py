@@ -186,7 +186,7 @@ def parse_mcu_fault(spec: str) -> tuple[str, float]:
 
 BENCH_PORT = "simulated-module"
 """The port the bench config names; the pty's real path reaches the bridge through
-`Parts.mcu_port`, so the config digest is the same from run to run."""
+`Overrides.mcu_port`, so the config digest is the same from run to run."""
 
 WALL_CLOCK_FIELDS: Mapping[str, tuple[str, ...]] = {
     # Event fields that measure the host's clock, not the recording: null in seeded runs.

@@ -20,10 +20,10 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from vehicle_agent.compat import wait_for
+from vehicle_agent.uplink.command_table import COMMANDS
 from vehicle_agent.uplink.outbox import OutMessage
 from vehicle_agent.uplink.settings import MqttUplinkConfig
 from vehicle_agent.uplink.topics import (
-    COMMANDS,
     CommandErrorInfo,
     CommandReply,
     CommandRequest,

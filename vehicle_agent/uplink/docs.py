@@ -13,11 +13,11 @@ from typing import Any, Literal, get_args, get_origin
 from pydantic import BaseModel
 
 from vehicle_agent.config_base import field_bounds, is_class
+from vehicle_agent.uplink.command_table import COMMANDS
 from vehicle_agent.uplink.commands import COMMAND_WINDOW, MAX_DEPTH, settable_descriptions
 from vehicle_agent.uplink.discovery import discovery_markdown
 from vehicle_agent.uplink.settings import OutboxConfig
 from vehicle_agent.uplink.topics import (
-    COMMANDS,
     PRIORITY,
     TOPICS,
     AdhesionSummary,

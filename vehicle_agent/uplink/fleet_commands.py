@@ -27,6 +27,21 @@ from pydantic import TypeAdapter, ValidationError
 from vehicle_agent import __version__
 from vehicle_agent.config import EnhancerConfig, PassthroughEnhancerConfig
 from vehicle_agent.uplink.base import PipelineHooks, Updates
+from vehicle_agent.uplink.command_table import (
+    COMMANDS,
+    CaptureFramesArgs,
+    CaptureFramesResult,
+    CleanLensArgs,
+    NoArgs,
+    PingResult,
+    SetConfigArgs,
+    SetConfigResult,
+    SetEnhancementArgs,
+    SetEnhancementResult,
+    StatusResult,
+    WithdrawUpdateArgs,
+    WithdrawUpdateResult,
+)
 from vehicle_agent.uplink.commands import (
     COMMAND_WINDOW,
     Admitted,
@@ -42,23 +57,7 @@ from vehicle_agent.uplink.commands import (
 from vehicle_agent.uplink.outbox import OutMessage
 from vehicle_agent.uplink.pump import Emit, OutboxPump
 from vehicle_agent.uplink.settings import MqttUplinkConfig
-from vehicle_agent.uplink.topics import (
-    COMMANDS,
-    CaptureFramesArgs,
-    CaptureFramesResult,
-    CleanLensArgs,
-    NoArgs,
-    PingResult,
-    SetConfigArgs,
-    SetConfigResult,
-    SetEnhancementArgs,
-    SetEnhancementResult,
-    StatusResult,
-    Telemetry,
-    Topics,
-    WithdrawUpdateArgs,
-    WithdrawUpdateResult,
-)
+from vehicle_agent.uplink.topics import Telemetry, Topics
 from vehicle_agent.uplink.uploads import UploadJob, UploadPolicy
 from vehicle_agent.validation import describe_validation
 
@@ -108,7 +107,7 @@ class _Ledger:
 
 
 class FleetCommands:
-    """The command queue, its loop and the handlers of every command in `topics.COMMANDS`."""
+    """The command queue, its loop and the handlers of every command in `command_table.COMMANDS`."""
 
     def __init__(
         self,
