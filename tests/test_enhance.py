@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+import subprocess
+import sys
+import types
 import typing
 
 import numpy as np
 import pytest
 
 from vehicle_agent.config import ClassicalEnhancerConfig, PassthroughEnhancerConfig
-from vehicle_agent.enhance import Enhancer, EnhancerError, create_enhancer
+from vehicle_agent.enhance import Enhancer, EnhancerError, backends, base, create_enhancer
 from vehicle_agent.enhance.base import _BACKENDS, backend_types
 from vehicle_agent.enhance.classical import ClassicalEnhancer
-from vehicle_agent.enhance.settings import MODEL_BACKENDS, EnhancerConfig
+from vehicle_agent.enhance.settings import MODEL_BACKENDS, EnhancerConfig, ModelBackend
 from vehicle_agent.quality.metrics import compute_quality
 
 
@@ -95,3 +99,45 @@ def test_the_backend_registry_and_the_config_models_name_the_same_backends() -> 
         module, _, name = target.partition(":")
         assert module.startswith("vehicle_agent.enhance."), target
         assert name, target
+
+
+def _module(monkeypatch: pytest.MonkeyPatch, name: str, **attrs: object) -> str:
+    module = types.ModuleType(name)
+    for key, value in attrs.items():
+        setattr(module, key, value)
+    monkeypatch.setitem(sys.modules, name, module)
+    return name
+
+
+def test_the_plugin_registry_fails_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backend module without a PLUGIN, a key its config does not carry, or a key declared
+    twice stops the registry at its import, naming the module; nothing runs in its place."""
+    monkeypatch.setattr(base, "_BACKENDS", dict(base._BACKENDS))  # registrations stay here
+    good = backends.PLUGINS[0]
+    with pytest.raises(backends.PluginError, match=r"tests\.scratch_none: no PLUGIN"):
+        backends._collect((_module(monkeypatch, "tests.scratch_none"),))
+    wrong_key = dataclasses.replace(good, key="warp-drive")
+    with pytest.raises(backends.PluginError, match="key 'warp-drive' but its config's type is"):
+        backends._collect((_module(monkeypatch, "tests.scratch_key", PLUGIN=wrong_key),))
+    twice = (_module(monkeypatch, "tests.scratch_a", PLUGIN=good),) * 2
+    with pytest.raises(backends.PluginError, match=f"backend '{good.key}' is declared twice"):
+        backends._collect(twice)
+
+
+def test_the_union_and_the_model_backends_come_from_the_plugins() -> None:
+    union = typing.get_args(typing.get_args(EnhancerConfig)[0])
+    assert union == tuple(p.config for p in backends.PLUGINS)
+    assert {p.key for p in backends.PLUGINS if p.runs_model} == MODEL_BACKENDS
+    assert set(typing.get_args(ModelBackend)) == MODEL_BACKENDS
+
+
+def test_parsing_a_config_loads_no_backend_library() -> None:
+    """Every plugin is read to parse a config; their libraries load only when built."""
+    code = (
+        "import sys, vehicle_agent.config as c; c.parse_config({}); "
+        "print(sorted(m for m in ('onnxruntime', 'tensorrt', 'pycuda') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]"

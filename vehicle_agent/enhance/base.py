@@ -103,26 +103,48 @@ class EnhancerEvent:
     data: dict[str, JsonValue] = field(default_factory=dict)
 
 
-_BACKENDS: dict[str, str] = {
-    # type key → "module:factory"; imported only when chosen, so an optional backend whose
-    # libraries are missing cannot break the others.
-    "passthrough": "vehicle_agent.enhance.passthrough:PassthroughEnhancer",
-    "classical": "vehicle_agent.enhance.classical:ClassicalEnhancer",
-    "onnxruntime": "vehicle_agent.enhance.onnxruntime_backend:OnnxRuntimeEnhancer",
-    "tensorrt": "vehicle_agent.enhance.tensorrt_backend:TensorRtEnhancer",
-}
+@dataclass(frozen=True, slots=True)
+class BackendPlugin:
+    """What a backend's module declares as its `PLUGIN`, beside its config model and its
+    enhancer class (`enhance.backends` collects them): the type key `[enhance] chain` names it
+    by, the config model, where the enhancer is, whether it runs a model (a model backend: the
+    update manifest's `backends`, `--model`) and where a vehicle tries it (lower first: the
+    CLI's `--backend` choices come in that order). The enhancer is imported only when the
+    backend is built, so a config parses without any backend's libraries."""
+
+    key: str
+    config: type[Any]
+    """Its config model (a `ConfigModel` whose `type` is `Literal[key]`)."""
+    enhancer: str
+    """'module:Class' of its enhancer, imported when the backend is built (so a backend whose
+    libraries are missing is 'unavailable' and breaks no other)."""
+    runs_model: bool
+    preference: int
 
 
-def register_backend(type_key: str, target: str) -> None:
+_BACKENDS: dict[str, str] = {}
+"""Type key → 'module:Factory', filled from the plugins (`enhance.backends`) and
+`register_backend`; a factory is imported when its backend is built."""
+_PREFERENCE: dict[str, int] = {}
+
+
+def register_backend(type_key: str, target: str, preference: int = 100) -> None:
     """Register a backend as 'package.module:Factory' under its config type key."""
     _BACKENDS[type_key] = target
+    _PREFERENCE[type_key] = preference
+
+
+def _registry() -> dict[str, str]:
+    # The plugins register when `enhance.backends` is first imported (parsing any config does);
+    # imported here too, so building a backend never depends on that having happened.
+    importlib.import_module("vehicle_agent.enhance.backends")
+    return _BACKENDS
 
 
 def backend_types() -> list[str]:
-    """The backend type keys this build knows, fastest first as a vehicle tries them (the CLI's
+    """The backend type keys this build knows, in the order a vehicle tries them (the CLI's
     `--backend` choices; tests check each has a config model and the reverse)."""
-    order = ["tensorrt", "onnxruntime", "classical", "passthrough"]
-    return sorted(_BACKENDS, key=lambda k: (order.index(k) if k in order else len(order), k))
+    return sorted(_registry(), key=lambda k: (_PREFERENCE.get(k, 100), k))
 
 
 def create_enhancer(config: Any, **context: Any) -> Enhancer:
@@ -131,7 +153,7 @@ def create_enhancer(config: Any, **context: Any) -> Enhancer:
     `context` goes to backends that need more than their config (a model backend: `model`, a
     verified `ModelRef`, and `state_dir` for its caches)."""
     type_key = str(config.type)
-    target = _BACKENDS.get(type_key)
+    target = _registry().get(type_key)
     if target is None:
         raise EnhancerError(
             type_key, f"unknown backend type; known: {', '.join(sorted(_BACKENDS))}"

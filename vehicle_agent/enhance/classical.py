@@ -3,13 +3,37 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import cv2
 import numpy as np
+from pydantic import Field
 
-from vehicle_agent.enhance.base import Enhancer
-from vehicle_agent.enhance.settings import ClassicalEnhancerConfig
+from vehicle_agent.config_base import ConfigModel
+from vehicle_agent.enhance.base import BackendPlugin, Enhancer
 from vehicle_agent.records import Image
+
+
+class ClassicalEnhancerConfig(ConfigModel):
+    type: Literal["classical"] = Field(
+        "classical", description="Contrast-limited histogram equalisation and gamma, no model."
+    )
+    clip_limit: float = Field(
+        2.0, ge=0.1, le=40.0, description="CLAHE clip limit: higher gives more local contrast."
+    )
+    tile_grid: int = Field(8, ge=1, le=64, description="CLAHE tiles per side.")
+    target_brightness: float = Field(
+        110.0,
+        ge=1.0,
+        le=254.0,
+        description="Mean luma (0–255) that the gamma correction aims for on dark frames.",
+    )
+    max_gamma_gain: float = Field(
+        2.5,
+        ge=1.0,
+        le=10.0,
+        description="Limit of the brightening: 1/gamma never exceeds this.",
+    )
 
 
 class ClassicalEnhancer(Enhancer):
@@ -47,3 +71,12 @@ class ClassicalEnhancer(Enhancer):
             luma = cv2.LUT(luma, lut)
         ycc[:, :, 0] = self._clahe.apply(luma)
         return np.asarray(cv2.cvtColor(ycc, cv2.COLOR_YCrCb2BGR), dtype=np.uint8)
+
+
+PLUGIN = BackendPlugin(
+    "classical",
+    ClassicalEnhancerConfig,
+    "vehicle_agent.enhance.classical:ClassicalEnhancer",
+    runs_model=False,
+    preference=2,
+)

@@ -7,16 +7,44 @@ so the session is wrapped in the few typed calls the backend needs.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import Field
 
-from vehicle_agent.enhance.base import BackendUnavailableError, EnhancerError
+from vehicle_agent.config_base import ConfigModel
+from vehicle_agent.enhance.base import BackendPlugin, BackendUnavailableError, EnhancerError
 from vehicle_agent.enhance.model import ModelEnhancer, TensorInfo
 from vehicle_agent.enhance.prepost import Tensor
-from vehicle_agent.enhance.settings import OnnxRuntimeEnhancerConfig
 from vehicle_agent.enhance.store import ModelRef
+
+
+class OnnxRuntimeEnhancerConfig(ConfigModel):
+    type: Literal["onnxruntime"] = Field(
+        "onnxruntime",
+        description="The model run by onnxruntime: CUDA provider when present, else the CPU.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description="'auto': the CUDA provider when onnxruntime has it, else the CPU; 'cuda' "
+        "makes a missing CUDA provider a load failure (the chain falls back).",
+    )
+    intra_op_threads: int = Field(
+        2,
+        ge=0,
+        le=64,
+        description="Threads one operator may use; 0 lets onnxruntime take one per core.",
+    )
+    inter_op_threads: int = Field(
+        1, ge=1, le=64, description="Operators run in parallel (1: sequential, the usual best)."
+    )
+    allow_spinning: bool = Field(
+        default=False,
+        description="Let idle worker threads spin: lower latency, but they burn cores that "
+        "capture and analysis share.",
+    )
+
 
 _ORT_TYPES = {
     "tensor(float)": "float32",
@@ -99,3 +127,12 @@ class OnnxRuntimeEnhancer(ModelEnhancer):
 
     def close(self) -> None:
         self._session = None
+
+
+PLUGIN = BackendPlugin(
+    "onnxruntime",
+    OnnxRuntimeEnhancerConfig,
+    "vehicle_agent.enhance.onnxruntime_backend:OnnxRuntimeEnhancer",
+    runs_model=True,
+    preference=1,
+)

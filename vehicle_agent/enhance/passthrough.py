@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from vehicle_agent.enhance.base import Enhancer
+from pydantic import Field
+
+from vehicle_agent.config_base import ConfigModel
+from vehicle_agent.enhance.base import BackendPlugin, Enhancer
 from vehicle_agent.records import Image
+
+
+class PassthroughEnhancerConfig(ConfigModel):
+    type: Literal["passthrough"] = Field(
+        "passthrough", description="Frames go out as they came in."
+    )
 
 
 class PassthroughEnhancer(Enhancer):
@@ -16,3 +25,12 @@ class PassthroughEnhancer(Enhancer):
 
     def _enhance(self, image: Image) -> Image:
         return image
+
+
+PLUGIN = BackendPlugin(
+    "passthrough",
+    PassthroughEnhancerConfig,
+    "vehicle_agent.enhance.passthrough:PassthroughEnhancer",
+    runs_model=False,
+    preference=3,
+)

@@ -1,135 +1,58 @@
-"""Enhance stage: the `[enhance]` config models (backends, chain, gating, health), beside the
-code they set (`vehicle_agent.config` composes them into `Config`)."""
+"""Enhance stage: the `[enhance]` config models (chain, gating, health), beside the code they
+set (`vehicle_agent.config` composes them into `Config`). Each backend's own config model lives
+in its plugin module (`enhance.backends`); the chain's union of them is made from the plugins."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Literal, TypeAlias, Union
 
 from pydantic import Field, field_validator, model_validator
 
 from vehicle_agent.compat import Self
 from vehicle_agent.config_base import ConfigModel
+from vehicle_agent.enhance.backends import CONFIG_MODELS, MODEL_BACKEND_KEYS
+from vehicle_agent.enhance.classical import ClassicalEnhancerConfig
+from vehicle_agent.enhance.onnxruntime_backend import OnnxRuntimeEnhancerConfig
+from vehicle_agent.enhance.passthrough import PassthroughEnhancerConfig
+from vehicle_agent.enhance.tensorrt_plan import TensorRtEnhancerConfig
 
-
-class PassthroughEnhancerConfig(ConfigModel):
-    type: Literal["passthrough"] = Field(
-        "passthrough", description="Frames go out as they came in."
-    )
-
-
-class ClassicalEnhancerConfig(ConfigModel):
-    type: Literal["classical"] = Field(
-        "classical", description="Contrast-limited histogram equalisation and gamma, no model."
-    )
-    clip_limit: float = Field(
-        2.0, ge=0.1, le=40.0, description="CLAHE clip limit: higher gives more local contrast."
-    )
-    tile_grid: int = Field(8, ge=1, le=64, description="CLAHE tiles per side.")
-    target_brightness: float = Field(
-        110.0,
-        ge=1.0,
-        le=254.0,
-        description="Mean luma (0–255) that the gamma correction aims for on dark frames.",
-    )
-    max_gamma_gain: float = Field(
-        2.5,
-        ge=1.0,
-        le=10.0,
-        description="Limit of the brightening: 1/gamma never exceeds this.",
-    )
-
-
-class OnnxRuntimeEnhancerConfig(ConfigModel):
-    type: Literal["onnxruntime"] = Field(
-        "onnxruntime",
-        description="The model run by onnxruntime: CUDA provider when present, else the CPU.",
-    )
-    device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto",
-        description="'auto': the CUDA provider when onnxruntime has it, else the CPU; 'cuda' "
-        "makes a missing CUDA provider a load failure (the chain falls back).",
-    )
-    intra_op_threads: int = Field(
-        2,
-        ge=0,
-        le=64,
-        description="Threads one operator may use; 0 lets onnxruntime take one per core.",
-    )
-    inter_op_threads: int = Field(
-        1, ge=1, le=64, description="Operators run in parallel (1: sequential, the usual best)."
-    )
-    allow_spinning: bool = Field(
-        default=False,
-        description="Let idle worker threads spin: lower latency, but they burn cores that "
-        "capture and analysis share.",
-    )
-
-
-class TensorRtEnhancerConfig(ConfigModel):
-    type: Literal["tensorrt"] = Field(
-        "tensorrt",
-        description="The model as a TensorRT engine (NVIDIA GPU, tensorrt + pycuda), built "
-        "from the ONNX file once and cached.",
-    )
-    precision: Literal["fp32", "fp16", "int8"] = Field(
-        "fp16",
-        description="Engine precision; 'int8' calibrates on calibration_dir (FP16 where INT8 "
-        "has no kernel).",
-    )
-    calibration_dir: Path | None = Field(
-        None, description="Folder of typical frames (JPEG/PNG) for INT8 calibration."
-    )
-    calibration_images: int = Field(
-        64, ge=1, le=10_000, description="Calibration uses at most this many images."
-    )
-    workspace_mb: int = Field(
-        1024, ge=16, le=65_536, description="Scratch memory the engine builder may use, MiB."
-    )
-    opt_width: int = Field(
-        1280, ge=16, le=8192, description="Width the engine is tuned for (the camera's)."
-    )
-    opt_height: int = Field(
-        720, ge=16, le=8192, description="Height the engine is tuned for (the camera's)."
-    )
-    max_width: int = Field(
-        1920, ge=16, le=8192, description="Widest frame the engine accepts, pixels."
-    )
-    max_height: int = Field(
-        1088, ge=16, le=8192, description="Tallest frame the engine accepts, pixels."
-    )
-    engine_dir: Path | None = Field(
-        None, description="Where built engines are cached; none: <agent.state_dir>/engines."
-    )
-    device: int = Field(0, ge=0, le=15, description="CUDA device index.")
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Self:
-        if self.precision == "int8" and self.calibration_dir is None:
-            raise ValueError("precision 'int8' needs calibration_dir (a folder of frames)")
-        if self.max_width < self.opt_width or self.max_height < self.opt_height:
-            raise ValueError("max_width/max_height must be at least opt_width/opt_height")
-        return self
-
-
-EnhancerConfig = Annotated[
-    PassthroughEnhancerConfig
-    | ClassicalEnhancerConfig
-    | OnnxRuntimeEnhancerConfig
-    | TensorRtEnhancerConfig,
-    Field(discriminator="type"),
+__all__ = [
+    "MODEL_BACKENDS",
+    "ClassicalEnhancerConfig",
+    "EnhanceConfig",
+    "EnhanceHealthConfig",
+    "EnhancerConfig",
+    "ModelBackend",
+    "OnnxRuntimeEnhancerConfig",
+    "PassthroughEnhancerConfig",
+    "TensorRtEnhancerConfig",
 ]
+
+
+if TYPE_CHECKING:
+    # For the type checker; at run time the union is made from the plugins (a test holds the
+    # two to the same models).
+    EnhancerConfig: TypeAlias = (
+        PassthroughEnhancerConfig
+        | ClassicalEnhancerConfig
+        | OnnxRuntimeEnhancerConfig
+        | TensorRtEnhancerConfig
+    )
+    ModelBackend: TypeAlias = str
+else:
+    EnhancerConfig = Annotated[Union[CONFIG_MODELS], Field(discriminator="type")]  # noqa: UP007
+    ModelBackend = Literal[MODEL_BACKEND_KEYS]
 
 
 def _default_chain() -> list[EnhancerConfig]:
     return [OnnxRuntimeEnhancerConfig(), ClassicalEnhancerConfig()]
 
 
-ModelBackend = Literal["onnxruntime", "tensorrt"]
-"""The backend types that run a model (the others need none): the one list, which the update
-manifest's `backends` and the CLI's model checks take from here."""
-MODEL_BACKENDS: frozenset[str] = frozenset(get_args(ModelBackend))
+MODEL_BACKENDS: frozenset[str] = frozenset(MODEL_BACKEND_KEYS)
+"""The backend types that run a model (the others need none), from the plugins: the update
+manifest's `backends` (`ModelBackend`) and the CLI's model checks take them from here."""
 GATE_WORDS = frozenset({"none", "classical"})
 """Gating values that name no model: 'none' passes frames unchanged, 'classical' skips models."""
 DEFAULT_GATING: dict[str, str] = {"rain": "none"}

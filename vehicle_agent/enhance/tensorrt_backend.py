@@ -47,7 +47,6 @@ from vehicle_agent.enhance.engine_cache import (
 )
 from vehicle_agent.enhance.model import ModelEnhancer, TensorInfo
 from vehicle_agent.enhance.prepost import Crop, Preprocessor, Tensor
-from vehicle_agent.enhance.settings import TensorRtEnhancerConfig
 from vehicle_agent.enhance.store import ModelRef
 from vehicle_agent.enhance.tensorrt_plan import (
     BuildFlags,
@@ -56,6 +55,7 @@ from vehicle_agent.enhance.tensorrt_plan import (
     IoBindings,
     PlanError,
     PrimaryContext,
+    TensorRtEnhancerConfig,
     choose_build,
     describe_io,
 )

@@ -22,12 +22,15 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import Field, model_validator
 
-from vehicle_agent.enhance.base import BackendUnavailableError
+from vehicle_agent.compat import Self
+from vehicle_agent.config_base import ConfigModel
+from vehicle_agent.enhance.base import BackendPlugin, BackendUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +43,64 @@ WEAK_TYPING_REMOVED = (11, 0)
 
 Version = tuple[int, int, int]
 HostArray = npt.NDArray[Any]
+
+
+class TensorRtEnhancerConfig(ConfigModel):
+    type: Literal["tensorrt"] = Field(
+        "tensorrt",
+        description="The model as a TensorRT engine (NVIDIA GPU, tensorrt + pycuda), built "
+        "from the ONNX file once and cached.",
+    )
+    precision: Literal["fp32", "fp16", "int8"] = Field(
+        "fp16",
+        description="Engine precision; 'int8' calibrates on calibration_dir (FP16 where INT8 "
+        "has no kernel).",
+    )
+    calibration_dir: Path | None = Field(
+        None, description="Folder of typical frames (JPEG/PNG) for INT8 calibration."
+    )
+    calibration_images: int = Field(
+        64, ge=1, le=10_000, description="Calibration uses at most this many images."
+    )
+    workspace_mb: int = Field(
+        1024, ge=16, le=65_536, description="Scratch memory the engine builder may use, MiB."
+    )
+    opt_width: int = Field(
+        1280, ge=16, le=8192, description="Width the engine is tuned for (the camera's)."
+    )
+    opt_height: int = Field(
+        720, ge=16, le=8192, description="Height the engine is tuned for (the camera's)."
+    )
+    max_width: int = Field(
+        1920, ge=16, le=8192, description="Widest frame the engine accepts, pixels."
+    )
+    max_height: int = Field(
+        1088, ge=16, le=8192, description="Tallest frame the engine accepts, pixels."
+    )
+    engine_dir: Path | None = Field(
+        None, description="Where built engines are cached; none: <agent.state_dir>/engines."
+    )
+    device: int = Field(0, ge=0, le=15, description="CUDA device index.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.precision == "int8" and self.calibration_dir is None:
+            raise ValueError("precision 'int8' needs calibration_dir (a folder of frames)")
+        if self.max_width < self.opt_width or self.max_height < self.opt_height:
+            raise ValueError("max_width/max_height must be at least opt_width/opt_height")
+        return self
+
+
+PLUGIN = BackendPlugin(
+    "tensorrt",
+    TensorRtEnhancerConfig,
+    "vehicle_agent.enhance.tensorrt_backend:TensorRtEnhancer",
+    runs_model=True,
+    preference=0,
+)
+"""The `tensorrt` backend's plugin: its config is here, in the half of the backend that needs
+no TensorRT; its enhancer (`tensorrt_backend`) binds tensorrt and pycuda when it is imported,
+so it is imported only when the backend is built."""
 
 
 class PrecisionUnavailableError(BackendUnavailableError):
