@@ -18,7 +18,7 @@ from vehicle_agent.config import Config, MqttUplinkConfig
 from vehicle_agent.control.build import open_control
 from vehicle_agent.enhance.chain import EnhancerChain, build_enhancer
 from vehicle_agent.events import EventBus, JsonlEventLog
-from vehicle_agent.output.sinks import FrameSink
+from vehicle_agent.output.sinks import FrameSink, ImageFolderSink, VideoFileSink
 from vehicle_agent.pipeline import Parts
 from vehicle_agent.quality.monitor import QualityMonitor, settings_from_config
 from vehicle_agent.records import FrameRecord
@@ -82,6 +82,10 @@ def build_parts(config: Config, overrides: Overrides | None = None) -> Parts:
     # Control opens (MCU link, fan) when the pipeline enters it, before the first frame.
     control = open_control(config.control, events.emit, port=o.mcu_port, video_timed=o.video_timed)
     uplink = build_uplink(config, events) if o.uplink is None else o.uplink(events)
+
+    def output(source_fps: Callable[[], float | None]) -> list[FrameSink]:
+        return output_sinks(config, source_fps)
+
     return Parts(
         open_source=source,
         enhancer=enhancer,
@@ -89,6 +93,7 @@ def build_parts(config: Config, overrides: Overrides | None = None) -> Parts:
         fan=None,
         control=control,
         uplink=uplink,
+        output=output,
         sinks=list(o.sinks),
         events=events,
         closers=[*closers, *o.closers],
@@ -118,3 +123,18 @@ def updates_for(config: Config) -> UpdatesFactory | None:
         return ModelUpdater(config, topics, emit)
 
     return build
+
+
+def output_sinks(config: Config, source_fps: Callable[[], float | None]) -> list[FrameSink]:
+    """The sinks `[output]` asks for; the video takes the source's frame rate once it is known."""
+    out = config.output
+
+    def video_fps() -> float:
+        return out.video_fps or source_fps() or config.capture.fps or 10.0
+
+    sinks: list[FrameSink] = []
+    if out.video is not None:
+        sinks.append(VideoFileSink(out.video, video_fps, out.video_content))
+    if out.image_dir is not None:
+        sinks.append(ImageFolderSink(out.image_dir, out.image_every, out.video_content))
+    return sinks

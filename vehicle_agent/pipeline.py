@@ -35,7 +35,7 @@ from vehicle_agent.enhance import Enhancer
 from vehicle_agent.enhance.chain import build_enhancer
 from vehicle_agent.enhance.stage import EnhanceStage
 from vehicle_agent.events import EventBus
-from vehicle_agent.output.sinks import FrameSink, ImageFolderSink, VideoFileSink
+from vehicle_agent.output.sinks import FrameSink
 from vehicle_agent.quality.metrics import compute_quality
 from vehicle_agent.quality.monitor import QualityMonitor, settings_from_config
 from vehicle_agent.queues import END, StageQueue
@@ -74,6 +74,9 @@ class Parts:
     events: EventBus = field(default_factory=lambda: EventBus(EVENT_TYPES))
     closers: list[Callable[[], None]] = field(default_factory=list)
     latency_observers: list[StageObserver] = field(default_factory=list)
+    output: Callable[[Callable[[], float | None]], list[FrameSink]] | None = None
+    """Makes the sinks `[output]` names, given the source's frame rate once capture knows it
+    (the root's `output_sinks`); None: only `sinks`."""
     monitor: QualityMonitor | None = None
     """The scene judge and the analyze stage's work; None: built from `[quality]`/`[adhesion]`."""
     control: AbstractAsyncContextManager[ControlLoop] | None = None
@@ -111,21 +114,6 @@ class RunResult:
     @property
     def fps(self) -> float:
         return self.frames_out / self.wall_s if self.wall_s > 0 else 0.0
-
-
-def output_sinks(config: Config, source_fps: Callable[[], float | None]) -> list[FrameSink]:
-    """The sinks `[output]` asks for; the video takes the source's frame rate once it is known."""
-    out = config.output
-
-    def video_fps() -> float:
-        return out.video_fps or source_fps() or config.capture.fps or 10.0
-
-    sinks: list[FrameSink] = []
-    if out.video is not None:
-        sinks.append(VideoFileSink(out.video, video_fps, out.video_content))
-    if out.image_dir is not None:
-        sinks.append(ImageFolderSink(out.image_dir, out.image_every, out.video_content))
-    return sinks
 
 
 class _StageHealth:
@@ -211,7 +199,10 @@ class Pipeline:
         self._busy_since: dict[str, float] = {}
         """Stage → when the frame it works on now entered it (absent: waiting for a frame)."""
         self._threads: dict[str, StageThread] = {}
-        self.sinks = [*output_sinks(config, lambda: self.capture.stats.source_fps), *parts.sinks]
+        configured = (
+            [] if parts.output is None else parts.output(lambda: self.capture.stats.source_fps)
+        )
+        self.sinks = [*configured, *parts.sinks]
 
     # -- stages, in flow order ---------------------------------------------------------------
 
