@@ -183,13 +183,18 @@ class Pipeline:
         self.last_record: FrameRecord | None = None
         self.frames_out = 0
         self._last_t_video = 0.0
-        self.enhance = EnhanceStage(parts.enhancer, self.events, video_timed=parts.video_timed)
-        """The running enhancer, its swaps and the condition that gates it."""
         self.monitor = parts.monitor or QualityMonitor(
             settings_from_config(config.quality, config.adhesion)
         )
         """The scene judged on the raw frame (the enhance thread calls `judge`), then quality
-        metrics and adhesion (the analyze thread calls `analyze`)."""
+        metrics and adhesion (the analyze thread calls `on_record`)."""
+        self.enhance = EnhanceStage(
+            parts.enhancer,
+            self.events,
+            video_timed=parts.video_timed,
+            judge=self.monitor.judge,
+        )
+        """The running enhancer, its swaps and the condition, judged on the raw frame first."""
         self.running = asyncio.Event()
         self._exits = contextlib.AsyncExitStack()
         self.control: ControlLoop | None = None
@@ -302,21 +307,10 @@ class Pipeline:
         """Video time of the latest frame out, for events that concern no frame."""
         return self._last_t_video
 
-    def _enhance(self, record: FrameRecord) -> FrameRecord:
-        # The raw frame is judged first (shrunk once, for the analyze stage too): its scene
-        # condition travels on the record and gates this very frame's model.
-        frame = record.frame
-        record = record.replace(scene=self.monitor.judge(frame.image, frame.t_video))
-        return self.enhance.run(record)
-
     def _analyze(self, record: FrameRecord) -> FrameRecord:
         # Quality is measured on the picture the vehicle shows; lens adhesion on the raw frame's
         # analysis copy that the scene judgement made before enhance.
-        frame = record.frame
-        quality, adhesion = self.monitor.analyze(
-            frame.image, frame.t_video, record.enhanced, compute_quality, scene=record.scene
-        )
-        return record.replace(quality=quality, adhesion=adhesion)
+        return self.monitor.on_record(record, compute_quality)
 
     async def _act(self, record: FrameRecord) -> FrameRecord:
         assert self.control is not None  # noqa: S101 - opened before the stages start
@@ -410,7 +404,7 @@ class Pipeline:
                 ("capture", self.capture.run(stop)),
                 (
                     "enhance",
-                    self._thread_stage("enhance", q[0], q[1], self._enhance, self.enhance.after),
+                    self._thread_stage("enhance", q[0], q[1], self.enhance.run, self.enhance.after),
                 ),
                 ("analyze", self._thread_stage("analyze", q[1], q[2], self._analyze)),
                 ("act", self._stage("act", q[2], q[3], self._act)),

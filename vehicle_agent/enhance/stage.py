@@ -14,15 +14,28 @@ from collections.abc import Callable
 
 from vehicle_agent.enhance.base import Enhancer
 from vehicle_agent.events import EventBus
-from vehicle_agent.records import FrameRecord
+from vehicle_agent.records import FrameRecord, Image, Scene
 from vehicle_agent.workers import give_back_memory
+
+SceneJudge = Callable[[Image, float], Scene | None]
+"""The raw frame and its video time → its analysis copy, metrics and scene condition."""
 
 
 class EnhanceStage:
     """The running enhancer, its swaps and its condition; see the module doc."""
 
-    def __init__(self, enhancer: Enhancer, events: EventBus, *, video_timed: bool = False) -> None:
+    def __init__(
+        self,
+        enhancer: Enhancer,
+        events: EventBus,
+        *,
+        video_timed: bool = False,
+        judge: SceneJudge | None = None,
+    ) -> None:
         self.enhancer = enhancer
+        self.judge = judge
+        """Judges the raw frame before it is enhanced (`QualityMonitor.judge`); None: the
+        record's scene as it came."""
         self.events = events
         self.video_timed = video_timed
         """A replay: the enhancer's retries are timed by the frames' video time."""
@@ -65,7 +78,9 @@ class EnhanceStage:
 
     def run(self, record: FrameRecord) -> FrameRecord:
         """On the stage's thread: the frame enhanced (after a pending swap, if any), by the
-        model its scene condition asks for."""
+        model its scene condition asks for (judged here first, on the raw frame)."""
+        if self.judge is not None:
+            record = record.replace(scene=self.judge(record.frame.image, record.frame.t_video))
         self.condition = None if record.scene is None else record.scene.metrics.condition
         if self._next is not None:
             # On the enhance thread, so the old backend is never closed while it runs a frame.

@@ -33,6 +33,7 @@ from vehicle_agent.quality.soilnet import DecisionParams, LearnedAdhesionDetecto
 from vehicle_agent.records import (
     AdhesionEstimate,
     AnalysisImage,
+    FrameRecord,
     Grey,
     Image,
     QualityMetrics,
@@ -180,6 +181,17 @@ class QualityMonitor:
         with self._conditions_lock:
             condition = self.conditions.update(metrics, t, adhesion_detected=lens_soiled)
         return Scene(small, dataclasses.replace(metrics, condition=condition))
+
+    def on_record(
+        self, record: FrameRecord, output_metrics: OutputMetrics = compute_quality
+    ) -> FrameRecord:
+        """The analyze stage's work: the record with the quality of the picture it shows and
+        the adhesion estimate of its raw frame (on the scene judged before enhance)."""
+        frame = record.frame
+        quality, adhesion = self.analyze(
+            frame.image, frame.t_video, record.enhanced, output_metrics, scene=record.scene
+        )
+        return record.replace(quality=quality, adhesion=adhesion)
 
     def analyze(
         self,
