@@ -63,7 +63,7 @@ def _grown(mask: npt.NDArray[np.bool_], px: int) -> npt.NDArray[np.bool_]:
 
 def test_tables_name_every_kind_and_family() -> None:
     assert SOILING_KINDS == ("drops", "mist", "dust", "mud")
-    assert FAMILIES == ("sim", "blurdisc", "refract")
+    assert FAMILIES == ("sim", "blurdisc", "refract", "optics")
     assert CLASS_OF == {
         "drops": "transparent",
         "mist": "transparent",

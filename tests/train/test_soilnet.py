@@ -8,6 +8,7 @@ import functools
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -15,6 +16,7 @@ torch = pytest.importorskip("torch", reason="training needs the train extra (tor
 
 from tools.footage import splits  # noqa: E402
 from tools.soilnet.data import (  # noqa: E402
+    FEATURELESS_STD,
     FIRST_ONSET_S,
     DriveRecipe,
     Event,
@@ -22,6 +24,7 @@ from tools.soilnet.data import (  # noqa: E402
     _load_train_scene,
     cached,
     group_by_size,
+    paint_featureless,
     recipes,
     render_drive,
 )
@@ -31,6 +34,7 @@ from tools.soilnet.train import (  # noqa: E402
     calibrate,
     export_onnx,
     predict,
+    soiling_balance,
     tile_scores,
     train,
 )
@@ -42,6 +46,7 @@ from vehicle_agent.quality.soilnet import (  # noqa: E402
     TILE,
     DecisionParams,
     LearnedAdhesionDetector,
+    tile_texture,
 )
 from vehicle_agent.quality.soilnet_runtime import open_tile_net, read_detector  # noqa: E402
 
@@ -112,6 +117,49 @@ def test_training_drives_soil_the_lens_only_after_clean_driving_and_include_clea
     assert all(s0 <= r.events[0].onset_s <= s1 for r in waiting for s0, s1 in r.stand_still or ())
 
 
+def test_training_drives_use_every_train_family_and_featureless_clean_scenes() -> None:
+    """All train soiling families soil the lens; most clean drives (and some soiled ones) get
+    large uniform regions, the negatives that teach sky and walls are not soiling."""
+    with splits.training("soilnet test"):
+        plan = recipes(160, 5, seconds=20.0)
+    assert {e.family for r in plan for e in r.events} == set(splits.names("soiling", "train"))
+    clean = [r for r in plan if not r.events]
+    soiled = [r for r in plan if r.events]
+    assert sum(r.featureless is not None for r in clean) / len(clean) > 0.4
+    assert 0.1 < sum(r.featureless is not None for r in soiled) / len(soiled) < 0.45
+
+
+def test_featureless_regions_are_seeded_world_fixed_and_uniform() -> None:
+    frames = scene(SCENE)[:3]
+    painted = paint_featureless(frames, 7)
+    again = paint_featureless(frames, 7)
+    assert all(np.array_equal(a, b) for a, b in zip(painted, again, strict=True))
+    assert not np.array_equal(painted[0], paint_featureless(frames, 8)[0])
+    # The same regions in the same colours in every frame: the world carries them.
+    region = np.any(painted[0] != frames[0], axis=2)
+    assert float(region.mean()) > 0.05
+    for later in painted[1:]:
+        assert float(np.all(later == painted[0], axis=2)[region].mean()) > 0.95
+
+    def flat(image: np.ndarray) -> float:
+        grey = np.asarray(image, np.float32).mean(axis=2)
+        small = cv2.resize(grey, (NET_WIDTH, NET_WIDTH * grey.shape[0] // grey.shape[1]))
+        return float((tile_texture(small / 255.0) < FEATURELESS_STD).mean())
+
+    assert flat(painted[0]) > flat(frames[0]) + 0.05
+
+
+def test_a_clean_drive_over_featureless_regions_is_labelled_clean_everywhere() -> None:
+    recipe = DriveRecipe(
+        scene=SCENE, seconds=2.5, fps=6.0, light="day", motion="drive", size=(320, 180),
+        events=(), seed=3, featureless=11,
+    )  # fmt: skip
+    with splits.training("soilnet test"):
+        part = render_drive(recipe, NET_WIDTH, 1, scene)
+    assert len(part.y) > 0
+    assert np.all(part.y == 0)
+
+
 def test_the_cache_writes_the_features_once_and_reads_them_back_mapped(tmp_path: Path) -> None:
     calls = []
 
@@ -176,3 +224,9 @@ def test_the_export_runs_in_the_daemons_detector_and_raises_the_alarm(
         states.append((round(t, 2), estimate.detected, round(estimate.covered_fraction, 3)))
     assert not any(d for t, d, _ in states if t < 2.0), states
     assert any(d for t, d, _ in states if 2.0 <= t <= 3.0), str(states)
+
+
+def test_soiling_balance_weighs_each_soiling_class_as_the_most_common_one() -> None:
+    labels = np.array([[-1, 0, 0, 0, 1, 1, 1, 1, 2, 2, 3]])
+    assert soiling_balance(labels) == (1.0, 1.0, 2.0, 4.0)
+    assert soiling_balance(np.array([[0, 1, 1]])) == (1.0, 1.0, 1.0, 1.0)  # absent: weight 1

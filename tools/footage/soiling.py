@@ -29,6 +29,10 @@ around them. Mud is opaque splashes (an irregular core, spikes, satellite drops,
 running down) with an fBm-textured brown albedo and semi-transparent 3–8 px rims; splashes wash
 off one by one.
 
+`optics` (in `tools/footage/soiling_optics.py`, which describes it): small magnifying drops
+with a dark rim and a glint, clusters and sprays of fine droplets, condensation creeping in from
+an edge, water spots, smudges and wiper streaks, opaque specks, splats and smears down to 1–2 px.
+
 Masks are the truth a detector learns: drops and mud their footprint, mist and dust where their
 effect reaches half its maximum strength.
 """
@@ -59,8 +63,9 @@ CLASS_OF: dict[SoilingKind, SoilingClass] = {
     "mud": "opaque",
 }
 """The detector's class of each kind."""
-Family: TypeAlias = Literal["sim", "blurdisc", "refract"]
-FAMILIES: tuple[Family, ...] = ("sim", "blurdisc", "refract")
+Family: TypeAlias = Literal["sim", "blurdisc", "refract", "optics"]
+FAMILIES: tuple[Family, ...] = ("sim", "blurdisc", "refract", "optics")
+"""New families go at the end: a family's index seeds its random stream."""
 
 MIN_COVERAGE = 0.005
 MAX_COVERAGE = 0.6
@@ -145,6 +150,11 @@ def render_soiling(  # noqa: PLR0917 - the footage bank's agreed call shape
         return _SimSoiling(kind, height, width, float(coverage), int(seed))
     # One stream per (family, kind, seed): the same seed gives unrelated looks across families.
     rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, FAMILIES.index(family), _KIND_CODE[kind]])
+    if family == "optics":
+        # Its own module builds on the helpers here, so it is imported when first asked for.
+        from tools.footage import soiling_optics  # noqa: PLC0415
+
+        return soiling_optics.BUILDERS[kind](rng, height, width, float(coverage))
     builder = _BUILDERS[family, kind]
     return builder(rng, height, width, float(coverage))
 

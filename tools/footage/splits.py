@@ -43,7 +43,12 @@ SCENE_SPLIT: dict[str, Split] = {
 }
 """Every catalog item's split (by its group: one place is never on both sides)."""
 
-SOILING_SPLIT: dict[str, Split] = {"sim": "train", "blurdisc": "train", "refract": "held_out"}
+SOILING_SPLIT: dict[str, Split] = {
+    "sim": "train",
+    "blurdisc": "train",
+    "refract": "held_out",
+    "optics": "train",
+}
 """Lens soiling renderer families (`soiling.FAMILIES`)."""
 
 DEGRADATION_SPLIT: dict[str, Split] = {"gan": "train", "sensor": "train", "atmos": "held_out"}

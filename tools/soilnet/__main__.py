@@ -34,6 +34,7 @@ from tools.soilnet.train import (
     parameters,
     predict,
     save_checkpoint,
+    soiling_balance,
     tile_scores,
     train,
 )
@@ -88,9 +89,12 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     val = samples("validation set", args.val_drives, args.seed + 1)
     soiled = float((data.y > 0).mean())
     log(f"samples: train {len(data.x)} ({soiled:.1%} soiled tiles), validation {len(val.x)}")
+    weights = soiling_balance(data.y) if args.balance == "soiling" else (1.0, 1.0, 1.0, 1.0)
+    if args.balance == "soiling":
+        log(f"class weights (clean, transparent, semi-transparent, opaque): {weights}")
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, width=args.width,
-        seed=args.seed, threads=args.threads,
+        seed=args.seed, threads=args.threads, class_weights=weights,
     )  # fmt: skip
     result = train(data, config, log)
     probs = predict(result.net, val.x)
@@ -172,6 +176,12 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--workers", type=int, default=0, help="data processes (0: cores)")
         p.add_argument("--threads", type=int, default=2, help="torch threads")
         p.add_argument("--eval-json", type=Path, help="held-out evaluation JSON for the card")
+        p.add_argument(
+            "--balance",
+            choices=("none", "soiling"),
+            default="none",
+            help="'soiling': weight the soiling classes by inverse frequency among soiled tiles",
+        )
         p.add_argument(
             "--cache", type=Path, help="keep the built samples here and reuse them (same options)"
         )

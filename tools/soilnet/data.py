@@ -4,8 +4,11 @@ its train renderers, turned into the detector's own input features and per-tile 
 Each drive (`DriveRecipe`) is a clip from `tools.footage.drive` (moving or parked, day, dusk,
 tunnel or night, with stand-stills and passing vehicles) with zero to three soiling events
 (kind, renderer family, coverage 0.5–30 %, onset, and for some an end: blown off) put on the lens
-with `tools.footage.soiling`. A third of the drives stay clean throughout (some of them stand
-still for a stretch, some at night). Soiling arrives only after `FIRST_ONSET_S` of clean driving,
+with `tools.footage.soiling`, from every train family. A third of the drives stay clean
+throughout (some of them stand still for a stretch, some at night). Most clean drives and a
+quarter of the soiled ones have large featureless regions painted into their scene (sky, a wall,
+a dark pole or area: `paint_featureless`), the clean negatives a detector needs to tell "nothing
+to see" from "soiled". Soiling arrives only after `FIRST_ONSET_S` of clean driving,
 so the features' long-horizon references (how textured and bright each place was before) have
 formed, as on a vehicle that has been driving; a third of the moving drives stand still around
 the first onset and pull away after it (soiled while waiting at lights). Every frame goes
@@ -81,6 +84,9 @@ class DriveRecipe:
     seed: int
     stand_still: tuple[tuple[float, float], ...] | None = None
     """Stretches without ego-motion; None: the synthesiser chooses them from the seed."""
+    featureless: int | None = None
+    """Seed of the large uniform regions (sky, a wall, a dark pole or underpass) painted into
+    the scene before the drive is synthesised (`paint_featureless`); None: the scene as it is."""
 
 
 @dataclass
@@ -128,6 +134,11 @@ def recipes(count: int, seed: int, seconds: float = 24.0) -> list[DriveRecipe]:
         light = LIGHTS[int(rng.integers(len(LIGHTS)))]
         if not events and rng.random() < 0.3:
             light = "night"
+        # Clean uniform regions are where a detector can confuse "nothing to see" with "soiled":
+        # most clean drives and some soiled ones get a sky, a wall or a dark area of their own.
+        featureless = (
+            int(rng.integers(1 << 30)) if rng.random() < FEATURELESS_SHARE[bool(events)] else None
+        )
         out.append(
             DriveRecipe(
                 scene=scenes[(i + seed) % len(scenes)],
@@ -139,8 +150,60 @@ def recipes(count: int, seed: int, seconds: float = 24.0) -> list[DriveRecipe]:
                 events=tuple(events),
                 seed=seed * 1000 + i,
                 stand_still=stand_still,
+                featureless=featureless,
             )
         )
+    return out
+
+
+FEATURELESS_SHARE = {False: 0.6, True: 0.25}
+"""Share of clean (False) and soiled (True) drives whose scene gets featureless regions."""
+
+
+def paint_featureless(frames: Sequence[catalog.RGB], seed: int) -> list[catalog.RGB]:
+    """The scene's frames with one to three large low-texture regions painted in at the same
+    place in every frame (so the drive's ego-motion carries them like the rest of the world):
+    a sky above an irregular skyline (a smooth gradient), a wall (a flat colour with a faint
+    texture), a dark pole or a dark area (an underpass, a shadowed doorway). The drive adds
+    sensor noise and light on top, as for any scene."""
+    rng = np.random.default_rng([seed, 18])
+    height, width = frames[0].shape[:2]
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    paint = np.zeros((height, width), np.float32)
+    colour = np.zeros((height, width, 3), np.float32)
+    for _ in range(int(rng.integers(1, 4))):
+        region = str(rng.choice(["sky", "wall", "dark"], p=[0.4, 0.35, 0.25]))
+        if region == "sky":
+            knots = rng.uniform(0.15, 0.6, int(rng.integers(3, 12))) * height
+            line = np.interp(np.linspace(0, len(knots) - 1, width), np.arange(len(knots)), knots)
+            inside = ys < line[None, :].astype(np.float32)
+            top = rng.uniform([90, 120, 170], [200, 215, 250])
+            low = top + rng.uniform(10, 50)
+            t = np.clip(ys / np.float32(max(float(knots.max()), 1.0)), 0.0, 1.0)[..., None]
+            shade = top * (1 - t) + low * t
+        else:
+            w, h = rng.uniform(0.2, 0.6) * width, rng.uniform(0.25, 0.8) * height
+            if region == "dark" and rng.random() < 0.5:
+                w = rng.uniform(0.04, 0.12) * width  # a pole
+                h = height * 1.0
+            x0, y0 = rng.uniform(0, width - w), rng.uniform(0, height - h)
+            inside = (xs >= x0) & (xs < x0 + w) & (ys >= y0) & (ys < y0 + h)
+            base = (
+                rng.uniform(50, 220) * rng.uniform(0.85, 1.15, 3)  # concrete, render, paint
+                if region == "wall"
+                else rng.uniform(4, 40) * rng.uniform(0.85, 1.15, 3)
+            )
+            grain = cv2.GaussianBlur(
+                rng.standard_normal((height, width)).astype(np.float32), (0, 0), 6.0
+            )
+            shade = base[None, None, :] * (1.0 + 0.02 * np.asarray(grain, np.float32))[..., None]
+        paint = np.where(inside, np.float32(1.0), paint)
+        colour = np.where(inside[..., None], shade.astype(np.float32), colour)
+    soft = cv2.GaussianBlur(paint, (0, 0), 1.0)[..., None]
+    out = []
+    for frame in frames:
+        mixed = frame.astype(np.float32) * (1.0 - soft) + colour * soft
+        out.append(np.clip(mixed + 0.5, 0, 255).astype(np.uint8))
     return out
 
 
@@ -188,7 +251,10 @@ def render_drive(
         motion=recipe.motion,
         stand_still=recipe.stand_still,
     )
-    drive = synthesise(frames(recipe.scene), spec, recipe.seed)
+    scene = frames(recipe.scene)
+    if recipe.featureless is not None:
+        scene = paint_featureless(scene, recipe.featureless)
+    drive = synthesise(scene, spec, recipe.seed)
     layers = [
         (e, render_soiling(e.kind, e.family, height, width, e.coverage, e.seed))  # type: ignore[arg-type]
         for e in recipe.events
@@ -324,6 +390,7 @@ SOURCES = (
     "tools/footage/catalog.py",
     "tools/footage/drive.py",
     "tools/footage/soiling.py",
+    "tools/footage/soiling_optics.py",
     "tools/soilnet/data.py",
     "vehicle_agent/quality/soilnet.py",
     "vehicle_agent/quality/metrics.py",

@@ -91,6 +91,15 @@ class TrainConfig:
     threads: int = 2
 
 
+def soiling_balance(labels: np.ndarray) -> tuple[float, ...]:
+    """Class weights that give each soiling class the same total weight as the most common one
+    (inverse frequency among soiled tiles, counted on the training labels); clean stays 1, so
+    the balance between clean and soiled is the data's. A class with no tile keeps weight 1."""
+    counts = np.bincount(labels[labels >= 0].ravel().astype(np.int64), minlength=4)[:4]
+    most = counts[1:].max()
+    return (1.0, *(float(most / c) if c else 1.0 for c in counts[1:]))
+
+
 @dataclass
 class TrainResult:
     net: TileNet
