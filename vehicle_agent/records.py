@@ -178,6 +178,11 @@ class FrameRecord:
             object.__setattr__(self, "enhanced", frozen_image(check_image(self.enhanced)))
 
     @property
+    def condition(self) -> str | None:
+        """The scene condition judged on the raw frame before enhance; None when not judged."""
+        return None if self.scene is None else self.scene.metrics.condition
+
+    @property
     def output(self) -> Image:
         """The picture the vehicle shows: the enhanced frame, or the raw one when none."""
         return self.frame.image if self.enhanced is None else self.enhanced

@@ -151,14 +151,6 @@ async def test_a_video_timed_loop_times_its_cleaning_by_the_frames_not_the_host(
     loop.on_adhesion(0.7, detected=True, t=5.0 + CLEANING.burst_s + 0.1, frame=81)
     assert fan.duty == 0.0
     assert recorder.types()[-1] == "cleaning_verifying"
-    with pytest.raises(ValueError, match="not both"):
-        ControlLoop(
-            SimulatedFan(0.0),
-            CleaningStateMachine(CLEANING),
-            emit=recorder,
-            cleaning_clock=clock,
-            video_timed=True,
-        )
 
 
 async def test_soiled_frame_starts_the_fan_at_once_and_time_ends_the_burst(

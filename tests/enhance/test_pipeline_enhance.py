@@ -172,7 +172,7 @@ async def test_the_condition_judged_on_a_raw_frame_gates_that_same_frame() -> No
     pipe.monitor.conditions.low_light_hold_s = 0.0  # dark is dark from its first frame
     result = await pipe.run(asyncio.Event())
     assert result.frames_out == 10
-    gated = [r.scene.metrics.condition for r in sink.records if r.scene is not None]
+    gated = [r.condition for r in sink.records if r.condition is not None]
     assert seen == gated
     assert gated[5] == "low_light"
     assert all(

@@ -143,7 +143,6 @@ async def open_control(
     fan: Fan | None = None,
     port: str | None = None,
     clock: Callable[[], float] = time.monotonic,
-    cleaning_clock: Callable[[], float] | None = None,
     video_timed: bool = False,
 ) -> AsyncIterator[ControlLoop]:
     """Open the MCU link (if `[control.mcu]`), build the fan (unless given: then the caller
@@ -178,7 +177,6 @@ async def open_control(
             link=link,
             config=config.loop,
             clock=clock,
-            cleaning_clock=cleaning_clock,
             video_timed=video_timed,
         )
         async with loop:

@@ -168,10 +168,9 @@ class ControlLoop:
 
     `thermal` and `link` come together or not at all (a vehicle without the module has no
     cooler and no temperatures; cleaning still works). `emit` receives every event; see
-    `events.Emit`. `cleaning_clock` times the cleaning (bursts, verify window, back-off),
-    `clock` by default; `video_timed` (a replay on the bench) times it by the video time of the
-    latest frame (`video_t`), so cleanings follow the recording, not how fast the host replays
-    it.
+    `events.Emit`. The cleaning (bursts, verify window, back-off) is timed by `clock`, or with
+    `video_timed` (a replay on the bench) by the video time of the latest frame (`video_t`), so
+    cleanings follow the recording, not how fast the host replays it.
     """
 
     def __init__(
@@ -184,11 +183,8 @@ class ControlLoop:
         link: ThermalLink | None = None,
         config: ControlLoopConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
-        cleaning_clock: Callable[[], float] | None = None,
         video_timed: bool = False,
     ) -> None:
-        if video_timed and cleaning_clock is not None:
-            raise ValueError("give either cleaning_clock or video_timed, not both")
         if (thermal is None) != (link is None):
             raise ValueError("thermal control needs both a ThermalController and a ThermalLink")
         self.fan = fan
@@ -198,9 +194,7 @@ class ControlLoop:
         self.config = config or ControlLoopConfig()
         self.emit = emit
         self.clock = clock
-        self.cleaning_clock = cleaning_clock or clock
-        if video_timed:
-            self.cleaning_clock = lambda: self._video_t
+        self.cleaning_clock: Callable[[], float] = (lambda: self._video_t) if video_timed else clock
         self.decision = Decision(fan.safe_duty, None, "idle")
         self.ticks = 0
         self.max_fan_duty = fan.duty

@@ -81,7 +81,7 @@ class EnhanceStage:
         model its scene condition asks for (judged here first, on the raw frame)."""
         if self.judge is not None:
             record = record.replace(scene=self.judge(record.frame.image, record.frame.t_video))
-        self.condition = None if record.scene is None else record.scene.metrics.condition
+        self.condition = record.condition
         if self._next is not None:
             # On the enhance thread, so the old backend is never closed while it runs a frame.
             old, self.enhancer, self._next = self.enhancer, self._next, None
@@ -101,7 +101,7 @@ class EnhanceStage:
         """On the loop: a change of the scene condition, and what the enhancer recorded on its
         thread (demotions, swaps)."""
         frame = record.frame
-        condition = None if record.scene is None else record.scene.metrics.condition
+        condition = record.condition
         if condition is not None and self._reported is not None and condition != self._reported:
             self.events.emit(
                 "scene_condition_changed",
