@@ -90,6 +90,33 @@ def test_onset_features_tell_a_place_that_turned_smooth_from_one_that_always_was
     assert x[15, 0, 0] == pytest.approx(x[11].mean(), rel=1e-5)
 
 
+def test_edge_persistence_finds_what_stays_sharp_while_the_world_moves_past() -> None:
+    """A textured drop rim fixed on the lens keeps its edges in the running mean of a moving
+    world; the world's own texture averages away. On a still camera everything persists, and a
+    featureless sky reads no persistence at all."""
+    moving, still = SoilFeatures(96), SoilFeatures(96)
+    rim = texture(99, (60, 100))
+    a = b = np.zeros((CHANNELS, 56, 96), np.float32)
+    for i in range(30):
+        t = i / 15
+        frame = texture(i)
+        frame[:45] = 200  # the sky
+        frame[100:160, 100:200] = rim  # the same pixels in every frame: on the lens
+        a = moving.update(frame, t)
+        scene = texture(0)
+        scene[:45] = 200
+        b = still.update(scene, t)
+    on_lens, world, sky = (slice(None), slice(33, 48), slice(33, 60)), (
+        slice(None), slice(20, 30), slice(70, 96)), (slice(None), slice(0, 10), slice(None))  # fmt: skip
+    for kept, removed in ((16, 17), (18, 19)):
+        assert a[on_lens][kept].mean() > 0.7
+        assert a[world][kept].mean() < 0.35
+        assert a[sky][kept].max() < 0.05
+        assert a[world][removed].mean() > 2 * a[on_lens][removed].mean()
+        assert b[world][kept].mean() > 0.7  # parked: the world stands still too
+        assert b[world][removed].mean() < 0.1
+
+
 def test_a_tile_is_soiled_only_after_warm_up_and_with_hysteresis() -> None:
     decision = TileDecision(DecisionParams(on=0.6, off=0.35, smooth_s=0.01, warmup_s=1.0))
     grid = np.zeros((4, 8), np.float32)
