@@ -17,12 +17,13 @@ import time
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 
 from tools.footage import splits
+from tools.footage.soiling import SOILING_KINDS, SoilingKind
 from tools.soilnet import card
 from tools.soilnet.data import Samples, build_training_set, cached, default_workers, source_digest
 from tools.soilnet.train import (
@@ -152,6 +153,30 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     return {"manifest": manifest, "validation": scores}
 
 
+def _separability(args: argparse.Namespace) -> int:
+    from tools.soilnet import separability  # noqa: PLC0415
+
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    bad = [k for k in kinds if k not in SOILING_KINDS]
+    if bad or not kinds:
+        raise ValueError(f"--kinds {args.kinds!r}: choose from {', '.join(SOILING_KINDS)}")
+    net = None
+    if args.model is not None:
+        from vehicle_agent.quality.soilnet_runtime import (  # noqa: PLC0415
+            DetectorError,
+            open_tile_net,
+            read_detector,
+        )
+
+        try:
+            net = open_tile_net(read_detector(args.model), "onnxruntime", threads=2)
+        except DetectorError as exc:
+            raise ValueError(str(exc)) from exc
+    rows = separability.measure(cast("list[SoilingKind]", kinds), args.scenes, net)
+    separability.print_table(rows, net is not None)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tools.soilnet", description=__doc__.split("\n")[0]
@@ -190,8 +215,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     card_p.add_argument("--model", type=Path, default=SHIPPED)
     card_p.add_argument("--eval-json", type=Path, required=True)
+    sep_p = sub.add_parser(
+        "separability",
+        help="per-tile AUC of each feature channel (and a model) on train scenes and renderers",
+    )
+    sep_p.add_argument("--model", type=Path, help="a trained model folder: its column too")
+    sep_p.add_argument("--kinds", default="drops,mud", help="soiling kinds, comma-separated")
+    sep_p.add_argument("--scenes", type=int, default=4, help="train photos driven over")
     args = parser.parse_args(argv)
     try:
+        if args.command == "separability":
+            return _separability(args)
         if args.command == "card":
             card.write(args.model, json.loads(args.eval_json.read_text()))
             return 0

@@ -104,7 +104,7 @@ def _alpha(dt: float, tau: float) -> float:
 def _texture(grey: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     """Local texture: the Laplacian's magnitude over 3×3 pixels, scaled (channel 7)."""
     laplacian = np.abs(cv2.Laplacian(grey, cv2.CV_32F, ksize=1))
-    return np.asarray(cv2.blur(laplacian, (3, 3)), np.float32) * np.float32(_LAPLACIAN_GAIN)
+    return np.asarray(cv2.blur(laplacian, (3, 3)) * np.float32(_LAPLACIAN_GAIN), np.float32)
 
 
 def net_size(height: int, width: int, net_width: int) -> tuple[int, int]:
