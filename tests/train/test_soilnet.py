@@ -22,6 +22,7 @@ from tools.soilnet.data import (  # noqa: E402
     Event,
     Samples,
     _load_train_scene,
+    build_training_set,
     cached,
     group_by_size,
     paint_featureless,
@@ -158,6 +159,23 @@ def test_a_clean_drive_over_featureless_regions_is_labelled_clean_everywhere() -
         part = render_drive(recipe, NET_WIDTH, 1, scene)
     assert len(part.y) > 0
     assert np.all(part.y == 0)
+
+
+def test_a_lower_label_cover_teaches_the_partly_covered_tiles_as_soiled() -> None:
+    recipe = drive(5, 0.0)
+    with splits.training("soilnet test"):
+        usual = render_drive(recipe, NET_WIDTH, 1, scene)
+        low = render_drive(recipe, NET_WIDTH, 1, scene, label_cover=0.1)
+    assert np.array_equal(usual.x, low.x)
+    assert (low.y > 0).sum() > (usual.y > 0).sum()
+    assert np.all(low.y[usual.y > 0] == usual.y[usual.y > 0])  # what was soiled stays so
+    assert (low.y == -1).sum() < (usual.y == -1).sum()
+
+
+@pytest.mark.parametrize("cover", [0.0, -0.1, 1.5])
+def test_a_label_cover_outside_zero_to_one_is_refused(cover: float) -> None:
+    with pytest.raises(ValueError, match="label cover"):
+        build_training_set(2, 0, 2.0, NET_WIDTH, 1, label_cover=cover)
 
 
 def test_the_cache_writes_the_features_once_and_reads_them_back_mapped(tmp_path: Path) -> None:

@@ -25,7 +25,14 @@ import torch
 from tools.footage import splits
 from tools.footage.soiling import SOILING_KINDS, SoilingKind
 from tools.soilnet import card
-from tools.soilnet.data import Samples, build_training_set, cached, default_workers, source_digest
+from tools.soilnet.data import (
+    LABEL_COVER,
+    Samples,
+    build_training_set,
+    cached,
+    default_workers,
+    source_digest,
+)
 from tools.soilnet.train import (
     TrainConfig,
     calibrate,
@@ -76,14 +83,17 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             with splits.training("soilnet training") as usage:
                 built = build_training_set(
                     drives, seed, args.seconds, args.net_width, args.sample_every, workers,
-                    _progress(what, drives), x_path,
+                    _progress(what, drives), x_path, args.label_cover,
                 )  # fmt: skip
             assert not usage.held_out()  # noqa: S101 - note_use raised already if it were not so
             return built
 
         if args.cache is None:
             return build()
-        key = f"{drives}x{args.seconds:g}s-seed{seed}-w{args.net_width}-every{args.sample_every}"
+        key = (
+            f"{drives}x{args.seconds:g}s-seed{seed}-w{args.net_width}-every{args.sample_every}"
+            f"-cover{args.label_cover:g}"
+        )
         return cached(args.cache / f"v{FEATURE_VERSION}-{source_digest()}-{key}", build, log)
 
     data = samples("train set", args.drives, args.seed)
@@ -196,6 +206,12 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--net-width", type=int, default=192, help="input width (pixels)")
         p.add_argument(
             "--sample-every", type=int, default=3, help="keep every n-th frame (at 15 fps)"
+        )
+        p.add_argument(
+            "--label-cover",
+            type=float,
+            default=LABEL_COVER,
+            help="share of a tile soiling must cover to be taught as soiled (under a tenth: clean)",
         )
         p.add_argument("--seed", type=int, default=2026)
         p.add_argument("--workers", type=int, default=0, help="data processes (0: cores)")

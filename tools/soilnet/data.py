@@ -59,6 +59,9 @@ FEATURELESS_STD = 4.0 / 255
 sensor noise, a clear sky, a blank wall) has nothing soiling could hide; soiling there is not
 taught as soiling (`tile_truth`'s `visible`). A definition of the labels, not a detector
 threshold."""
+LABEL_COVER = 0.3
+"""Default share of a tile that soiling must cover for the tile to be taught as soiled
+(`tile_truth`'s `min_cover`; under a tenth of it, clean; between, ignored)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +242,7 @@ def render_drive(
     net_width: int,
     sample_every: int,
     frames: Callable[[str], list[catalog.RGB]],
+    label_cover: float = LABEL_COVER,
 ) -> Samples:
     """The samples of one drive."""
     width, height = recipe.size
@@ -283,7 +287,11 @@ def render_drive(
         )
         visible = tile_texture(np.asarray(grey, np.float32) / 255.0) >= FEATURELESS_STD
         xs.append(x.astype(np.float16))
-        ys.append(tile_truth(_class_map(active, size), visible=visible).astype(np.int8))
+        ys.append(
+            tile_truth(_class_map(active, size), min_cover=label_cover, visible=visible).astype(
+                np.int8
+            )
+        )
     return Samples(np.stack(xs), np.stack(ys))
 
 
@@ -293,10 +301,10 @@ def _load_train_scene(name: str) -> list[catalog.RGB]:
     return catalog.load(name, step=step, purpose="soilnet training")
 
 
-def _worker(args: tuple[DriveRecipe, int, int]) -> Samples:
-    recipe, net_width, sample_every = args
+def _worker(args: tuple[DriveRecipe, int, int, float]) -> Samples:
+    recipe, net_width, sample_every, label_cover = args
     with splits.training("soilnet training"):
-        return render_drive(recipe, net_width, sample_every, _load_train_scene)
+        return render_drive(recipe, net_width, sample_every, _load_train_scene, label_cover)
 
 
 def build_training_set(  # noqa: PLR0917 - the CLI passes its options through
@@ -308,10 +316,13 @@ def build_training_set(  # noqa: PLR0917 - the CLI passes its options through
     workers: int = 1,
     progress: Callable[[int], None] | None = None,
     x_path: Path | None = None,
+    label_cover: float = LABEL_COVER,
 ) -> Samples:
     """Samples from `drives` train drives (in `workers` processes); the CI split test runs it
     tiny. With `x_path` the features are written straight into that .npy file (memory-mapped):
     a full set is several times the size of one drive's, and is never held in memory twice."""
+    if not 0.0 < label_cover <= 1.0:
+        raise ValueError(f"label cover {label_cover} is not in (0, 1]")
     with splits.training("soilnet training"):
         plan = recipes(drives, seed, seconds)
     height = min(feature_height(r, net_width) for r in plan)
@@ -325,7 +336,7 @@ def build_training_set(  # noqa: PLR0917 - the CLI passes its options through
         x = np.lib.format.open_memmap(x_path, mode="w+", dtype=np.float16, shape=shape)
     y = np.empty((total, rows, cols), np.int8)
     crop = _Crop(rows)
-    jobs = [(r, net_width, sample_every) for r in plan]
+    jobs = [(r, net_width, sample_every, label_cover) for r in plan]
     done = 0
 
     def take(part: Samples) -> None:
