@@ -137,6 +137,30 @@ def test_a_tile_is_soiled_only_after_warm_up_and_with_hysteresis() -> None:
     assert not decision.update(probs(grid), 1.6).detected
 
 
+def test_a_sure_network_passes_a_line_near_certainty_within_half_a_second_one_frame_does_not() -> (
+    None
+):
+    params = DecisionParams(on=0.98, off=0.73, smooth_s=0.3, warmup_s=0.0)
+    grid = np.zeros((4, 8), np.float32)
+    sure = grid.copy()
+    sure[1, 2] = 0.9999
+    fps = 15.0
+    decision = TileDecision(params)
+    for i in range(30):  # two clean seconds
+        assert not decision.update(probs(grid), i / fps).detected
+    latency = None
+    for i in range(30, 60):
+        if decision.update(probs(sure), i / fps).detected:
+            latency = (i - 30) / fps
+            break
+    assert latency is not None
+    assert latency <= 0.5  # a probability average would take 0.3 s × ln 50 ≈ 1.2 s
+    # One confident frame in a clean stream moves the average only part of the way.
+    decision = TileDecision(params)
+    stream = [grid] * 30 + [sure] + [grid] * 10
+    assert not any(decision.update(probs(g), i / fps).detected for i, g in enumerate(stream))
+
+
 def test_the_detector_runs_the_network_every_nth_frame_and_checks_its_output() -> None:
     calls = []
 

@@ -48,7 +48,7 @@ def render(manifest: dict[str, Any], evaluation: dict[str, Any]) -> str:
         "batch-normalised, folded into the convolutions in the export), a 1×1 classifier, "
         f"softmax in the graph; {int(metrics['parameters'])} parameters, "
         f"{metrics['macs_192x112'] / 1e6:.1f} M multiply-adds per 192×112 input.",
-        f"- Decision (in the daemon, not the graph): per-tile soiling probability smoothed over "
+        f"- Decision (in the daemon, not the graph): per-tile soiling log-odds smoothed over "
         f"0.3 s; a tile is soiled above {manifest['decision']['on']} and clean again below "
         f"{manifest['decision']['off']} (calibrated by training on its validation drives: the "
         "lowest threshold with tile precision ≥ 0.95 at which at most 0.2 % of the clean frames "

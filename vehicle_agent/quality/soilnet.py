@@ -24,7 +24,7 @@ scenes and renderers (per-tile AUC over the first seconds after onset, camera mo
 channels separate mud 0.96–0.98 and drops 0.80–0.92, where the best v2 channel reached 0.90
 and 0.76.
 
-The per-tile soiling probabilities are smoothed over time and thresholded with hysteresis
+The per-tile soiling log-odds are smoothed over time and thresholded with hysteresis
 (`TileDecision`); the thresholds come from the model's manifest, where training calibrated them
 on its own validation drives (none is set by hand on a clip). `adhesion_detected` and
 `adhesion_cleared` still come from the cleaning policy, from `AdhesionEstimate.detected`.
@@ -248,7 +248,7 @@ class DecisionParams:
     off: float = 0.35
     """...and clean again when it falls below this."""
     smooth_s: float = 0.3
-    """Time constant of the per-tile probability smoothing, seconds."""
+    """Time constant of the per-tile smoothing of the soiling log-odds, seconds."""
     warmup_s: float = 1.5
     """Nothing is flagged before the temporal features have this much history."""
     alarm_fraction: float = 0.005
@@ -257,11 +257,30 @@ class DecisionParams:
     """...and falls below this."""
 
 
+_LOGIT_LIMIT = 8.0
+"""The network's per-tile log-odds are clipped to ±this before smoothing (odds of about 3000 to
+1): a tile the network is very sure is clean still turns within a few tenths of a second once
+the evidence changes."""
+
+
+def _log_odds(p: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    q = np.clip(np.asarray(p, np.float32), 1e-6, 1.0 - 1e-6)
+    return np.asarray(np.clip(np.log(q / (1.0 - q)), -_LOGIT_LIMIT, _LOGIT_LIMIT), np.float32)
+
+
 @dataclass
 class TileDecision:
-    """Per-tile probabilities → soiled tiles (hysteresis) → covered fraction and alarm."""
+    """Per-tile probabilities → soiled tiles (hysteresis) → covered fraction and alarm.
+
+    The smoothing averages each tile's soiling **log-odds** over time, not its probability: the
+    thresholds sit near certainty (0.98), where an average of probabilities creeps up for more
+    than a second even when the network is sure at once (from 0 towards 1 with a 0.3 s time
+    constant, it passes 0.98 after 0.3 s × ln 50 ≈ 1.2 s), while the log-odds of a sure network
+    pass the same line within about half a second. A single confident frame still moves the
+    average by only a fraction of the way."""
 
     params: DecisionParams = field(default_factory=DecisionParams)
+    _logit: npt.NDArray[np.float32] | None = None
     _prob: npt.NDArray[np.float32] | None = None
     _soiled: npt.NDArray[np.bool_] | None = None
     _classes: npt.NDArray[np.int8] | None = None
@@ -270,24 +289,30 @@ class TileDecision:
     _detected: bool = False
 
     def reset(self) -> None:
-        self._prob = self._soiled = self._classes = None
+        self._logit = self._prob = self._soiled = self._classes = None
         self._t = self._start = None
         self._detected = False
 
     def update(self, probabilities: npt.NDArray[np.float32], t: float) -> AdhesionEstimate:
         """`probabilities`: len(CLASSES)×rows×cols for the frame at `t`."""
         p = self.params
-        soil = 1.0 - probabilities[0]
-        if self._prob is None or self._prob.shape != soil.shape or self._t is None or t < self._t:
-            self._prob = np.asarray(soil, np.float32).copy()
-            self._soiled = np.zeros(soil.shape, np.bool_)
+        logit = _log_odds(1.0 - probabilities[0])
+        if (
+            self._logit is None
+            or self._logit.shape != logit.shape
+            or self._t is None
+            or t < self._t
+        ):
+            self._logit = logit
+            self._soiled = np.zeros(logit.shape, np.bool_)
             self._start = t
         else:
-            self._prob += np.float32(_alpha(t - self._t, p.smooth_s)) * (soil - self._prob)
+            self._logit += np.float32(_alpha(t - self._t, p.smooth_s)) * (logit - self._logit)
+        self._prob = np.asarray(1.0 / (1.0 + np.exp(-self._logit)), np.float32)
         self._t = t
         soiled = self._soiled
-        if soiled is None:  # set with _prob
-            soiled = self._soiled = np.zeros(soil.shape, np.bool_)
+        if soiled is None:  # set with _logit
+            soiled = self._soiled = np.zeros(logit.shape, np.bool_)
         self._classes = np.asarray(np.argmax(probabilities[1:], axis=0) + 1, np.int8)
         start = t if self._start is None else self._start
         if t - start < p.warmup_s:
