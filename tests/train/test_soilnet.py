@@ -204,6 +204,19 @@ def test_calibration_picks_the_lowest_threshold_that_holds_the_precision() -> No
     assert off < on
 
 
+def test_calibration_goes_past_0_98_when_clean_frames_need_it() -> None:
+    # 30 frames of 4 tiles: one tile soiled in each of the first 10 (at 0.999); 20 clean
+    # frames, one of which has a tile at 0.99 (every tile of a clean frame counts here).
+    soil = np.full((30, 1, 4), 0.1, np.float32)
+    labels = np.zeros((30, 1, 4), np.int8)
+    soil[:10, 0, 0], labels[:10, 0, 0] = 0.999, 3
+    soil[20, 0, 1] = 0.99
+    zero = np.zeros_like(soil)
+    probs = np.stack([1 - soil, zero, zero, soil], axis=1)
+    on, _ = calibrate(probs, labels, precision=0.95, alarm=0.2, clean_alarms=0.0)
+    assert 0.99 < on <= 0.999
+
+
 def test_the_export_runs_in_the_daemons_detector_and_raises_the_alarm(
     trained: tuple[TileNet, list[float], Samples], tmp_path: Path
 ) -> None:

@@ -206,6 +206,12 @@ def clean_frame_alarms(
     return float((flagged.mean(axis=(1, 2)) >= alarm).mean())
 
 
+CALIBRATION_GRID: tuple[float, ...] = (
+    *(round(float(c), 3) for c in np.arange(0.30, 0.981, 0.01)),
+    *(round(1.0 / (1.0 + math.exp(-z)), 4) for z in np.linspace(4.2, 6.9, 7)),
+)
+
+
 def calibrate(
     probs: npt.NDArray[np.float32],
     labels: npt.NDArray[np.int8],
@@ -215,17 +221,20 @@ def calibrate(
 ) -> tuple[float, float]:
     """(on, off) thresholds from the validation drives: `on` the lowest at which per-tile
     precision is ≥ `precision` and at most `clean_alarms` of the clean frames would raise the
-    alarm (`alarm`: the `[adhesion]` alarm fraction), `off` a hysteresis band below it."""
-    on = 0.98
-    for candidate in np.arange(0.30, 0.981, 0.01):
-        c = float(candidate)
+    alarm (`alarm`: the `[adhesion]` alarm fraction), `off` a hysteresis band below it.
+
+    The candidates run in steps of 0.01 up to 0.98 and on towards certainty in even steps of
+    log-odds (0.985 … 0.999, odds up to about 1000 to 1; the decision smooths log-odds, so it
+    can hold a line there); when none holds both, the last."""
+    on = CALIBRATION_GRID[-1]
+    for c in CALIBRATION_GRID:
         if (
             tile_scores(probs, labels, c).precision >= precision
             and clean_frame_alarms(probs, labels, c, alarm) <= clean_alarms
         ):
             on = c
             break
-    return round(on, 3), round(max(0.15, on - 0.25), 3)
+    return round(on, 4), round(max(0.15, on - 0.25), 3)
 
 
 def export_onnx(net: TileNet, path: Path, height: int = 112, width: int = 192) -> float:
