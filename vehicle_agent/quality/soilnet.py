@@ -281,7 +281,6 @@ class TileDecision:
 
     params: DecisionParams = field(default_factory=DecisionParams)
     _logit: npt.NDArray[np.float32] | None = None
-    _prob: npt.NDArray[np.float32] | None = None
     _soiled: npt.NDArray[np.bool_] | None = None
     _classes: npt.NDArray[np.int8] | None = None
     _t: float | None = None
@@ -289,7 +288,7 @@ class TileDecision:
     _detected: bool = False
 
     def reset(self) -> None:
-        self._logit = self._prob = self._soiled = self._classes = None
+        self._logit = self._soiled = self._classes = None
         self._t = self._start = None
         self._detected = False
 
@@ -308,7 +307,6 @@ class TileDecision:
             self._start = t
         else:
             self._logit += np.float32(_alpha(t - self._t, p.smooth_s)) * (logit - self._logit)
-        self._prob = np.asarray(1.0 / (1.0 + np.exp(-self._logit)), np.float32)
         self._t = t
         soiled = self._soiled
         if soiled is None:  # set with _logit
@@ -318,8 +316,8 @@ class TileDecision:
         if t - start < p.warmup_s:
             soiled[:] = False
         else:
-            soiled |= self._prob >= p.on
-            soiled &= self._prob >= p.off
+            soiled |= self._logit >= _log_odds(np.float32(p.on))
+            soiled &= self._logit >= _log_odds(np.float32(p.off))
         return self.estimate()
 
     def estimate(self) -> AdhesionEstimate:
