@@ -26,7 +26,6 @@ from tools.footage import splits
 from tools.footage.soiling import SOILING_KINDS, SoilingKind
 from tools.soilnet import card
 from tools.soilnet.data import (
-    LABEL_COVER,
     Samples,
     build_training_set,
     cached,
@@ -49,7 +48,7 @@ from tools.soilnet.train import (
 from vehicle_agent.compat import UTC
 from vehicle_agent.enhance.manifest import MANIFEST_FILE, sha256_file
 from vehicle_agent.quality.settings import AdhesionConfig
-from vehicle_agent.quality.soilnet import CHANNELS, CLASSES, FEATURE_VERSION, TILE
+from vehicle_agent.quality.soilnet import CHANNELS, CLASSES, FEATURE_VERSION, LABEL_COVER, TILE
 from vehicle_agent.quality.soilnet_runtime import SoilNetManifest
 
 ROOT = Path(__file__).resolve().parents[2]

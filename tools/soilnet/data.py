@@ -40,6 +40,7 @@ from vehicle_agent.quality.metrics import prepare
 from vehicle_agent.quality.soilnet import (
     CHANNELS,
     CLASSES,
+    LABEL_COVER,
     TILE,
     SoilFeatures,
     net_size,
@@ -59,9 +60,6 @@ FEATURELESS_STD = 4.0 / 255
 sensor noise, a clear sky, a blank wall) has nothing soiling could hide; soiling there is not
 taught as soiling (`tile_truth`'s `visible`). A definition of the labels, not a detector
 threshold."""
-LABEL_COVER = 0.3
-"""Default share of a tile that soiling must cover for the tile to be taught as soiled
-(`tile_truth`'s `min_cover`; under a tenth of it, clean; between, ignored)."""
 
 
 @dataclass(frozen=True, slots=True)

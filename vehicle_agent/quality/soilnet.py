@@ -400,10 +400,15 @@ def tile_texture(grey: npt.NDArray[np.float32], tile: int = TILE) -> npt.NDArray
     return np.asarray(blocks.std(axis=(1, 3)), np.float32)
 
 
+LABEL_COVER = 0.3
+"""Default share of a tile that soiling must cover for the tile to be taught as soiled
+(`tile_truth`'s `min_cover`; under a tenth of it, clean; between, ignored)."""
+
+
 def tile_truth(
     class_map: npt.NDArray[np.int8],
     tile: int = TILE,
-    min_cover: float = 0.3,
+    min_cover: float = LABEL_COVER,
     visible: npt.NDArray[np.bool_] | None = None,
 ) -> npt.NDArray[np.int64]:
     """Per-tile training labels from a per-pixel class map (0 clean, 1–3 soiling classes) at the
