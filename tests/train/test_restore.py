@@ -63,3 +63,41 @@ def test_a_tiny_restore_model_learns_to_lift_low_light(tmp_path: Path) -> None:
         dark = degradations.degrade(clean, "low_light", "sensor", 10_000 + i)
         gains.append(psnr(clean, restored(generator, dark)) - psnr(clean, dark))
     assert float(np.mean(gains)) > 2.0, f"PSNR gain over the dark input: {gains}"
+
+
+def test_calibration_gates_the_restore_models_tone_stage_on_its_training_frames(
+    tmp_path: Path,
+) -> None:
+    from tools.gan.ship import calibrate  # noqa: PLC0415
+    from tools.gan.train import CALIBRATION  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    generator = RestoreGenerator(width=4, tone_dead_zone=0.02).eval()
+    with torch.no_grad():
+        for p in generator.tone.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    rng = np.random.default_rng(0)
+    samples = [
+        data.Sample(f"frame{i}", rng.integers(0, 256, (40, 56, 3), dtype=np.uint8))
+        for i in range(4)
+    ]
+    frames = [data.to_tensor([s.image[:32, :48]]) for s in samples]
+    with torch.inference_mode():
+        assert any(not torch.equal(generator.tone(x), x) for x in frames)  # nudged before
+    gate = calibrate(generator, samples, tmp_path)
+    assert gate is not None
+    assert gate >= generator.tone.zone
+    assert generator.tone.gate == gate
+    assert (tmp_path / CALIBRATION).is_file()
+    with torch.inference_mode():
+        for x in frames:  # the tone stage of a training frame is now the identity
+            assert torch.equal((generator.tone(x) * 255).round(), (x * 255).round())
+
+
+def test_train_refuses_an_init_from_file_that_does_not_exist(tmp_path: Path) -> None:
+    from tools.gan.__main__ import main  # noqa: PLC0415
+
+    missing = tmp_path / "nope.onnx"
+    with pytest.raises(SystemExit, match=r"--init-from .*nope\.onnx: no such file"):
+        main(["train", "--shipped", "restore", "--init-from", str(missing), "--out", str(tmp_path)])
+    assert not (tmp_path / "checkpoint.pt").exists()

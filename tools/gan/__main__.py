@@ -48,6 +48,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tools.gan.train import train  # noqa: PLC0415
 
     config = _config(args)
+    if args.init_from is not None and not args.init_from.is_file():
+        raise SystemExit(f"tools.gan train: --init-from {args.init_from}: no such file")
     out = args.out or Path("build/gan") / config.name
     images = None
     if args.dataset is not None:
@@ -59,6 +61,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         resume=not args.no_resume,
         progress=not args.quiet,
         stop_after=args.stop_after,
+        init_from=args.init_from,
     )
     if result.checkpoint is not None:
         print(f"{config.name}: {result.checkpoint} after {result.seconds:.0f} s")
@@ -447,6 +450,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", type=Path, help="checkpoint folder (default build/gan/NAME)")
     tr.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
     tr.add_argument("--stop-after", type=int, help="stop after this many epochs (resume later)")
+    tr.add_argument(
+        "--init-from",
+        type=Path,
+        metavar="ONNX",
+        help="fine-tune: start the generator from this exported model of the same architecture",
+    )
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     tr.set_defaults(func=cmd_train)
 

@@ -31,7 +31,7 @@ from tools.gan.export import (
     export_onnx,
     write_manifest,
 )
-from tools.gan.models import FastCurveGenerator, Generator, count_parameters
+from tools.gan.models import FastCurveGenerator, Generator, RestoreGenerator, count_parameters
 from tools.gan.train import CALIBRATION, TrainConfig, TrainResult, train
 from vehicle_agent.enhance.manifest import Task
 
@@ -111,8 +111,13 @@ SHIPPED: dict[str, ShipSpec] = {FAST.config.name: FAST, RESTORE.config.name: RES
 
 
 def calibrate(generator: Generator, samples: list[data.Sample], out: Path) -> float | None:
-    """Fast generator only: widen its dead zone on the full-size *training* frames (see
-    `FastCurveGenerator.calibrate`) and store the result beside the checkpoint."""
+    """The fast generator, or a restore model's tone stage where it has a dead zone: widen the
+    dead zone on the full-size *training* frames (see `FastCurveGenerator.calibrate`) and store
+    the result beside the checkpoint. Other generators: None."""
+    if isinstance(generator, RestoreGenerator):
+        if generator.tone.zone <= 0:
+            return None  # trained without a dead zone (the shipped restore): none to widen
+        generator = generator.tone
     if not isinstance(generator, FastCurveGenerator):
         return None
     stride = generator.stride
@@ -441,7 +446,8 @@ def ship(
         else:
             result = train(spec.config, out, resume=True)
         result.generator.eval()
-        gate = calibrate(result.generator, packaged, out) if packaged else None
+        frames = packaged if spec.config.data == "packaged" else data.bank_training_images()
+        gate = calibrate(result.generator, frames, out)
         if gate is not None:
             log(f"{name}: dead zone widened to ±{gate:.4f} on the training frames (99 % untouched)")
         path = models_dir / name / MODEL_FILE

@@ -35,6 +35,7 @@ from tools.gan.models import (
     FastCurveGenerator,
     Generator,
     PatchDiscriminator,
+    RestoreGenerator,
     build_discriminator,
     build_generator,
 )
@@ -587,7 +588,9 @@ def load_generator(checkpoint: Path) -> tuple[Generator, TrainConfig]:
     gen = build_generator(config.arch, config.width)
     gen.load_state_dict(state["generator"])
     calibration = checkpoint.parent / CALIBRATION
-    if calibration.is_file() and isinstance(gen, FastCurveGenerator):
-        gen.gate = float(json.loads(calibration.read_text())["gate"])
+    if calibration.is_file():
+        tone = gen.tone if isinstance(gen, RestoreGenerator) else gen
+        if isinstance(tone, FastCurveGenerator):
+            tone.gate = float(json.loads(calibration.read_text())["gate"])
     gen.eval()
     return gen, config
