@@ -393,6 +393,14 @@ class RestoreGenerator(Generator):
         return torch.clamp(F.pixel_shuffle(restored, 2), 0.0, 1.0)
 
 
+def tone_gate_stage(generator: Generator) -> FastCurveGenerator | None:
+    """The stage whose dead zone `FastCurveGenerator.calibrate` widens: the fast generator
+    itself, a restore model's tone stage where it was trained with a dead zone, else None."""
+    if isinstance(generator, RestoreGenerator):
+        return generator.tone if generator.tone.zone > 0 else None
+    return generator if isinstance(generator, FastCurveGenerator) else None
+
+
 # -- discriminators --------------------------------------------------------------------------------
 
 

@@ -31,7 +31,7 @@ from tools.gan.export import (
     export_onnx,
     write_manifest,
 )
-from tools.gan.models import FastCurveGenerator, Generator, RestoreGenerator, count_parameters
+from tools.gan.models import Generator, count_parameters, tone_gate_stage
 from tools.gan.train import CALIBRATION, TrainConfig, TrainResult, train
 from vehicle_agent.enhance.manifest import Task
 
@@ -114,12 +114,10 @@ def calibrate(generator: Generator, samples: list[data.Sample], out: Path) -> fl
     """The fast generator, or a restore model's tone stage where it has a dead zone: widen the
     dead zone on the full-size *training* frames (see `FastCurveGenerator.calibrate`) and store
     the result beside the checkpoint. Other generators: None."""
-    if isinstance(generator, RestoreGenerator):
-        if generator.tone.zone <= 0:
-            return None  # trained without a dead zone (the shipped restore): none to widen
-        generator = generator.tone
-    if not isinstance(generator, FastCurveGenerator):
+    stage = tone_gate_stage(generator)
+    if stage is None:
         return None
+    generator = stage
     stride = generator.stride
     frames = [
         data.to_tensor(
@@ -446,8 +444,10 @@ def ship(
         else:
             result = train(spec.config, out, resume=True)
         result.generator.eval()
-        frames = packaged if spec.config.data == "packaged" else data.bank_training_images()
-        gate = calibrate(result.generator, frames, out)
+        gate = None
+        if tone_gate_stage(result.generator) is not None:
+            frames = packaged if spec.config.data == "packaged" else data.bank_training_images()
+            gate = calibrate(result.generator, frames, out)
         if gate is not None:
             log(f"{name}: dead zone widened to ±{gate:.4f} on the training frames (99 % untouched)")
         path = models_dir / name / MODEL_FILE

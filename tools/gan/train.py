@@ -32,12 +32,11 @@ from tools.gan.degrade import RGB, Kind
 from tools.gan.models import (
     DEFAULTS,
     Architecture,
-    FastCurveGenerator,
     Generator,
     PatchDiscriminator,
-    RestoreGenerator,
     build_discriminator,
     build_generator,
+    tone_gate_stage,
 )
 
 CHECKPOINT = "checkpoint.pt"
@@ -588,9 +587,8 @@ def load_generator(checkpoint: Path) -> tuple[Generator, TrainConfig]:
     gen = build_generator(config.arch, config.width)
     gen.load_state_dict(state["generator"])
     calibration = checkpoint.parent / CALIBRATION
-    if calibration.is_file():
-        tone = gen.tone if isinstance(gen, RestoreGenerator) else gen
-        if isinstance(tone, FastCurveGenerator):
-            tone.gate = float(json.loads(calibration.read_text())["gate"])
+    stage = tone_gate_stage(gen)
+    if calibration.is_file() and stage is not None:
+        stage.gate = float(json.loads(calibration.read_text())["gate"])
     gen.eval()
     return gen, config
