@@ -261,3 +261,41 @@ def test_soiling_balance_weighs_each_soiling_class_as_the_most_common_one() -> N
     labels = np.array([[-1, 0, 0, 0, 1, 1, 1, 1, 2, 2, 3]])
     assert soiling_balance(labels) == (1.0, 1.0, 2.0, 4.0)
     assert soiling_balance(np.array([[0, 1, 1]])) == (1.0, 1.0, 1.0, 1.0)  # absent: weight 1
+
+
+def test_a_network_without_some_channels_ignores_them_and_its_export_takes_every_channel(
+    tmp_path: Path,
+) -> None:
+    import onnxruntime as ort  # noqa: PLC0415
+
+    net = TileNet(width=12, dropped=(0, 1, 2, 3, 12)).eval()
+    x = torch.rand(1, CHANNELS, 32, 64)
+    other = x.clone()
+    other[:, [0, 1, 2, 3, 12]] = torch.rand(1, 5, 32, 64)
+    kept = x.clone()
+    kept[:, 4] += 0.5
+    with torch.no_grad():
+        assert torch.equal(net(x), net(other))
+        assert not torch.equal(net(x), net(kept))
+    assert export_onnx(net, tmp_path / "model.onnx", height=32, width=64) < 1e-4
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape[1] == CHANNELS
+
+
+@pytest.mark.parametrize("dropped", [(20,), (-1,), tuple(range(CHANNELS))])
+def test_a_dropped_channel_list_out_of_range_or_of_every_channel_is_refused(
+    dropped: tuple[int, ...],
+) -> None:
+    with pytest.raises(ValueError, match="dropped channels"):
+        TileNet(width=12, dropped=dropped)
+
+
+def test_the_cli_refuses_a_bad_channel_list_with_a_message(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from tools.soilnet.__main__ import main  # noqa: PLC0415
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--out", str(tmp_path), "--drop-channels", "0,x"])
+    assert exit_info.value.code == 2
+    assert "not a comma-separated list of channels" in capsys.readouterr().err

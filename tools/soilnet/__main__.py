@@ -104,7 +104,7 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         log(f"class weights (clean, transparent, semi-transparent, opaque): {weights}")
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, width=args.width,
-        seed=args.seed, threads=args.threads, class_weights=weights,
+        seed=args.seed, threads=args.threads, class_weights=weights, dropped=args.drop_channels,
     )  # fmt: skip
     result = train(data, config, log)
     probs = predict(result.net, val.x)
@@ -186,6 +186,21 @@ def _separability(args: argparse.Namespace) -> int:
     return 0
 
 
+def _channel_list(text: str) -> tuple[int, ...]:
+    try:
+        channels = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of channels"
+        ) from None
+    bad = [c for c in channels if not 0 <= c < CHANNELS]
+    if bad:
+        raise argparse.ArgumentTypeError(f"channels {bad} out of range 0–{CHANNELS - 1}")
+    if len(set(channels)) >= CHANNELS:
+        raise argparse.ArgumentTypeError("every channel dropped: the network would see nothing")
+    return channels
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tools.soilnet", description=__doc__.split("\n")[0]
@@ -211,6 +226,13 @@ def main(argv: list[str] | None = None) -> int:
             type=float,
             default=LABEL_COVER,
             help="share of a tile soiling must cover to be taught as soiled (under a tenth: clean)",
+        )
+        p.add_argument(
+            "--drop-channels",
+            type=_channel_list,
+            default=(),
+            metavar="LIST",
+            help="feature channels the network is not given, comma-separated (e.g. 0,1,2,3,12)",
         )
         p.add_argument("--seed", type=int, default=2026)
         p.add_argument("--workers", type=int, default=0, help="data processes (0: cores)")

@@ -36,11 +36,24 @@ _LINEAR = [c for c in range(CHANNELS) if c not in GAIN_INVARIANT]
 class TileNet(nn.Module):
     """Features (N×C×H×W, H and W multiples of 8) → class probabilities (N×4×H/8×W/8)."""
 
-    def __init__(self, width: int = 24) -> None:
+    keep: Tensor
+    """Indices of the feature channels the network is given (a buffer; all but `dropped`)."""
+
+    def __init__(self, width: int = 24, dropped: tuple[int, ...] = ()) -> None:
         super().__init__()
+        if any(c < 0 or c >= CHANNELS for c in dropped) or len(set(dropped)) == CHANNELS:
+            raise ValueError(
+                f"dropped channels {list(dropped)}: each must be one of 0–{CHANNELS - 1}, "
+                "and at least one must stay"
+            )
+        self.dropped = tuple(sorted(set(dropped)))
+        keep = [c for c in range(CHANNELS) if c not in self.dropped]
+        # The graph still takes all CHANNELS (the runtime computes every feature) and gathers
+        # the ones it was trained on, so a model that ignores some needs no runtime change.
+        self.register_buffer("keep", torch.tensor(keep, dtype=torch.int64), persistent=False)
         w1, w2, w3 = width * 2 // 3, width, width * 4 // 3
         layers: list[nn.Module] = []
-        plan = [(CHANNELS, w1, 2, 1), (w1, w2, 2, 1), (w2, w2, 1, 1), (w2, w3, 2, 1),
+        plan = [(len(keep), w1, 2, 1), (w1, w2, 2, 1), (w2, w2, 1, 1), (w2, w3, 2, 1),
                 (w3, w3, 1, 2), (w3, w3, 1, 4)]  # fmt: skip
         for c_in, c_out, stride, dilation in plan:
             layers += [
@@ -52,6 +65,8 @@ class TileNet(nn.Module):
         self.body = nn.Sequential(*layers)
 
     def logits(self, x: Tensor) -> Tensor:
+        if self.dropped:
+            x = x.index_select(1, self.keep)
         out: Tensor = self.body(x)
         return out
 
@@ -89,6 +104,9 @@ class TrainConfig:
     ratios (`GAIN_INVARIANT`) is linear in the frame's intensity, so this is the same scene lit
     brighter or darker."""
     threads: int = 2
+    dropped: tuple[int, ...] = ()
+    """Feature channels the network is not given (`TileNet`): an ablation, for example of
+    the picture's own colour and brightness, whose look differs from renderer to renderer."""
 
 
 def soiling_balance(labels: np.ndarray) -> tuple[float, ...]:
@@ -117,7 +135,7 @@ def train(
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
     rng = np.random.default_rng(config.seed)
-    net = init or TileNet(config.width)
+    net = init or TileNet(config.width, config.dropped)
     net.train()
     opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
     steps = max(1, math.ceil(len(data.x) / config.batch_size)) * config.epochs
@@ -274,7 +292,8 @@ def save_checkpoint(net: TileNet, path: Path, config: TrainConfig, extra: dict[s
 
 def load_checkpoint(path: Path) -> TileNet:
     blob = torch.load(path, map_location="cpu", weights_only=False)
-    net = TileNet(int(blob["config"]["width"]))
+    config = blob["config"]
+    net = TileNet(int(config["width"]), tuple(config.get("dropped", ())))
     net.load_state_dict(blob["state"])
     net.eval()
     return net
