@@ -299,3 +299,15 @@ def test_the_cli_refuses_a_bad_channel_list_with_a_message(
         main(["train", "--out", str(tmp_path), "--drop-channels", "0,x"])
     assert exit_info.value.code == 2
     assert "not a comma-separated list of channels" in capsys.readouterr().err
+
+
+def test_the_cli_refuses_a_channel_out_of_range_before_building_anything(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from tools.soilnet.__main__ import main  # noqa: PLC0415
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--out", str(tmp_path), "--drop-channels", "0,20"])
+    assert exit_info.value.code == 2
+    assert "dropped channels [0, 20]" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

@@ -35,6 +35,7 @@ from tools.soilnet.data import (
 from tools.soilnet.train import (
     TrainConfig,
     calibrate,
+    check_dropped,
     clean_frame_alarms,
     export_onnx,
     macs,
@@ -193,12 +194,10 @@ def _channel_list(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a comma-separated list of channels"
         ) from None
-    bad = [c for c in channels if not 0 <= c < CHANNELS]
-    if bad:
-        raise argparse.ArgumentTypeError(f"channels {bad} out of range 0–{CHANNELS - 1}")
-    if len(set(channels)) >= CHANNELS:
-        raise argparse.ArgumentTypeError("every channel dropped: the network would see nothing")
-    return channels
+    try:  # refused now, not after the samples are built
+        return check_dropped(channels)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main(argv: list[str] | None = None) -> int:

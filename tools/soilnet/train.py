@@ -33,6 +33,17 @@ OPSET = 17
 _LINEAR = [c for c in range(CHANNELS) if c not in GAIN_INVARIANT]
 
 
+def check_dropped(dropped: tuple[int, ...]) -> tuple[int, ...]:
+    """The channels to drop, sorted and unique; ValueError if one is not a feature channel or
+    none would stay."""
+    if any(c < 0 or c >= CHANNELS for c in dropped) or len(set(dropped)) == CHANNELS:
+        raise ValueError(
+            f"dropped channels {list(dropped)}: each must be one of 0–{CHANNELS - 1}, "
+            "and at least one must stay"
+        )
+    return tuple(sorted(set(dropped)))
+
+
 class TileNet(nn.Module):
     """Features (N×C×H×W, H and W multiples of 8) → class probabilities (N×4×H/8×W/8)."""
 
@@ -41,12 +52,7 @@ class TileNet(nn.Module):
 
     def __init__(self, width: int = 24, dropped: tuple[int, ...] = ()) -> None:
         super().__init__()
-        if any(c < 0 or c >= CHANNELS for c in dropped) or len(set(dropped)) == CHANNELS:
-            raise ValueError(
-                f"dropped channels {list(dropped)}: each must be one of 0–{CHANNELS - 1}, "
-                "and at least one must stay"
-            )
-        self.dropped = tuple(sorted(set(dropped)))
+        self.dropped = check_dropped(dropped)
         keep = [c for c in range(CHANNELS) if c not in self.dropped]
         # The graph still takes all CHANNELS (the runtime computes every feature) and gathers
         # the ones it was trained on, so a model that ignores some needs no runtime change.
