@@ -31,10 +31,20 @@ def have_mosquitto() -> bool:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free loopback ports: every socket is held open until all are picked, so the
+    kernel cannot hand out the same port twice (asked one at a time, it sometimes does)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def _openssl(*args: str, cwd: Path) -> None:
@@ -92,6 +102,10 @@ class Certs:
         )
 
 
+class _PortTakenError(RuntimeError):
+    """Mosquitto could not bind a listener port: another process took it after it was picked."""
+
+
 class Broker:
     """Mosquitto on four loopback listeners, restartable on the same ports with its data.
 
@@ -108,12 +122,17 @@ class Broker:
         self.directory = directory
         self.certs = certs
         self.users = users
-        self.ports = {name: free_port() for name in ("plain", "tls", "impostor", "mtls")}
+        self.ports = self._pick_ports()
+        self.started_once = False
         self.log = directory / "mosquitto.log"
         self.process: subprocess.Popen[bytes] | None = None
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "data").mkdir(exist_ok=True)
         self._write_config()
+
+    @staticmethod
+    def _pick_ports() -> dict[str, int]:
+        return dict(zip(("plain", "tls", "impostor", "mtls"), free_ports(4), strict=True))
 
     def url(self, listener: str = "tls") -> str:
         scheme = "mqtt" if listener == "plain" else "mqtts"
@@ -174,8 +193,24 @@ use_identity_as_username true
 """
         )
 
-    def start(self, timeout: float = 10.0) -> None:
+    def start(self, timeout: float = 10.0, attempts: int = 3) -> None:
+        """Start and wait for every listener. On the first start only, a port that another process
+        took between picking and binding is picked again (a restart keeps its ports)."""
+        for attempt in range(1, attempts + 1):
+            try:
+                self._start_once(timeout)
+            except _PortTakenError:
+                if self.started_once or attempt == attempts:
+                    raise
+                self.ports = self._pick_ports()
+                self._write_config()
+            else:
+                self.started_once = True
+                return
+
+    def _start_once(self, timeout: float) -> None:
         assert self.process is None, "broker already running"
+        log_start = self.log.stat().st_size if self.log.exists() else 0
         self.process = subprocess.Popen(
             [MOSQUITTO, "-c", str(self.directory / "mosquitto.conf")],
             stdout=subprocess.DEVNULL,
@@ -185,9 +220,16 @@ use_identity_as_username true
         pending = set(self.ports.values())
         while pending:
             if self.process.poll() is not None:
-                err = self.process.stderr.read().decode() if self.process.stderr else ""
-                self.process = None
-                raise RuntimeError(f"mosquitto exited at start-up: {err} {self.log_text()}")
+                process, self.process = self.process, None
+                err = ""
+                if process.stderr:
+                    err = process.stderr.read().decode(errors="replace")
+                    process.stderr.close()
+                log = self.log_text(since=log_start)
+                message = f"mosquitto exited at start-up: {err} {log}"
+                if "Address already in use" in message:
+                    raise _PortTakenError(message)
+                raise RuntimeError(message)
             for port in list(pending):
                 with socket.socket() as s:
                     s.settimeout(0.2)
@@ -221,8 +263,11 @@ use_identity_as_username true
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
+    def log_text(self, since: int = 0) -> str:
+        """The broker's log from byte `since` on."""
+        if not self.log.exists():
+            return ""
+        return self.log.read_bytes()[since:].decode(errors="replace")
 
 
 def password_env(user: str, password: str, credential: str = "mqtt-password") -> dict[str, str]:
