@@ -10,8 +10,8 @@ Both detectors run side by side on the same frames: the learned one the daemon u
 analysis copy of the raw frame).
 
 Soiled runs: a drive (`tools.footage.drive`) over each scene of the split, with the camera
-moving and parked, gets one kind of soiling from the split's renderer families at
-`--onset` seconds. Reported per detector, kind and motion:
+moving and parked, gets one kind of soiling from the split's renderer families (or those of them
+`--families` names) at `--onset` seconds. Reported per detector, kind and motion:
 - detection latency: video seconds from the onset to the first `detected` (≤ 1 s is the target);
 - per-tile precision and recall over the 1–5 s after the onset: a tile is truly soiled when the
   soiling covers at least half of it, a flagged tile counts as right when soiling covers at least
@@ -162,7 +162,7 @@ def _scene_frames(name: str) -> list[catalog.RGB]:
 def soiled_runs(
     detectors: Sequence[Detector], args: argparse.Namespace, timing: dict[str, list[float]]
 ) -> Iterator[SoiledResult]:
-    families = splits.names("soiling", args.split)
+    families = args.families or splits.names("soiling", args.split)
     scenes = [
         n for n in splits.scenes(args.split) if catalog.item(n).kind == "photo" or args.videos
     ]
@@ -378,6 +378,11 @@ def main(argv: list[str] | None = None) -> int:
         "--model", type=Path, help="the learned detector's model folder (default: the shipped one)"
     )
     parser.add_argument("--kinds", default=",".join(SOILING_KINDS))
+    parser.add_argument(
+        "--families",
+        help="only these of the split's soiling families, comma separated (e.g. a train family "
+        "a leave-one-renderer-out model was not trained on)",
+    )
     parser.add_argument("--scenes", type=int, default=99, help="at most this many scenes")
     parser.add_argument("--videos", action="store_true", help="also drive over the split's clips")
     parser.add_argument("--onset", type=float, default=6.0, help="soiling onset, seconds")
@@ -394,11 +399,20 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown detectors {bad}; known: {', '.join(FACTORIES)}")
     if bad := sorted(set(args.kinds) - set(SOILING_KINDS)):
         parser.error(f"unknown kinds {bad}; known: {', '.join(SOILING_KINDS)}")
+    if args.families is not None:
+        args.families = [f.strip() for f in args.families.split(",") if f.strip()]
+        split_families = splits.names("soiling", args.split)
+        if not args.families or set(args.families) - set(split_families):
+            parser.error(
+                f"soiling families {args.families}: the {args.split} split's are "
+                f"{', '.join(split_families)}"
+            )
     if args.quick:
         args.scenes, args.clean_minutes = min(args.scenes, 3), min(args.clean_minutes, 3.0)
     report = evaluate(args)
     summary = summarise(report)
-    print(f"Split: {args.split} scenes × {args.split} renderers; detectors: {report.detectors}")
+    renderers = ", ".join(args.families) if args.families else f"{args.split} renderers"
+    print(f"Split: {args.split} scenes × {renderers}; detectors: {report.detectors}")
     print("Soiled (tiles scored 1–5 s after the onset):")
     print_table(summary["soiled"])
     print("Clean footage:")

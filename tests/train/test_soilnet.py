@@ -28,6 +28,7 @@ from tools.soilnet.data import (  # noqa: E402
     paint_featureless,
     recipes,
     render_drive,
+    train_families,
 )
 from tools.soilnet.train import (  # noqa: E402
     TileNet,
@@ -128,6 +129,42 @@ def test_training_drives_use_every_train_family_and_featureless_clean_scenes() -
     soiled = [r for r in plan if r.events]
     assert sum(r.featureless is not None for r in clean) / len(clean) > 0.4
     assert 0.1 < sum(r.featureless is not None for r in soiled) / len(soiled) < 0.45
+
+
+def test_drives_from_some_families_only_draw_the_same_soiling_from_those_families() -> None:
+    """A leave-one-renderer-out run: the same drives, kinds, coverages and onsets, each event's
+    renderer drawn from the chosen families only."""
+    with splits.training("soilnet test"):
+        every = recipes(60, 5, seconds=20.0)
+        some = recipes(60, 5, seconds=20.0, families=["blurdisc", "sim"])
+    events = [
+        (a, b)
+        for ra, rb in zip(every, some, strict=True)
+        for a, b in zip(ra.events, rb.events, strict=True)
+    ]
+    assert events
+    assert {b.family for _, b in events} == {"sim", "blurdisc"}
+    assert all(
+        a.kind == b.kind and a.coverage == b.coverage and a.onset_s == b.onset_s for a, b in events
+    )
+    assert train_families(["optics", "sim"]) == [
+        f for f in splits.names("soiling", "train") if f in {"optics", "sim"}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("families", "message"),
+    [
+        (["refract"], "refract: not train families"),
+        (["sim", "nope"], "nope: not train families"),
+        ([], "no soiling family chosen"),
+    ],
+)
+def test_a_held_out_unknown_or_empty_family_list_is_refused(
+    families: list[str], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        train_families(families)
 
 
 def test_featureless_regions_are_seeded_world_fixed_and_uniform() -> None:
@@ -291,16 +328,20 @@ def test_a_dropped_channel_list_out_of_range_or_of_every_channel_is_refused(
 
 
 @pytest.mark.parametrize(
-    ("spec", "message"),
-    [("0,x", "not a comma-separated list of channels"), ("0,20", "dropped channels [0, 20]")],
+    ("option", "spec", "message"),
+    [
+        ("--drop-channels", "0,x", "not a comma-separated list of channels"),
+        ("--drop-channels", "0,20", "dropped channels [0, 20]"),
+        ("--families", "sim,refract", "refract: not train families"),
+    ],
 )
-def test_the_cli_refuses_a_bad_channel_list_with_a_message_before_building_anything(
-    spec: str, message: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+def test_the_cli_refuses_a_bad_list_with_a_message_before_building_anything(
+    option: str, spec: str, message: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     from tools.soilnet.__main__ import main  # noqa: PLC0415
 
     with pytest.raises(SystemExit) as exit_info:
-        main(["train", "--out", str(tmp_path), "--drop-channels", spec])
+        main(["train", "--out", str(tmp_path), option, spec])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
     assert not any(tmp_path.iterdir())

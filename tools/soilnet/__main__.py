@@ -31,6 +31,7 @@ from tools.soilnet.data import (
     cached,
     default_workers,
     source_digest,
+    train_families,
 )
 from tools.soilnet.train import (
     TrainConfig,
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             with splits.training("soilnet training") as usage:
                 built = build_training_set(
                     drives, seed, args.seconds, args.net_width, args.sample_every, workers,
-                    _progress(what, drives), x_path, args.label_cover,
+                    _progress(what, drives), x_path, args.label_cover, args.families,
                 )  # fmt: skip
             assert not usage.held_out()  # noqa: S101 - note_use raised already if it were not so
             return built
@@ -94,6 +95,8 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             f"{drives}x{args.seconds:g}s-seed{seed}-w{args.net_width}-every{args.sample_every}"
             f"-cover{args.label_cover:g}"
         )
+        if args.families is not None:
+            key += "-" + "+".join(args.families)
         return cached(args.cache / f"v{FEATURE_VERSION}-{source_digest()}-{key}", build, log)
 
     data = samples("train set", args.drives, args.seed)
@@ -136,7 +139,7 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             "data": (
                 f"{args.drives} synthesised drives of {args.seconds} s over the footage bank's "
                 f"train scenes ({', '.join(splits.scenes('train'))}) with soiling from the train "
-                f"renderer families ({', '.join(splits.names('soiling', 'train'))}); "
+                f"renderer families ({', '.join(train_families(args.families))}); "
                 f"{args.val_drives} more for validation and calibration"
             ),
             "config": asdict(config),
@@ -200,6 +203,13 @@ def _channel_list(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _family_list(text: str) -> tuple[str, ...]:
+    try:  # refused now, not after the samples are built
+        return tuple(train_families([f.strip() for f in text.split(",") if f.strip()]))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tools.soilnet", description=__doc__.split("\n")[0]
@@ -232,6 +242,12 @@ def main(argv: list[str] | None = None) -> int:
             default=(),
             metavar="LIST",
             help="feature channels the network is not given, comma-separated (e.g. 0,1,2,3,12)",
+        )
+        p.add_argument(
+            "--families",
+            type=_family_list,
+            metavar="LIST",
+            help="train soiling families to draw from, comma-separated (default: all of them)",
         )
         p.add_argument("--seed", type=int, default=2026)
         p.add_argument("--workers", type=int, default=0, help="data processes (0: cores)")
