@@ -29,6 +29,7 @@ from tools.soilnet.data import (  # noqa: E402
     recipes,
     render_drive,
     train_families,
+    train_scenes,
 )
 from tools.soilnet.train import (  # noqa: E402
     TileNet,
@@ -165,6 +166,28 @@ def test_a_held_out_unknown_or_empty_family_list_is_refused(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         train_families(families)
+
+
+def test_drives_that_leave_scenes_out_never_go_over_them() -> None:
+    """A leave-scenes-out run: the scenes a train-split evaluation judges on are never driven over,
+    in training or in validation (the same recipes)."""
+    left_out = splits.scenes("train")[:2]
+    with splits.training("soilnet test"):
+        plan = recipes(80, 5, seconds=20.0, left_out_scenes=left_out)
+    driven = {r.scene for r in plan}
+    assert not driven & set(left_out)
+    assert driven == set(train_scenes(left_out))
+
+
+@pytest.mark.parametrize(
+    ("left_out", "message"),
+    [(["chelsea"], "chelsea: not train scenes"), (None, "every train scene is left out")],
+)
+def test_leaving_out_a_scene_not_in_the_train_split_or_every_scene_is_refused(
+    left_out: list[str] | None, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        train_scenes(splits.scenes("train") if left_out is None else left_out)
 
 
 def test_featureless_regions_are_seeded_world_fixed_and_uniform() -> None:
@@ -333,6 +356,7 @@ def test_a_dropped_channel_list_out_of_range_or_of_every_channel_is_refused(
         ("--drop-channels", "0,x", "not a comma-separated list of channels"),
         ("--drop-channels", "0,20", "dropped channels [0, 20]"),
         ("--families", "sim,refract", "refract: not train families"),
+        ("--leave-out-scenes", "aero1,tree", "tree: not train scenes"),
     ],
 )
 def test_the_cli_refuses_a_bad_list_with_a_message_before_building_anything(

@@ -32,6 +32,7 @@ from tools.soilnet.data import (
     default_workers,
     source_digest,
     train_families,
+    train_scenes,
 )
 from tools.soilnet.train import (
     TrainConfig,
@@ -85,6 +86,7 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                 built = build_training_set(
                     drives, seed, args.seconds, args.net_width, args.sample_every, workers,
                     _progress(what, drives), x_path, args.label_cover, args.families,
+                    args.leave_out_scenes,
                 )  # fmt: skip
             assert not usage.held_out()  # noqa: S101 - note_use raised already if it were not so
             return built
@@ -97,6 +99,8 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         )
         if args.families is not None:
             key += "-" + "+".join(args.families)
+        if args.leave_out_scenes:
+            key += "-without-" + "+".join(args.leave_out_scenes)
         return cached(args.cache / f"v{FEATURE_VERSION}-{source_digest()}-{key}", build, log)
 
     data = samples("train set", args.drives, args.seed)
@@ -138,8 +142,8 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             "command": command,
             "data": (
                 f"{args.drives} synthesised drives of {args.seconds} s over the footage bank's "
-                f"train scenes ({', '.join(splits.scenes('train'))}) with soiling from the train "
-                f"renderer families ({', '.join(train_families(args.families))}); "
+                f"train scenes ({', '.join(train_scenes(args.leave_out_scenes))}) with soiling from "
+                f"the train renderer families ({', '.join(train_families(args.families))}); "
                 f"{args.val_drives} more for validation and calibration"
             ),
             "config": asdict(config),
@@ -210,6 +214,15 @@ def _family_list(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _scene_list(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    try:  # refused now, not after the samples are built
+        train_scenes(names)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return names
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tools.soilnet", description=__doc__.split("\n")[0]
@@ -248,6 +261,14 @@ def main(argv: list[str] | None = None) -> int:
             type=_family_list,
             metavar="LIST",
             help="train soiling families to draw from, comma-separated (default: all of them)",
+        )
+        p.add_argument(
+            "--leave-out-scenes",
+            type=_scene_list,
+            default=(),
+            metavar="LIST",
+            help="train scenes no drive goes over, comma-separated (judge on them with "
+            "tools.eval_adhesion --split train)",
         )
         p.add_argument("--seed", type=int, default=2026)
         p.add_argument("--workers", type=int, default=0, help="data processes (0: cores)")

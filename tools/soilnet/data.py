@@ -120,12 +120,32 @@ def train_families(chosen: Sequence[str] | None = None) -> list[str]:
     return [f for f in families if f in chosen]
 
 
-def recipes(
-    count: int, seed: int, seconds: float = 24.0, families: Sequence[str] | None = None
-) -> list[DriveRecipe]:
-    """`count` drives over the train scenes (cycled) with random soiling from train families (all,
-    or `families`; the draws are the same either way, only the family picked differs)."""
+def train_scenes(left_out: Sequence[str] = ()) -> list[str]:
+    """The train scenes to drive over: all of them but `left_out` (for a leave-scenes-out run,
+    which judges on train scenes no training saw). A name that is not a train scene, or leaving
+    every scene out, is refused."""
     scenes = splits.scenes("train")
+    if wrong := [n for n in left_out if n not in scenes]:
+        raise ValueError(
+            f"scenes {', '.join(wrong)}: not train scenes (choose among {', '.join(scenes)})"
+        )
+    kept = [n for n in scenes if n not in left_out]
+    if not kept:
+        raise ValueError("every train scene is left out: nothing to drive over")
+    return kept
+
+
+def recipes(
+    count: int,
+    seed: int,
+    seconds: float = 24.0,
+    families: Sequence[str] | None = None,
+    left_out_scenes: Sequence[str] = (),
+) -> list[DriveRecipe]:
+    """`count` drives over the train scenes (cycled; all, or all but `left_out_scenes`) with random
+    soiling from train families (all, or `families`; the draws are the same either way, only the
+    family picked differs)."""
+    scenes = train_scenes(left_out_scenes)
     families = train_families(families)
     rng = np.random.default_rng([seed, 8])
     first = min(FIRST_ONSET_S, seconds * 0.4)
@@ -337,6 +357,7 @@ def build_training_set(  # noqa: PLR0917 - the CLI passes its options through
     x_path: Path | None = None,
     label_cover: float = LABEL_COVER,
     families: Sequence[str] | None = None,
+    left_out_scenes: Sequence[str] = (),
 ) -> Samples:
     """Samples from `drives` train drives (in `workers` processes); the CI split test runs it
     tiny. With `x_path` the features are written straight into that .npy file (memory-mapped):
@@ -344,7 +365,7 @@ def build_training_set(  # noqa: PLR0917 - the CLI passes its options through
     if not 0.0 < label_cover <= 1.0:
         raise ValueError(f"label cover {label_cover} is not in (0, 1]")
     with splits.training("soilnet training"):
-        plan = recipes(drives, seed, seconds, families)
+        plan = recipes(drives, seed, seconds, families, left_out_scenes)
     height = min(feature_height(r, net_width) for r in plan)
     total = sum(len(sample_indices(r, sample_every)) for r in plan)
     rows, cols = height // TILE, net_width // TILE
