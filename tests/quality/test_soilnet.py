@@ -224,6 +224,7 @@ def manifest(folder: Path, **changes: object) -> Path:
         ({"decision": {"on": 0.3, "off": 0.5}}, "off is above"),
         ({"sha256": "0" * 64}, "does not match"),
         ({"net_width": "wide"}, "invalid manifest"),
+        ({"decision": {"on": 0.9995, "off": 0.7}}, "invalid manifest"),
     ],
 )
 def test_a_bad_model_folder_is_refused_saying_what_is_wrong(
@@ -231,6 +232,12 @@ def test_a_bad_model_folder_is_refused_saying_what_is_wrong(
 ) -> None:
     with pytest.raises(DetectorError, match=message):
         read_detector(manifest(tmp_path / "soilnet", **changes))
+
+
+def test_a_line_the_calibration_can_reach_past_0_99_is_accepted(tmp_path: Path) -> None:
+    """The calibration searches on to 0.999 (`tools.soilnet.train.calibrate`); a manifest bound
+    at 0.99 once refused a trained model at the end of its run."""
+    read_detector(manifest(tmp_path / "soilnet", decision={"on": 0.9939, "off": 0.744}))
 
 
 def test_the_monitor_keeps_the_classical_detector_when_the_model_cannot_load(

@@ -47,7 +47,11 @@ class DetectorUnavailableError(DetectorError):
 class Decision(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    on: float = Field(ge=0.05, le=0.99, description="Smoothed soiling probability: tile soiled.")
+    on: float = Field(
+        ge=0.05,
+        le=0.999,
+        description="Smoothed soiling probability: tile soiled (the calibration goes to 0.999).",
+    )
     off: float = Field(ge=0.01, le=0.99, description="...and clean again below this.")
 
 
