@@ -14,10 +14,11 @@ import json
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import torch
@@ -194,32 +195,40 @@ def _separability(args: argparse.Namespace) -> int:
     return 0
 
 
+_A = TypeVar("_A")
+_R = TypeVar("_R")
+
+
+def _items(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _refused_now(check: Callable[[_A], _R], value: _A) -> _R:
+    """`check(value)`, its ValueError an argparse error: a bad list is refused when the command
+    line is read, not after the samples are built."""
+    try:
+        return check(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _channel_list(text: str) -> tuple[int, ...]:
     try:
-        channels = tuple(int(part) for part in text.split(",") if part.strip())
+        channels = tuple(int(part) for part in _items(text))
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a comma-separated list of channels"
         ) from None
-    try:  # refused now, not after the samples are built
-        return check_dropped(channels)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    return _refused_now(check_dropped, channels)
 
 
 def _family_list(text: str) -> tuple[str, ...]:
-    try:  # refused now, not after the samples are built
-        return tuple(train_families([f.strip() for f in text.split(",") if f.strip()]))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    return tuple(_refused_now(train_families, _items(text)))
 
 
 def _scene_list(text: str) -> tuple[str, ...]:
-    names = tuple(n.strip() for n in text.split(",") if n.strip())
-    try:  # refused now, not after the samples are built
-        train_scenes(names)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    names = tuple(_items(text))
+    _refused_now(train_scenes, names)
     return names
 
 
