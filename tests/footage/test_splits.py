@@ -79,7 +79,12 @@ TINY: dict[str, dict[str, Any]] = {
     "tools.gan.data:training_images": {"limit": 4},
     "tools.gan.data:bank_training_images": {"limit": 3},
     "tools.gan.data:bank_pair_sampler": {"batches": 2},
-    "tools.soilnet.data:build_training_set": {"drives": 2, "seconds": 2.0, "net_width": 64},
+    "tools.soilnet.data:build_training_set": {
+        "drives": 2,
+        "seconds": 2.0,
+        "net_width": 64,
+        "street_scenes": 1,
+    },
 }
 
 

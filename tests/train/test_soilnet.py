@@ -14,7 +14,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="training needs the train extra (torch)")
 
-from tools.footage import splits  # noqa: E402
+from tools.footage import splits, streets  # noqa: E402
 from tools.soilnet.data import (  # noqa: E402
     FEATURELESS_STD,
     FIRST_ONSET_S,
@@ -177,6 +177,52 @@ def test_drives_that_leave_scenes_out_never_go_over_them() -> None:
     driven = {r.scene for r in plan}
     assert not driven & set(left_out)
     assert driven == set(train_scenes(left_out))
+
+
+def test_street_scenes_join_the_cycle_each_its_own_and_without_the_left_out_photos() -> None:
+    """`--street-scenes`: composed streets are interleaved with the photos, each drive over a
+    street knows the photos it may be textured with, and a left-out scene is not among them."""
+    left_out = ("aero1", "brick")
+    with splits.training("soilnet test"):
+        plan = recipes(60, 5, seconds=20.0, left_out_scenes=left_out, street_scenes=10)
+        val = recipes(60, 6, seconds=20.0, left_out_scenes=left_out, street_scenes=10)
+    named = [r.scene for r in plan if streets.is_street(r.scene)]
+    assert len(set(named)) == 10
+    assert 0.2 < len(named) / len(plan) < 0.4  # 10 streets beside 25 photos
+    assert not set(named) & {r.scene for r in val}  # validation drives see other streets
+    for r in plan:
+        if streets.is_street(r.scene):
+            assert r.textures == tuple(train_scenes(left_out))
+        else:
+            assert r.textures == ()
+            assert r.scene not in left_out
+    with splits.training("soilnet test"):
+        assert not any(streets.is_street(r.scene) for r in recipes(30, 5, seconds=20.0))
+
+
+def test_a_drive_over_a_street_reads_only_its_allowed_train_photos() -> None:
+    recipe = DriveRecipe(
+        scene="street-41", seconds=2.0, fps=5.0, light="day", motion="drive", size=(320, 180),
+        events=(Event("mud", "sim", 0.05, 0.0, None, 3),), seed=3,
+        textures=("gravel", "grass", "graf1"),
+    )  # fmt: skip
+    read: list[str] = []
+
+    def frames(name: str) -> list[np.ndarray]:
+        read.append(name)
+        return scene(name)
+
+    with splits.training("soilnet test") as usage:
+        part = render_drive(recipe, NET_WIDTH, 1, frames)
+    assert set(read) <= {"gravel", "grass", "graf1"}
+    assert not usage.held_out()
+    assert len(part.y) > 0
+    assert np.any(part.y > 0)
+
+
+def test_a_negative_street_count_is_refused() -> None:
+    with pytest.raises(ValueError, match="street scenes -1"):
+        recipes(4, 0, street_scenes=-1)
 
 
 @pytest.mark.parametrize(
@@ -357,6 +403,8 @@ def test_a_dropped_channel_list_out_of_range_or_of_every_channel_is_refused(
         ("--drop-channels", "0,20", "dropped channels [0, 20]"),
         ("--families", "sim,refract", "refract: not train families"),
         ("--leave-out-scenes", "aero1,tree", "tree: not train scenes"),
+        ("--street-scenes", "-1", "-1 is below 0"),
+        ("--street-scenes", "two", "'two' is not a whole number"),
     ],
 )
 def test_the_cli_refuses_a_bad_list_with_a_message_before_building_anything(

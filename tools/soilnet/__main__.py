@@ -87,7 +87,7 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                 built = build_training_set(
                     drives, seed, args.seconds, args.net_width, args.sample_every, workers,
                     _progress(what, drives), x_path, args.label_cover, args.families,
-                    args.leave_out_scenes,
+                    args.leave_out_scenes, args.street_scenes,
                 )  # fmt: skip
             assert not usage.held_out()  # noqa: S101 - note_use raised already if it were not so
             return built
@@ -102,6 +102,8 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             key += "-" + "+".join(args.families)
         if args.leave_out_scenes:
             key += "-without-" + "+".join(args.leave_out_scenes)
+        if args.street_scenes:
+            key += f"-streets{args.street_scenes}"
         return cached(args.cache / f"v{FEATURE_VERSION}-{source_digest()}-{key}", build, log)
 
     data = samples("train set", args.drives, args.seed)
@@ -143,7 +145,13 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             "command": command,
             "data": (
                 f"{args.drives} synthesised drives of {args.seconds} s over the footage bank's "
-                f"train scenes ({', '.join(train_scenes(args.leave_out_scenes))}) with soiling from "
+                f"train scenes ({', '.join(train_scenes(args.leave_out_scenes))})"
+                + (
+                    f" and {args.street_scenes} streets composed from their photos"
+                    if args.street_scenes
+                    else ""
+                )
+                + " with soiling from "
                 f"the train renderer families ({', '.join(train_families(args.families))}); "
                 f"{args.val_drives} more for validation and calibration"
             ),
@@ -222,6 +230,16 @@ def _channel_list(text: str) -> tuple[int, ...]:
     return _refused_now(check_dropped, channels)
 
 
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is below 0")
+    return value
+
+
 def _family_list(text: str) -> tuple[str, ...]:
     return tuple(_refused_now(train_families, _items(text)))
 
@@ -278,6 +296,14 @@ def main(argv: list[str] | None = None) -> int:
             metavar="LIST",
             help="train scenes no drive goes over, comma-separated (judge on them with "
             "tools.eval_adhesion --split train)",
+        )
+        p.add_argument(
+            "--street-scenes",
+            type=_non_negative,
+            default=0,
+            metavar="N",
+            help="also drive over N streets composed from the train photos "
+            "(tools.footage.streets), interleaved with the photos",
         )
         p.add_argument("--seed", type=int, default=2026)
         p.add_argument("--workers", type=int, default=0, help="data processes (0: cores)")

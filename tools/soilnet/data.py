@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from tools.footage import catalog, splits
+from tools.footage import catalog, splits, streets
 from tools.footage.drive import DriveSpec, synthesise
 from tools.footage.soiling import CLASS_OF, SOILING_KINDS, SoilingKind, render_soiling
 from vehicle_agent.quality.metrics import prepare
@@ -88,6 +88,9 @@ class DriveRecipe:
     featureless: int | None = None
     """Seed of the large uniform regions (sky, a wall, a dark pole or underpass) painted into
     the scene before the drive is synthesised (`paint_featureless`); None: the scene as it is."""
+    textures: tuple[str, ...] = ()
+    """For a composed street (`scene` `street-<seed>`, `tools.footage.streets`): the train
+    photos it may be textured with."""
 
 
 @dataclass
@@ -135,17 +138,27 @@ def train_scenes(left_out: Sequence[str] = ()) -> list[str]:
     return kept
 
 
-def recipes(
+def recipes(  # noqa: PLR0917 - the CLI passes its options through
     count: int,
     seed: int,
     seconds: float = 24.0,
     families: Sequence[str] | None = None,
     left_out_scenes: Sequence[str] = (),
+    street_scenes: int = 0,
 ) -> list[DriveRecipe]:
     """`count` drives over the train scenes (cycled; all, or all but `left_out_scenes`) with random
     soiling from train families (all, or `families`; the draws are the same either way, only the
-    family picked differs)."""
-    scenes = train_scenes(left_out_scenes)
+    family picked differs). With `street_scenes` the cycle also has that many streets composed
+    from those scenes' photos (`tools.footage.streets`), each its own."""
+    if street_scenes < 0:
+        raise ValueError(f"street scenes {street_scenes} < 0")
+    photos = train_scenes(left_out_scenes)
+    if street_scenes:
+        streets.pools(photos)  # refuses a leave-out that leaves a street nothing to be made of
+    # Real scenes and streets interleaved, so any number of drives sees both.
+    named = [f"{streets.PREFIX}{seed * 100 + k}" for k in range(street_scenes)]
+    scenes = [s for pair in zip(photos, named, strict=False) for s in pair]
+    scenes += photos[len(named) :] + named[len(photos) :]
     families = train_families(families)
     rng = np.random.default_rng([seed, 8])
     first = min(FIRST_ONSET_S, seconds * 0.4)
@@ -181,9 +194,10 @@ def recipes(
         featureless = (
             int(rng.integers(1 << 30)) if rng.random() < FEATURELESS_SHARE[bool(events)] else None
         )
+        scene = scenes[(i + seed) % len(scenes)]
         out.append(
             DriveRecipe(
-                scene=scenes[(i + seed) % len(scenes)],
+                scene=scene,
                 seconds=seconds,
                 fps=fps,
                 light=light,
@@ -193,6 +207,7 @@ def recipes(
                 seed=seed * 1000 + i,
                 stand_still=stand_still,
                 featureless=featureless,
+                textures=tuple(photos) if streets.is_street(scene) else (),
             )
         )
     return out
@@ -294,7 +309,14 @@ def render_drive(
         motion=recipe.motion,
         stand_still=recipe.stand_still,
     )
-    scene = frames(recipe.scene)
+    if streets.is_street(recipe.scene):
+        scene = [
+            streets.compose(
+                streets.street_seed(recipe.scene), recipe.textures, lambda n: frames(n)[0]
+            )
+        ]
+    else:
+        scene = frames(recipe.scene)
     if recipe.featureless is not None:
         scene = paint_featureless(scene, recipe.featureless)
     drive = synthesise(scene, spec, recipe.seed)
@@ -358,6 +380,7 @@ def build_training_set(  # noqa: PLR0917 - the CLI passes its options through
     label_cover: float = LABEL_COVER,
     families: Sequence[str] | None = None,
     left_out_scenes: Sequence[str] = (),
+    street_scenes: int = 0,
 ) -> Samples:
     """Samples from `drives` train drives (in `workers` processes); the CI split test runs it
     tiny. With `x_path` the features are written straight into that .npy file (memory-mapped):
@@ -365,7 +388,7 @@ def build_training_set(  # noqa: PLR0917 - the CLI passes its options through
     if not 0.0 < label_cover <= 1.0:
         raise ValueError(f"label cover {label_cover} is not in (0, 1]")
     with splits.training("soilnet training"):
-        plan = recipes(drives, seed, seconds, families, left_out_scenes)
+        plan = recipes(drives, seed, seconds, families, left_out_scenes, street_scenes)
     height = min(feature_height(r, net_width) for r in plan)
     total = sum(len(sample_indices(r, sample_every)) for r in plan)
     rows, cols = height // TILE, net_width // TILE
@@ -443,6 +466,7 @@ SOURCES = (
     "tools/footage/drive.py",
     "tools/footage/soiling.py",
     "tools/footage/soiling_optics.py",
+    "tools/footage/streets.py",
     "tools/soilnet/data.py",
     "vehicle_agent/quality/soilnet.py",
     "vehicle_agent/quality/metrics.py",
