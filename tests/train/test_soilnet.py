@@ -15,6 +15,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="training needs the train extra (torch)")
 
 from tools.footage import splits, streets  # noqa: E402
+from tools.footage.soiling import SOILING_KINDS  # noqa: E402
 from tools.soilnet.data import (  # noqa: E402
     FEATURELESS_STD,
     FIRST_ONSET_S,
@@ -34,8 +35,10 @@ from tools.soilnet.data import (  # noqa: E402
 from tools.soilnet.train import (  # noqa: E402
     TileNet,
     TrainConfig,
+    _weighted_loss,
     calibrate,
     export_onnx,
+    kind_balance,
     predict,
     soiling_balance,
     tile_scores,
@@ -299,6 +302,74 @@ def test_the_cache_writes_the_features_once_and_reads_them_back_mapped(tmp_path:
     assert isinstance(again.x, np.memmap)
     assert float(again.x.sum()) == float(first.x.sum()) == 2 * 3 * 8 * 8
     assert not list(tmp_path.glob("*.part"))
+
+
+def test_the_cache_keeps_the_soiling_kinds(tmp_path: Path) -> None:
+    kinds = np.array([[[0]], [[1]]], np.int8)
+
+    def build(x_path: Path) -> Samples:
+        x = np.lib.format.open_memmap(x_path, mode="w+", dtype=np.float16, shape=(2, 3, 8, 8))
+        return Samples(x, np.array([[[0]], [[1]]], np.int8), kinds)
+
+    cached(tmp_path / "set", build, lambda _: None)
+    again = cached(tmp_path / "set", build, lambda _: None)
+    assert again.kind is not None
+    assert np.array_equal(again.kind, kinds)
+
+
+def test_each_soiled_tile_records_the_kind_it_comes_from() -> None:
+    """Drops and mist are both taught as "transparent"; the samples say which is which (for
+    `--balance kind`), and nothing is recorded on clean or ignored tiles."""
+    recipe = DriveRecipe(
+        scene=SCENE, seconds=2.5, fps=6.0, light="day", motion="drive", size=(320, 180),
+        events=(Event("drops", "sim", 0.05, 0.0, None, 3), Event("mud", "sim", 0.05, 0.0, None, 4)),
+        seed=3,
+    )  # fmt: skip
+    with splits.training("soilnet test"):
+        part = render_drive(recipe, NET_WIDTH, 1, scene, label_cover=0.1)
+    assert part.kind is not None
+    assert part.kind.shape == part.y.shape
+    assert np.all(part.kind[part.y <= 0] == 0)
+    drops, mud = 1 + SOILING_KINDS.index("drops"), 1 + SOILING_KINDS.index("mud")
+    assert set(np.unique(part.kind[part.y > 0])) == {drops, mud}
+    assert np.all(part.y[part.kind == drops] == CLASSES.index("transparent"))
+    assert np.all(part.y[part.kind == mud] == CLASSES.index("opaque"))
+    grouped = group_by_size([part, part])
+    assert grouped.kind is not None
+    assert np.array_equal(grouped.kind[: len(part.y)], part.kind)
+
+
+def test_kind_balance_weighs_each_soiling_kind_as_the_most_common_one() -> None:
+    labels = np.array([[0, 1, 1, 1, 1, 1, 2, 3, -1]], np.int8)
+    kinds = np.array([[0, 2, 2, 2, 2, 1, 3, 4, 0]], np.int8)  # four mist tiles, one drop tile
+    assert kind_balance(labels, kinds) == (1.0, 4.0, 1.0, 4.0, 4.0)
+
+
+def test_the_kind_weighted_loss_is_the_plain_loss_without_kind_weights_and_lifts_rare_kinds() -> (
+    None
+):
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 4, 3, 5, generator=gen)
+    y = torch.randint(-1, 4, (2, 3, 5), generator=gen)
+    kind = torch.where(y > 0, torch.randint(1, 5, (2, 3, 5), generator=gen), 0)
+    cw = torch.tensor([1.0, 1.5, 2.0, 4.0])
+    plain = torch.nn.CrossEntropyLoss(weight=cw, ignore_index=-1)(logits, y)
+    per_tile = torch.nn.CrossEntropyLoss(weight=cw, ignore_index=-1, reduction="none")(logits, y)
+    assert torch.allclose(_weighted_loss(per_tile, y, cw, None, None), plain)
+    ones = torch.ones(5)
+    assert torch.allclose(_weighted_loss(per_tile, y, cw, ones, kind), plain)
+    heavy = torch.tensor([1.0, 50.0, 1.0, 1.0, 1.0])  # drops count fifty times
+    drops = (kind == 1) & (y > 0)
+    assert drops.any()
+    weighted = _weighted_loss(per_tile, y, cw, heavy, kind)
+    drop_mean = per_tile[drops].sum() / cw[y[drops]].sum()
+    assert abs(float(weighted - drop_mean)) < abs(float(plain - drop_mean))
+
+
+def test_kind_weights_without_recorded_kinds_are_refused() -> None:
+    data = Samples(np.zeros((2, CHANNELS, 32, 32), np.float16), np.zeros((2, 4, 4), np.int8))
+    with pytest.raises(ValueError, match="record each tile's soiling kind"):
+        train(data, TrainConfig(epochs=1, kind_weights=(1.0,) * 5), log=lambda _: None)
 
 
 def test_calibration_picks_the_lowest_threshold_that_holds_the_precision() -> None:

@@ -41,6 +41,7 @@ from tools.soilnet.train import (
     check_dropped,
     clean_frame_alarms,
     export_onnx,
+    kind_balance,
     macs,
     parameters,
     predict,
@@ -113,9 +114,16 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     weights = soiling_balance(data.y) if args.balance == "soiling" else (1.0, 1.0, 1.0, 1.0)
     if args.balance == "soiling":
         log(f"class weights (clean, transparent, semi-transparent, opaque): {weights}")
+    kind_weights = None
+    if args.balance == "kind":
+        if data.kind is None:
+            raise ValueError("--balance kind: these samples do not record the soiling kinds")
+        kind_weights = kind_balance(data.y, data.kind)
+        log(f"kind weights (clean, {', '.join(SOILING_KINDS)}): {kind_weights}")
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, width=args.width,
         seed=args.seed, threads=args.threads, class_weights=weights, dropped=args.drop_channels,
+        kind_weights=kind_weights,
     )  # fmt: skip
     result = train(data, config, log)
     probs = predict(result.net, val.x)
@@ -311,9 +319,10 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--eval-json", type=Path, help="held-out evaluation JSON for the card")
         p.add_argument(
             "--balance",
-            choices=("none", "soiling"),
+            choices=("none", "soiling", "kind"),
             default="none",
-            help="'soiling': weight the soiling classes by inverse frequency among soiled tiles",
+            help="'soiling': weight the soiling classes by inverse frequency among soiled tiles; "
+            "'kind': weight the soiling kinds so (drops and mist share the transparent class)",
         )
         p.add_argument(
             "--cache", type=Path, help="keep the built samples here and reuse them (same options)"

@@ -99,10 +99,19 @@ class Samples:
 
     x: npt.NDArray[np.float16]
     y: npt.NDArray[np.int8]
+    kind: npt.NDArray[np.int8] | None = None
+    """Per tile (N×rows×cols), the soiling kind a soiled label comes from: 1 + its index in
+    `SOILING_KINDS`, 0 where the label is clean or ignored (for `--balance kind`: drops and mist
+    share a class but not a look); None: not recorded."""
 
     @staticmethod
     def join(parts: Sequence[Samples]) -> Samples:
-        return Samples(np.concatenate([p.x for p in parts]), np.concatenate([p.y for p in parts]))
+        kinds = [p.kind for p in parts]
+        return Samples(
+            np.concatenate([p.x for p in parts]),
+            np.concatenate([p.y for p in parts]),
+            None if any(k is None for k in kinds) else np.concatenate(kinds),  # type: ignore[arg-type]
+        )
 
 
 def train_families(chosen: Sequence[str] | None = None) -> list[str]:
@@ -279,6 +288,16 @@ def feature_height(recipe: DriveRecipe, net_width: int) -> int:
     return net_size(small.shape[0], small.shape[1], net_width)[0]
 
 
+def tile_kinds(kind_map: npt.NDArray[np.int8], tile: int = TILE) -> npt.NDArray[np.int8]:
+    """Per tile, the most common soiling kind of a per-pixel kind map (0 none, 1 + index in
+    `SOILING_KINDS`); 0 where the tile has no soiling."""
+    height, width = kind_map.shape
+    rows, cols = height // tile, width // tile
+    blocks = kind_map[: rows * tile, : cols * tile].reshape(rows, tile, cols, tile)
+    counts = np.stack([(blocks == k).sum(axis=(1, 3)) for k in range(1, len(SOILING_KINDS) + 1)])
+    return np.where(counts.max(axis=0) > 0, np.argmax(counts, axis=0) + 1, 0).astype(np.int8)
+
+
 def _class_map(
     masks: Sequence[tuple[int, npt.NDArray[np.bool_]]], size: tuple[int, int]
 ) -> npt.NDArray[np.int8]:
@@ -327,15 +346,18 @@ def render_drive(
     features = SoilFeatures(net_width)
     xs: list[npt.NDArray[np.float16]] = []
     ys: list[npt.NDArray[np.int8]] = []
+    ks: list[npt.NDArray[np.int8]] = []
     keep = set(sample_indices(recipe, sample_every))
     for i in range(drive.frames):
         t = i / recipe.fps
         frame = clean = drive.frame(i)
         active = []
+        kinds = []
         for event, layer in layers:
             if event.onset_s <= t and (event.end_s is None or t < event.end_s):
                 frame = layer.apply(frame)
                 active.append((CLASS_INDEX[CLASS_OF[event.kind]], layer.mask))
+                kinds.append((1 + SOILING_KINDS.index(event.kind), layer.mask))
         bgr = np.ascontiguousarray(frame[..., ::-1])
         x = features.update(prepare(bgr, 320).colour, t)
         if i not in keep:
@@ -348,12 +370,10 @@ def render_drive(
         )
         visible = tile_texture(np.asarray(grey, np.float32) / 255.0) >= FEATURELESS_STD
         xs.append(x.astype(np.float16))
-        ys.append(
-            tile_truth(_class_map(active, size), min_cover=label_cover, visible=visible).astype(
-                np.int8
-            )
-        )
-    return Samples(np.stack(xs), np.stack(ys))
+        label = tile_truth(_class_map(active, size), min_cover=label_cover, visible=visible)
+        ys.append(label.astype(np.int8))
+        ks.append(np.where(label > 0, tile_kinds(_class_map(kinds, size)), 0).astype(np.int8))
+    return Samples(np.stack(xs), np.stack(ys), np.stack(ks))
 
 
 def _load_train_scene(name: str) -> list[catalog.RGB]:
@@ -399,13 +419,14 @@ def build_training_set(  # noqa: PLR0917 - the CLI passes its options through
     else:
         x = np.lib.format.open_memmap(x_path, mode="w+", dtype=np.float16, shape=shape)
     y = np.empty((total, rows, cols), np.int8)
+    kind = np.zeros((total, rows, cols), np.int8)
     crop = _Crop(rows)
     jobs = [(r, net_width, sample_every, label_cover) for r in plan]
     done = 0
 
     def take(part: Samples) -> None:
         nonlocal done
-        n = crop.into(part, x, y, done)
+        n = crop.into(part, x, y, done, kind)
         done += n
         if progress:
             progress(1)
@@ -419,7 +440,7 @@ def build_training_set(  # noqa: PLR0917 - the CLI passes its options through
                 take(part)
     if done != total:
         raise ValueError(f"drives gave {done} samples, {total} expected")
-    return Samples(x, y)
+    return Samples(x, y, kind)
 
 
 class _Crop:
@@ -438,6 +459,7 @@ class _Crop:
         x: npt.NDArray[np.float16],
         y: npt.NDArray[np.int8],
         start: int,
+        kind: npt.NDArray[np.int8] | None = None,
     ) -> int:
         rows, height = self.rows, self.rows * TILE
         spare = part.y.shape[1] - rows
@@ -445,6 +467,8 @@ class _Crop:
             r = int(self.rng.integers(spare + 1)) if spare else 0
             x[start + k] = xk[:, r * TILE : r * TILE + height]
             y[start + k] = yk[r : r + rows]
+            if kind is not None and part.kind is not None:
+                kind[start + k] = part.kind[k, r : r + rows]
         return len(part.x)
 
 
@@ -455,10 +479,11 @@ def group_by_size(parts: Sequence[Samples]) -> Samples:
     total = sum(len(p.x) for p in parts)
     x = np.empty((total, first.shape[1], rows * TILE, first.shape[3]), np.float16)
     y = np.empty((total, rows, parts[0].y.shape[2]), np.int8)
+    kind = None if any(p.kind is None for p in parts) else np.zeros_like(y)
     crop, done = _Crop(rows), 0
     for part in parts:
-        done += crop.into(part, x, y, done)
-    return Samples(x, y)
+        done += crop.into(part, x, y, done, kind)
+    return Samples(x, y, kind)
 
 
 SOURCES = (
@@ -484,12 +509,13 @@ def source_digest() -> str:
 
 
 def cached(stem: Path, build: Callable[[Path], Samples], log: Callable[[str], None]) -> Samples:
-    """`build(x_path)`'s samples, kept as `stem`.x.npy / `stem`.y.npy and read back
-    (memory-mapped) the next time; `build` writes the features into `x_path` itself."""
+    """`build(x_path)`'s samples, kept as `stem`.x.npy / `stem`.y.npy / `stem`.kind.npy and read
+    back (memory-mapped) the next time; `build` writes the features into `x_path` itself."""
     xs, ys = stem.with_name(stem.name + ".x.npy"), stem.with_name(stem.name + ".y.npy")
-    if xs.is_file() and ys.is_file():
+    ks = stem.with_name(stem.name + ".kind.npy")
+    if xs.is_file() and ys.is_file() and ks.is_file():
         log(f"samples from the cache: {stem}")
-        return Samples(np.load(xs, mmap_mode="r"), np.load(ys))
+        return Samples(np.load(xs, mmap_mode="r"), np.load(ys), np.load(ks))
     stem.parent.mkdir(parents=True, exist_ok=True)
     x_part = xs.with_name(xs.name + ".part")
     built = build(x_part)
@@ -501,9 +527,14 @@ def cached(stem: Path, build: Callable[[Path], Samples], log: Callable[[str], No
     y_part = ys.with_name(ys.name + ".part")
     with y_part.open("wb") as fh:
         np.save(fh, built.y)
+    kind = np.zeros_like(built.y) if built.kind is None else built.kind
+    k_part = ks.with_name(ks.name + ".part")
+    with k_part.open("wb") as fh:
+        np.save(fh, kind)
     x_part.replace(xs)
     y_part.replace(ys)
-    return Samples(np.load(xs, mmap_mode="r"), built.y)
+    k_part.replace(ks)
+    return Samples(np.load(xs, mmap_mode="r"), built.y, kind)
 
 
 def default_workers() -> int:

@@ -26,6 +26,7 @@ import numpy.typing as npt
 import torch
 from torch import Tensor, nn
 
+from tools.footage.soiling import SOILING_KINDS
 from tools.soilnet.data import Samples
 from vehicle_agent.quality.soilnet import CHANNELS, CLASSES, GAIN_INVARIANT, TILE
 
@@ -105,6 +106,9 @@ class TrainConfig:
     width: int = 24
     seed: int = 0
     class_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
+    kind_weights: tuple[float, ...] | None = None
+    """Per soiling kind (clean, then `SOILING_KINDS`), a weight on each soiled tile's loss on top
+    of its class weight (`kind_balance`); None: none. Needs samples that record the kind."""
     gain: tuple[float, float] = (0.6, 1.5)
     """Each sample's features are scaled by a random gain in this range: every channel but the
     ratios (`GAIN_INVARIANT`) is linear in the frame's intensity, so this is the same scene lit
@@ -122,6 +126,17 @@ def soiling_balance(labels: np.ndarray) -> tuple[float, ...]:
     counts = np.bincount(labels[labels >= 0].ravel().astype(np.int64), minlength=4)[:4]
     most = counts[1:].max()
     return (1.0, *(float(most / c) if c else 1.0 for c in counts[1:]))
+
+
+def kind_balance(labels: np.ndarray, kinds: np.ndarray) -> tuple[float, ...]:
+    """Weights (clean, then each of `SOILING_KINDS`) that give each soiling kind the same total
+    weight as the most common one among soiled tiles: drops and mist are one class
+    (transparent), but mist covers a third of the frame and drops a few per cent, so without
+    this the class is learnt as mist. Clean stays 1; a kind with no tile keeps weight 1."""
+    soiled = (labels > 0) & (kinds > 0)
+    counts = np.bincount(kinds[soiled].ravel().astype(np.int64), minlength=len(SOILING_KINDS) + 1)
+    most = counts[1:].max()
+    return (1.0, *(float(most / c) if c else 1.0 for c in counts[1 : len(SOILING_KINDS) + 1]))
 
 
 @dataclass
@@ -147,7 +162,14 @@ def train(
     steps = max(1, math.ceil(len(data.x) / config.batch_size)) * config.epochs
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=steps)
     weight = torch.tensor(config.class_weights, dtype=torch.float32)
-    loss_fn = nn.CrossEntropyLoss(weight=weight, ignore_index=-1)
+    if config.kind_weights is not None and data.kind is None:
+        raise ValueError("kind weights need samples that record each tile's soiling kind")
+    kind_weight = (
+        None
+        if config.kind_weights is None
+        else torch.tensor(config.kind_weights, dtype=torch.float32)
+    )
+    loss_fn = nn.CrossEntropyLoss(weight=weight, ignore_index=-1, reduction="none")
     losses: list[float] = []
     started = time.monotonic()
     for epoch in range(config.epochs):
@@ -157,14 +179,20 @@ def train(
             idx = np.sort(order[start : start + config.batch_size])
             x = torch.from_numpy(data.x[idx].astype(np.float32))
             y = torch.from_numpy(data.y[idx].astype(np.int64))
+            k = (
+                torch.from_numpy(data.kind[idx].astype(np.int64))
+                if kind_weight is not None and data.kind is not None
+                else None
+            )
             gain = np.ones((len(idx), CHANNELS, 1, 1), np.float32)
             gain[:, _LINEAR] = rng.uniform(*config.gain, size=(len(idx), 1, 1, 1))
             x = torch.clamp(x * torch.from_numpy(gain), 0.0, 4.0)
             if rng.random() < 0.5:  # the lens has no left or right
                 x, y = torch.flip(x, dims=[3]), torch.flip(y, dims=[2])
-            loss = loss_fn(net.logits(x), y)
+                k = None if k is None else torch.flip(k, dims=[2])
+            loss = _weighted_loss(loss_fn(net.logits(x), y), y, weight, kind_weight, k)
             opt.zero_grad()
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
             sched.step()
             total += loss.item() * len(idx)
@@ -175,6 +203,24 @@ def train(
         )
     net.eval()
     return TrainResult(net, losses, time.monotonic() - started)
+
+
+def _weighted_loss(
+    per_tile: Tensor,
+    y: Tensor,
+    class_weight: Tensor,
+    kind_weight: Tensor | None,
+    kind: Tensor | None,
+) -> Tensor:
+    """The class-weighted mean of the per-tile losses (as `CrossEntropyLoss`'s own mean: the sum
+    over the weights of the tiles not ignored), each soiled tile also weighted by its kind."""
+    valid = y >= 0
+    w = torch.where(valid, class_weight[y.clamp(min=0)], torch.zeros((), dtype=per_tile.dtype))
+    if kind_weight is not None and kind is not None:
+        extra = torch.where(y > 0, kind_weight[kind.clamp(min=0)], torch.ones((), dtype=w.dtype))
+        w = w * extra
+        per_tile = per_tile * extra
+    return per_tile.sum() / w.sum().clamp(min=1e-12)
 
 
 def predict(net: TileNet, x: npt.NDArray[np.float16], batch: int = 64) -> npt.NDArray[np.float32]:
