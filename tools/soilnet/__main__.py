@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
             choices=("none", "soiling", "kind"),
             default="none",
             help="'soiling': weight the soiling classes by inverse frequency among soiled tiles; "
-            "'kind': weight the soiling kinds so (drops and mist share the transparent class)",
+            "'kind': weight the soiling kinds alike (drops and mist share the transparent class)",
         )
         p.add_argument(
             "--cache", type=Path, help="keep the built samples here and reuse them (same options)"

@@ -131,8 +131,8 @@ def soiling_balance(labels: np.ndarray) -> tuple[float, ...]:
 def kind_balance(labels: np.ndarray, kinds: np.ndarray) -> tuple[float, ...]:
     """Weights (clean, then each of `SOILING_KINDS`) that give each soiling kind the same total
     weight as the most common one among soiled tiles: drops and mist are one class
-    (transparent), but mist covers a third of the frame and drops a few per cent, so without
-    this the class is learnt as mist. Clean stays 1; a kind with no tile keeps weight 1."""
+    (transparent) with nothing alike in their look, so each is weighed on its own. Clean stays
+    1; a kind with no tile keeps weight 1."""
     soiled = (labels > 0) & (kinds > 0)
     counts = np.bincount(kinds[soiled].ravel().astype(np.int64), minlength=len(SOILING_KINDS) + 1)
     most = counts[1:].max()
