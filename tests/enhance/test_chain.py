@@ -533,3 +533,28 @@ def test_without_a_floor_a_slow_last_backend_keeps_giving_frames(
         np.testing.assert_allclose(chain.enhance(image), halved(image), atol=1)
     assert chain.name == "scripted:tiny"
     chain.close()
+
+
+def test_a_gated_model_that_cannot_run_falls_back_to_the_default_model_before_classical(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """The restoration model gated on low light, absent (or slow, or broken): the frame gets
+    the default model on the same backend, not the model-free CLAHE of the chain's end."""
+    models = tmp_path / "models"
+    model_dir(models, "night")  # the default model; "restore" is not installed
+    gate = Gate("night", {"low_light": "restore"}, switch_after=1)
+    chain = make_chain(models, clock, Script(), gate=gate)
+    chain.load()
+    assert [c.label for c in chain.candidates_for("restore")] == [
+        "scripted:restore",
+        "scripted:night",
+        "classical",
+    ]
+    # The default model itself and 'classical' get no extra candidates.
+    assert [c.label for c in chain.candidates_for("night")] == ["scripted:night", "classical"]
+    assert [c.label for c in chain.candidates_for("classical")] == ["classical"]
+    chain.set_condition("low_light")
+    image = frame()
+    np.testing.assert_allclose(chain.enhance(image), halved(image), atol=1)
+    assert chain.name == "scripted:night"
+    chain.close()

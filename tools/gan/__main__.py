@@ -150,6 +150,23 @@ def _positive(text: str) -> int:
     return value
 
 
+def _gating_entry(value: str) -> tuple[str, str]:
+    """'condition=choice', checked as `[enhance.gating]` checks its entries."""
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from vehicle_agent.enhance.settings import EnhanceConfig  # noqa: PLC0415
+
+    condition, sep, choice = value.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected CONDITION=CHOICE")
+    try:
+        EnhanceConfig(gating={condition: choice})
+    except ValidationError as exc:
+        reason = exc.errors()[0]["msg"]
+        raise argparse.ArgumentTypeError(f"{value!r}: {reason}") from None
+    return condition, choice
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.legacy_frames:
         return _bench_legacy(args)
@@ -170,7 +187,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         f"sha256 {footage.digest[:12]}"
     )
     models = args.model or [MODELS / name / "model.onnx" for name in SHIPPED]
-    methods, skipped = bench.footage_methods(models, peer=not args.no_peer, log=print)
+    methods, skipped = bench.footage_methods(
+        models, peer=not args.no_peer, gating=dict(args.gating or ()), log=print
+    )
     try:
         report = bench.evaluate_footage(
             methods,
@@ -264,7 +283,15 @@ def cmd_pairs(args: argparse.Namespace) -> int:
 def cmd_ship(args: argparse.Namespace) -> int:
     from tools.gan.ship import ship  # noqa: PLC0415
 
-    ship(names=args.only or None, fresh=args.fresh, peer=not args.no_peer)
+    try:
+        ship(
+            names=args.only or None,
+            fresh=args.fresh,
+            peer=not args.no_peer,
+            weights_from=args.weights_from,
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"tools.gan ship: {exc}") from None
     return 0
 
 
@@ -498,6 +525,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the old bench: tools.gan.data held-out frames, tools.gan.degrade renderers",
     )
+    be.add_argument(
+        "--gating",
+        type=_gating_entry,
+        action="append",
+        metavar="CONDITION=CHOICE",
+        help="also run the chain with this entry over the default gating table, beside the "
+        "default chain (repeatable; CHOICE a model name, 'classical' or 'none')",
+    )
     be.add_argument("--no-peer", action="store_true", help="leave out the Zero-DCE++ peer")
     be.add_argument("--no-ssim", action="store_true", help="PSNR only (faster)")
     be.add_argument("--examples", type=Path, help="--legacy-frames: side-by-side JPEGs here")
@@ -585,6 +620,13 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("--only", action="append", help="ship only this model (repeatable)")
     sh.add_argument("--fresh", action="store_true", help="discard checkpoints, retrain")
     sh.add_argument("--no-peer", action="store_true", help="benchmark without the peer")
+    sh.add_argument(
+        "--weights-from",
+        type=Path,
+        metavar="ONNX",
+        help="with --only restore: take the weights from this exported model of the same "
+        "architecture instead of training (a re-export; its manifest's training record is kept)",
+    )
     sh.set_defaults(func=cmd_ship)
     return parser
 

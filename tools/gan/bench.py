@@ -33,7 +33,7 @@ import sys
 import time
 import types
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -374,6 +374,13 @@ HARM_MARGIN_DB = 1.0
 RAW_MODEL = "fast-enhance (raw)"
 CHAIN = "default chain"
 CHAIN_NO_GUARD = "default chain, no guard"
+
+
+def gating_column(gating: Mapping[str, str]) -> str:
+    """The column of the chain run with `gating` over the default table."""
+    return "chain, " + ", ".join(f"{k}={v}" for k, v in sorted(gating.items()))
+
+
 PEER = "Zero-DCE++ (peer)"
 BENCH_LATENCY_MS = 60_000.0
 """The chain's `max_latency_ms` in the bench: a quality bench on a shared CPU must not demote a
@@ -474,10 +481,11 @@ class ChainMethod:
     gating table, the harm guard unless `guard=False`), on BGR frames as the daemon feeds it,
     each image gated by `SceneGate` exactly as `vehicle-agent enhance` gates an image (its
     condition as a still scene, given `switch_after_frames` times; the guard's smoothing reset).
-    Models come from the shipped `models/` only (no state_dir).
+    Models come from the shipped `models/` only (no state_dir). `gating` overrides entries of
+    the default gating table (a candidate table, judged beside the default).
     """
 
-    def __init__(self, guard: bool = True) -> None:
+    def __init__(self, guard: bool = True, gating: Mapping[str, str] | None = None) -> None:
         from vehicle_agent.config import Config  # noqa: PLC0415
         from vehicle_agent.enhance.chain import DEFAULT_GUARD, build_enhancer  # noqa: PLC0415
         from vehicle_agent.enhance.offline import SceneGate  # noqa: PLC0415
@@ -485,7 +493,10 @@ class ChainMethod:
         config = Config()
         enhance = config.enhance
         health = enhance.health.model_copy(update={"max_latency_ms": BENCH_LATENCY_MS})
-        enhance = enhance.model_copy(update={"health": health})
+        update: dict[str, Any] = {"health": health}
+        if gating:
+            update["gating"] = {**enhance.gating, **gating}
+        enhance = enhance.model_copy(update=update)
         self.chain = build_enhancer(
             enhance, None, background=False, guard=DEFAULT_GUARD if guard else None
         )
@@ -516,11 +527,12 @@ def footage_methods(
     *,
     peer: bool = True,
     chain: bool = True,
+    gating: Mapping[str, str] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> tuple[dict[str, Method], dict[str, str]]:
     """The columns: baselines, the peer, each ONNX model run raw (`models`; the name
-    '<folder> (raw)'), the default chain with and without the guard; and {method: why it was
-    skipped}."""
+    '<folder> (raw)'), the default chain with and without the guard, and with `gating` the chain
+    under that gating (`gating_column`); and {method: why it was skipped}."""
     methods: dict[str, Method] = {"identity": identity, "CLAHE": clahe, "auto-gamma": auto_gamma}
     skipped: dict[str, str] = {}
     if peer:
@@ -539,6 +551,8 @@ def footage_methods(
     if chain:
         methods[CHAIN] = ChainMethod(guard=True)
         methods[CHAIN_NO_GUARD] = ChainMethod(guard=False)
+        if gating:
+            methods[gating_column(gating)] = ChainMethod(guard=True, gating=gating)
     if log:
         for name, reason in skipped.items():
             log(f"{name} skipped: {reason}")

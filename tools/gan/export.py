@@ -32,6 +32,8 @@ from vehicle_agent.enhance.manifest import write_manifest as write_runtime_manif
 
 OPSET = 17
 MODEL_FILE = "model.onnx"
+GUIDED_PREFIX = "inner."
+"""What `GuidedUpsampled` puts before the names of the generator it wraps."""
 
 
 class ExportError(Exception):
@@ -72,8 +74,9 @@ def export_onnx(generator: Generator, path: Path, opset: int = OPSET) -> None:
 
 def load_onnx_weights(generator: torch.nn.Module, path: Path) -> int:
     """Set `generator`'s parameters from the ONNX file `export_onnx` wrote for the same
-    architecture (its initializers keep the parameter names): the start of a fine-tuning run
-    from a shipped model, whose torch checkpoint is not shipped. Returns how many tensors were
+    architecture (its initializers keep the parameter names, under "inner." where it was
+    exported inside `GuidedUpsampled`): the start of a fine-tuning run from a shipped model,
+    whose torch checkpoint is not shipped, or of a re-export. Returns how many tensors were
     loaded; raises ValueError naming the first parameter the file lacks or shapes differently."""
     import onnx  # noqa: PLC0415 - the train extra
     from onnx import numpy_helper  # noqa: PLC0415
@@ -82,7 +85,8 @@ def load_onnx_weights(generator: torch.nn.Module, path: Path) -> int:
     loaded = 0
     with torch.no_grad():
         for name, param in generator.named_parameters():
-            value = tensors.get(name)
+            # A model exported inside `GuidedUpsampled` keeps its own names under "inner.".
+            value = tensors.get(name, tensors.get(f"{GUIDED_PREFIX}{name}"))
             if value is None:
                 raise ValueError(f"{path}: no weights for {name!r} (another architecture?)")
             if tuple(value.shape) != tuple(param.shape):

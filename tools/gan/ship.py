@@ -11,6 +11,7 @@ retrains from scratch).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import platform
 import shutil
@@ -29,17 +30,40 @@ from tools.gan.export import (
     ManifestInfo,
     check_onnx,
     export_onnx,
+    load_onnx_weights,
     write_manifest,
 )
-from tools.gan.models import Generator, count_parameters, tone_gate_stage
+from tools.gan.models import (
+    Generator,
+    GuidedUpsampled,
+    build_generator,
+    count_parameters,
+    padded_size,
+    tone_gate_stage,
+)
 from tools.gan.train import CALIBRATION, TrainConfig, TrainResult, train
 from vehicle_agent.enhance.manifest import Task
+from vehicle_agent.enhance.settings import DEFAULT_GATING
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / "models"
 BUILD = ROOT / "build" / "gan"
 COMMAND = "nice -n 19 python -m tools.gan ship"
 VERSION = "1.0.0"
+
+
+@dataclass(frozen=True, slots=True)
+class Guided:
+    """Ship the trained generator inside `GuidedUpsampled`: run on the frame shrunk `scale`
+    times, its change brought back by a guided filter of `radius` (at the low resolution) and
+    ridge `eps`. Chosen on the train split (docs/benchmarks.md)."""
+
+    scale: int
+    radius: int
+    eps: float
+
+    def wrap(self, generator: Generator) -> GuidedUpsampled:
+        return GuidedUpsampled(generator, self.scale, self.radius, self.eps)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +74,14 @@ class ShipSpec:
     conditions: tuple[str, ...] = ()
     """Scene conditions (the analyze stage's) this model is the default for."""
     extra: dict[str, str] = field(default_factory=dict)
+    guided: Guided | None = None
+    """Export the generator at a reduced resolution with guided upsampling (None: as trained)."""
+    version: str = VERSION
+    """The manifest's version: raised whenever the shipped file changes."""
+
+    def exported(self, generator: Generator) -> Generator:
+        """What goes into the ONNX file: the generator, wrapped where `guided` says."""
+        return generator if self.guided is None else self.guided.wrap(generator)
 
 
 FAST = ShipSpec(
@@ -100,6 +132,8 @@ RESTORE = ShipSpec(
         "trained to leave good frames alone."
     ),
     conditions=(),
+    guided=Guided(scale=3, radius=2, eps=1e-3),
+    version="1.1.0",  # 1.0.0's weights, exported with guided upsampling
 )
 RESTORE_COMMAND = (
     "nice -n 5 torchrun --standalone --nproc_per_node=2 -m tools.gan train --shipped restore "
@@ -262,43 +296,95 @@ machine shared with other jobs: the best run is the closest to an idle machine).
 
 def restore_card(
     spec: ShipSpec,
-    result: TrainResult,
+    built: Built,
     footage: bench.FootageReport,
     train_footage: bench.FootageReport | None,
     *,
-    timings: list[speed.Timing],
-    max_abs_diff: float,
+    training: dict[str, Any],
     size_bytes: int,
 ) -> str:
     """The restoration model's card: its figures come from the footage bank's enhance set."""
     c = spec.config
     w = c.weights
+    result = built.result
     history = result.history[-1] if result.history else {}
     last = ", ".join(f"{k} {v:.4f}" for k, v in history.items() if k not in ("epoch", "seconds"))
-    seconds = sum(h.get("seconds", 0.0) for h in result.history)
-    speed_lines = "\n".join(f"- {t.line()}" for t in timings)
+    seconds = float(training.get("seconds", 0.0))
+    speed_lines = "\n".join(f"- {t.line()}" for t in built.timings)
     mix = ", ".join(f"{k} {v:.0%}" for k, v in c.mix.items())
-    flops = restore_flops(result.generator)
+    flops = restore_flops(built.exported)
     train_table = (
         f"\nOn the train split (scenes and renderers it was trained on), for comparison:\n\n"
         f"{train_footage.table()}\n"
         if train_footage is not None
         else ""
     )
-    return f"""# {c.name} {VERSION}
+    reproduce = f"`{training.get('command', RESTORE_COMMAND)}`"
+    source = training.get("weights_from")
+    if source is not None:
+        reproduce += (
+            f", then `{COMMAND} --only restore --weights-from models/restore/{MODEL_FILE}` "
+            f"(re-export of the {source.get('version') or 'earlier'} weights, no training)"
+        )
+    losses = (
+        f"- Last epoch losses: {last}."
+        if last
+        else "- Last epoch losses: in the training run's log (this export did not train)."
+    )
+    gated = sorted(k for k, v in DEFAULT_GATING.items() if v == c.name)
+    gating_row = (
+        "gated by default on " + ", ".join(f"`{k}`" for k in gated)
+        if gated
+        else f'opt-in (`[enhance.gating] low_light = "{c.name}"`), not gated by default'
+    )
+    gating_section = (
+        f"""## Where the default chain runs it
+
+The default gating (`DEFAULT_GATING`, vehicle_agent/enhance/settings.py) runs it on
+{", ".join(f"`{k}`" for k in gated)} frames; everything else keeps `fast-enhance`, lens drops get
+nothing. That choice was made on the train split (`python -m tools.gan bench --split train
+--gating low_light=restore`: the chain with it beat the chain without on low light, clean frames
+unchanged), and the held-out table above judges it. Where it is slower than the chain's
+`max_latency_ms` for `slow_frames` frames in a row (2 CPU cores at 720p can be), the chain
+demotes it and the low-light frames get `fast-enhance` on the same backend (not CLAHE) until a
+health check finds it fast enough again.
+"""
+        if gated
+        else """## Why it is not in the default gating
+
+The default chain gates by scene condition; it does not run this model by default. Turn it on
+with `[enhance.gating]` where the fleet's own footage says it helps.
+"""
+    )
+    g = spec.guided
+    guided_section = (
+        f"""3. **Guided upsampling** (`GuidedUpsampled`, in the graph): the two stages run on the
+   frame shrunk {g.scale}× (area average); their change is fitted per channel as a linear
+   function of the small frame in {2 * g.radius + 1}×{2 * g.radius + 1} windows (a guided filter,
+   ridge {g.eps:g} towards "no change"), and the smooth fit is upsampled and applied to the
+   full-resolution frame. Where the stages change nothing the frame comes out as it went in;
+   where they flatten noise the full-resolution noise goes too; edges keep the input's full
+   sharpness. Detail finer than 1/{g.scale} of the resolution cannot be restored. Chosen on the
+   train split only (scale 2 or 3, radius 1–4, ridge 1e-3 to 1e-2: the fastest within 0.25 dB
+   of the best on low light + motion blur; docs/benchmarks.md).
+"""
+        if g is not None
+        else ""
+    )
+    return f"""# {c.name} {spec.version}
 
 {spec.description}
 
 | | |
 |---|---|
-| task | `{spec.task}`; opt-in (`[enhance.gating] low_light = "restore"`), not gated by default |
+| task | `{spec.task}`; {gating_row} |
 | architecture | `{c.arch}` ({count_parameters(result.generator):,} parameters, width {c.width}) |
 | file | `{MODEL_FILE}`, {size_bytes / 1024:.0f} KiB, ONNX opset {OPSET} |
-| input | float32 N×3×H×W, RGB, [0, 1]; H, W dynamic, padded to a multiple of {result.generator.stride} |
+| input | float32 N×3×H×W, RGB, [0, 1]; H, W dynamic, padded to a multiple of {built.exported.stride} |
 | output | float32 N×3×H×W, RGB, [0, 1], same size |
-| ONNX check | onnxruntime vs PyTorch max abs difference {max_abs_diff:.2e} |
-| compute | {flops / 1e9:.1f} GFLOPs (multiply-adds ×2) per 1280×720 frame |
-| reproduce | `{RESTORE_COMMAND}` (seed {c.seed}; {seconds / 60:.1f} min of training) |
+| ONNX check | onnxruntime vs PyTorch max abs difference {built.max_abs_diff:.2e} |
+| compute | {flops / 1e9:.1f} GFLOPs (multiply-adds ×2 of the convolutions) per 1280×720 frame |
+| reproduce | {reproduce} (seed {c.seed}; {seconds / 60:.1f} min of training) |
 
 ## Architecture
 
@@ -310,7 +396,7 @@ def restore_card(
    a dense block at the bottom, upsampling modules adding the matching skip, a predicted
    residual), run on the toned frame folded 2×2 into 12 channels (pixel unshuffle, as FFDNet
    does): it sees every pixel but convolves at half resolution, about a quarter of the cost.
-
+{guided_section}
 ## Training
 
 - Method (seed 001 and patent US 2022/0292642 ¶71–84): pairs of a good frame and a degraded
@@ -331,7 +417,7 @@ def restore_card(
   with Bayer mosaic, Poisson-Gaussian noise, street-light white balance, JPEG); `noise` and
   `clean` are the training pairs' own. The `atmos` family and the held-out scenes are never
   used.
-- Last epoch losses: {last}.
+{losses}
 
 ## Held-out quality
 
@@ -342,17 +428,7 @@ then the harm guard).
 
 {footage.table()}
 {train_table}
-## Why it is not in the default gating
-
-The default chain gates by scene condition; this model would serve low light and blur. It is
-shipped but not gated by default, for two measured reasons:
-- on the held-out scenes and renderers it does not beat `fast-enhance` on low light (the table
-  above), although it does on the train split; run raw it also changes clean frames and rain
-  streaks more than the guard allows;
-- on 2 CPU cores it runs at the speed below, well under the frame rate, so the chain would
-  demote it for slowness and fall back to CLAHE, which is worse than `fast-enhance` on low light.
-Turn it on where a GPU runs it (TensorRT) and the fleet's own footage says it helps.
-
+{gating_section}
 ## What each seed method added
 
 - Seed 001's U-Net + residual + dense architecture is the detail stage. Its camera-noise GAN
@@ -386,7 +462,8 @@ order of {flops / (25e12 * 0.15) * 1e3:.0f} ms — an estimate, not a measuremen
 
 
 def restore_flops(generator: Generator, height: int = 720, width: int = 1280) -> float:
-    """Multiply-adds ×2 of the convolutions and linear layers for one frame (hooks count them)."""
+    """Multiply-adds ×2 of the convolutions and linear layers for one frame, padded as the
+    runtime pads it (hooks count them)."""
     total = 0.0
 
     def count(
@@ -402,7 +479,7 @@ def restore_flops(generator: Generator, height: int = 720, width: int = 1280) ->
     hooks = [m.register_forward_hook(count) for m in generator.modules()]
     try:
         with torch.no_grad():
-            generator(torch.zeros(1, 3, height, width))
+            generator(torch.zeros(1, 3, *padded_size(height, width, generator.stride)))
     finally:
         for hook in hooks:
             hook.remove()
@@ -416,11 +493,26 @@ def ship(
     build_dir: Path = BUILD,
     fresh: bool = False,
     peer: bool = True,
+    weights_from: Path | None = None,
     log: Callable[[str], None] = print,
 ) -> None:
-    """Train (or resume), export, check, time, benchmark and write every named shipped model."""
+    """Train (or resume), export, check, time, benchmark and write every named shipped model.
+
+    `weights_from` (one footage-bank model named): take its weights from this exported ONNX
+    file of the same architecture instead of training (a re-export, for example with another
+    `ShipSpec.guided`); the manifest keeps the training record found beside that file."""
     started = time.perf_counter()
     specs = [SHIPPED[n] for n in names] if names else list(SHIPPED.values())
+    provenance: dict[str, Any] | None = None
+    if weights_from is not None:
+        if len(specs) != 1 or specs[0].config.data == "packaged":
+            raise ValueError(
+                "--weights-from takes one footage-bank model (--only restore), "
+                f"not {[s.config.name for s in specs]}"
+            )
+        if not weights_from.is_file():
+            raise FileNotFoundError(f"{weights_from}: no such model file")
+        provenance = weights_provenance(weights_from)
     built: dict[str, Built] = {}
     packaged: list[data.Sample] = []
     if any(spec.config.data == "packaged" for spec in specs):
@@ -432,8 +524,13 @@ def ship(
         out = build_dir / name
         if fresh and out.exists():
             shutil.rmtree(out)
-        log(f"{name}: training {spec.config.arch} into {out}")
-        if spec.config.data == "packaged":
+        if weights_from is not None:
+            generator = build_generator(spec.config.arch, spec.config.width)
+            count = load_onnx_weights(generator, weights_from)
+            log(f"{name}: {count} weight tensors from {weights_from} (no training)")
+            result = TrainResult(generator=generator, config=spec.config)
+        elif spec.config.data == "packaged":
+            log(f"{name}: training {spec.config.arch} into {out}")
             result = train(
                 spec.config,
                 out,
@@ -442,22 +539,32 @@ def ship(
                 resume=True,
             )
         else:
+            log(f"{name}: training {spec.config.arch} into {out}")
             result = train(spec.config, out, resume=True)
         result.generator.eval()
         gate = None
-        if tone_gate_stage(result.generator) is not None:
+        if weights_from is None and tone_gate_stage(result.generator) is not None:
             frames = packaged if spec.config.data == "packaged" else data.bank_training_images()
             gate = calibrate(result.generator, frames, out)
         if gate is not None:
             log(f"{name}: dead zone widened to ±{gate:.4f} on the training frames (99 % untouched)")
+        exported = spec.exported(result.generator).eval()
+        if spec.guided is not None:
+            g = spec.guided
+            log(
+                f"{name}: exported at 1/{g.scale} resolution, guided upsampling r {g.radius}, "
+                f"eps {g.eps:g}"
+            )
         path = models_dir / name / MODEL_FILE
-        export_onnx(result.generator, path)
-        diff = check_onnx(result.generator, path, images=[held_out[0].image])
+        export_onnx(exported, path)
+        diff = check_onnx(exported, path, images=[held_out[0].image])
         log(f"{name}: exported {path}; onnxruntime vs PyTorch max abs diff {diff:.2e}")
-        timings = speed.measure(path, threads=2) + speed.measure(path, threads=1)
+        timings = speed.measure(path, threads=2, stride=exported.stride) + speed.measure(
+            path, threads=1, stride=exported.stride
+        )
         for t in timings:
             log(f"{name}: {t.line()}")
-        built[name] = Built(result, diff, timings)
+        built[name] = Built(result, diff, timings, exported, provenance)
     fast_specs = [s for s in specs if s.config.arch == "fast"]
     if fast_specs:
         _ship_fast(
@@ -473,6 +580,27 @@ def ship(
         if spec.config.arch != "fast":
             _ship_footage(spec, built[spec.config.name], models_dir=models_dir, peer=peer, log=log)
     log(f"ship: done in {(time.perf_counter() - started) / 60:.1f} min")
+
+
+def weights_provenance(path: Path) -> dict[str, Any]:
+    """Where re-exported weights come from: the file, its sha256, and the training record of
+    the manifest beside it (when it has one: a shipped model's folder)."""
+    out: dict[str, Any] = {
+        "file": path.name,
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+    }
+    manifest = path.parent / "manifest.json"
+    if manifest.is_file():
+        try:
+            record = json.loads(manifest.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{manifest}: not JSON ({exc})") from exc
+        previous = dict(record.get("training") or {})
+        previous.pop("weights_from", None)
+        previous.pop("guided", None)
+        out["version"] = record.get("version")
+        out["training"] = previous
+    return out
 
 
 def _training_info(spec: ShipSpec, result: TrainResult, command: str) -> dict[str, Any]:
@@ -497,6 +625,10 @@ class Built:
     result: TrainResult
     max_abs_diff: float
     timings: list[speed.Timing]
+    exported: Generator
+    """What the ONNX file holds: the trained generator, wrapped where the spec says."""
+    provenance: dict[str, Any] | None = None
+    """With `weights_from`: where the weights came from (`weights_provenance`)."""
 
 
 def _ship_footage(
@@ -512,13 +644,20 @@ def _ship_footage(
     result = built.result
     model_dir = models_dir / name
     reports: dict[str, bench.FootageReport] = {}
+    training = _training_info(spec, result, RESTORE_COMMAND)
+    if built.provenance is not None:
+        # The weights were trained before; keep that run's record, say how it was re-exported.
+        training = {**training, **built.provenance.get("training", {})}
+        training["weights_from"] = {k: v for k, v in built.provenance.items() if k != "training"}
+    if spec.guided is not None:
+        training["guided"] = dataclasses.asdict(spec.guided)
     info = ManifestInfo(
         name=name,
-        version=VERSION,
+        version=spec.version,
         task=spec.task,
-        stride=result.generator.stride,
+        stride=built.exported.stride,
         opset=OPSET,
-        training=_training_info(spec, result, RESTORE_COMMAND),
+        training=training,
         metrics={"onnx_max_abs_diff": built.max_abs_diff},
     )
     write_manifest(model_dir, info)  # the runtime (and the bench's chain) needs one to load it
@@ -548,18 +687,17 @@ def _ship_footage(
     metrics["held_out_images"] = float(len({p.scene for p in held.footage.pairs}))
     metrics["onnx_max_abs_diff"] = built.max_abs_diff
     metrics["parameters"] = float(count_parameters(result.generator))
-    metrics["gflops_1280x720"] = round(restore_flops(result.generator) / 1e9, 2)
+    metrics["gflops_1280x720"] = round(restore_flops(built.exported) / 1e9, 2)
     for t in built.timings:
         metrics[f"ms_{t.width}x{t.height}_cpu{t.threads}_median"] = round(t.median_ms, 2)
     write_manifest(model_dir, dataclasses.replace(info, metrics=metrics))
     size = (model_dir / MODEL_FILE).stat().st_size
     card = restore_card(
         spec,
-        result,
+        built,
         held,
         reports.get("train"),
-        timings=built.timings,
-        max_abs_diff=built.max_abs_diff,
+        training=training,
         size_bytes=size,
     )
     (model_dir / "MODEL_CARD.md").write_text(card)

@@ -6,10 +6,14 @@ Reports the median and best frame time over `runs` after a warm-up, per size and
 count. Threads do not spin while waiting (as the daemon's runtime configures them): on a
 machine shared with other jobs a spinning pool doubled the median frame time here. On a shared
 machine the median carries other people's load; the best run is closest to an idle machine.
+Each frame is padded to the stride in the model's manifest (beside it) as the runtime pads it,
+so a 1280×720 frame is timed as the 1280×736 one a stride-32 model really runs on.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import statistics
 import time
 from dataclasses import dataclass
@@ -44,10 +48,28 @@ class Timing:
         )
 
 
+def manifest_stride(path: Path) -> int:
+    """The stride the runtime pads to, from the manifest beside the model (1 without one)."""
+    manifest = path.parent / "manifest.json"
+    if not manifest.is_file():
+        return 1
+    try:
+        return int(json.loads(manifest.read_text())["input"]["stride"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{manifest}: no readable input.stride ({exc})") from exc
+
+
 def measure(
-    path: Path, sizes: tuple[tuple[int, int], ...] = SIZES, threads: int = 2, runs: int = 50
+    path: Path,
+    sizes: tuple[tuple[int, int], ...] = SIZES,
+    threads: int = 2,
+    runs: int = 50,
+    stride: int | None = None,
 ) -> list[Timing]:
+    """Frame times of the model at `path`, each size padded to `stride` (None: the manifest's)."""
     import onnxruntime as ort  # noqa: PLC0415
+
+    stride = manifest_stride(path) if stride is None else stride
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -58,7 +80,8 @@ def measure(
     rng = np.random.default_rng(0)
     timings: list[Timing] = []
     for width, height in sizes:
-        x = rng.random((1, 3, height, width), dtype=np.float32)
+        padded = (math.ceil(height / stride) * stride, math.ceil(width / stride) * stride)
+        x = rng.random((1, 3, *padded), dtype=np.float32)
         for _ in range(5):
             session.run(None, {name: x})
         times: list[float] = []

@@ -224,7 +224,12 @@ class EnhancerChain(Enhancer):
         return found
 
     def candidates_for(self, choice: str) -> list[Candidate]:
-        """The backends that may give a frame for `choice`, in order (passthrough is implied)."""
+        """The backends that may give a frame for `choice`, in order (passthrough is implied).
+
+        A gated model other than the default one is followed, on every model backend, by the
+        default model before any model-free backend: when the gated model is slow, broken or
+        missing (a restoration model on a CPU), the frame gets the default model, not CLAHE.
+        Not without the floor (offline, where the user named the model: no silent fallback)."""
         if choice == "none":
             return []
         found = []
@@ -234,6 +239,15 @@ class EnhancerChain(Enhancer):
                     found.append(self.candidate(slot, choice))
             else:
                 found.append(self.candidate(slot, None))
+        default = self.gate.default_model
+        if self.floor and choice not in ("classical", default):
+            fallback = [
+                self.candidate(slot, default)
+                for slot, spec in enumerate(self.specs)
+                if spec.needs_model
+            ]
+            after = max(i for i, c in enumerate(found) if c.model == choice) + 1 if fallback else 0
+            found[after:after] = fallback
         return found
 
     # -- loading -------------------------------------------------------------------------------

@@ -55,10 +55,13 @@ MODEL_BACKENDS: frozenset[str] = frozenset(MODEL_BACKEND_KEYS)
 manifest's `backends` (`ModelBackend`) and the CLI's model checks take them from here."""
 GATE_WORDS = frozenset({"none", "classical"})
 """Gating values that name no model: 'none' passes frames unchanged, 'classical' skips models."""
-DEFAULT_GATING: dict[str, str] = {"rain": "none"}
-"""Nothing on lens drops (the fan's job), `model` (fast-enhance) elsewhere. The restoration
-model is opt-in (`low_light = "restore"`, `blur = "restore"`): on the held-out footage it does
-not beat fast-enhance yet, and on a CPU it is too slow for the frame rate (models/restore)."""
+DEFAULT_GATING: dict[str, str] = {"rain": "none", "low_light": "restore"}
+"""Nothing on lens drops (the fan's job), the restoration model on low light, `model`
+(fast-enhance) elsewhere. Low light goes to `restore` since it runs at a third of the resolution
+with guided upsampling (models/restore): on the train split the chain gains on low light with it
+(docs/benchmarks.md); where it is too slow or missing, the chain gives those frames the default
+model (`EnhancerChain.candidates_for`). Blur stays with fast-enhance, which leaves it alone:
+restore is below the input on motion blur + noise."""
 
 _MODEL_NAME = r"^[a-z0-9][a-z0-9._-]{0,63}$"  # the same as vehicle_agent.enhance.manifest
 _CONDITION = r"^[a-z][a-z0-9_]{0,31}$"
