@@ -18,7 +18,8 @@ import torch.nn.functional as F  # noqa: E402, N812
 from tools.gan import speed  # noqa: E402
 from tools.gan.export import check_onnx, export_onnx, load_onnx_weights  # noqa: E402
 from tools.gan.models import Generator, GuidedUpsampled, RestoreGenerator  # noqa: E402
-from tools.gan.ship import RESTORE, Guided, ship, weights_provenance  # noqa: E402
+from tools.gan.ship import RESTORE, ship, weights_provenance  # noqa: E402
+from tools.gan.train import TrainConfig, make_generator, train  # noqa: E402
 
 SHIPPED = Path(__file__).resolve().parents[2] / "models" / "restore"
 
@@ -105,7 +106,8 @@ def trained_like_restore() -> RestoreGenerator:
 
 def test_a_wrapped_restore_model_exports_and_its_weights_load_back(tmp_path: Path) -> None:
     inner = trained_like_restore()
-    wrapped = Guided(scale=3, radius=2, eps=1e-3).wrap(inner).eval()
+    wrapped = RESTORE.exported(inner).eval()
+    assert isinstance(wrapped, GuidedUpsampled) and wrapped.inner is inner
     path = tmp_path / "model.onnx"
     export_onnx(wrapped, path)
     image = (np.random.default_rng(0).random((100, 150, 3)) * 255).astype(np.uint8)
@@ -139,6 +141,7 @@ def test_the_shipped_restore_model_is_the_spec_s_guided_export() -> None:
         "scale": guided.scale,
         "radius": guided.radius,
         "eps": guided.eps,
+        "trained_inside": False,
     }
     generator = RESTORE.exported(RestoreGenerator(width=RESTORE.config.width))
     assert manifest["input"]["stride"] == generator.stride
@@ -159,3 +162,61 @@ def test_ship_refuses_weights_for_more_than_one_model_or_a_missing_file(tmp_path
         ship(names=None, weights_from=SHIPPED / "model.onnx", build_dir=tmp_path)
     with pytest.raises(FileNotFoundError, match="no such model file"):
         ship(names=["restore"], weights_from=tmp_path / "none.onnx", build_dir=tmp_path)
+
+
+def tiny_guided(**fields: object) -> TrainConfig:
+    values: dict[str, object] = {
+        "name": "tiny-guided",
+        "arch": "restore",
+        "width": 4,
+        "d_width": 4,
+        "height": 64,
+        "frame_width": 64,
+        "batch_size": 4,
+        "epochs": 2,
+        "steps_per_epoch": 20,
+        "d_pretrain_steps": 2,
+        "lr_g": 3e-3,
+        "data": "bank",
+        "tone": 0.0,
+        "mix": {"low_light": 1.0},
+        "guided_scale": 2,
+    }
+    values.update(fields)
+    return TrainConfig.model_validate(values)
+
+
+def test_a_generator_trained_inside_the_wrapper_learns_and_is_not_wrapped_twice(
+    tmp_path: Path,
+) -> None:
+    from tools.gan import data  # noqa: PLC0415
+    from tools.gan.bench import psnr  # noqa: PLC0415
+
+    samples = data.bank_training_images(limit=4)
+    images = [
+        data.random_view(s.image, 64, 64, np.random.default_rng(i)) for i, s in enumerate(samples)
+    ]
+    result = train(tiny_guided(), tmp_path, images=images, progress=False)
+    rec = [h["rec"] for h in result.history]
+    assert rec[-1] < 0.8 * rec[0], f"reconstruction loss did not fall: {rec}"
+    generator = result.generator
+    assert isinstance(generator, GuidedUpsampled) and generator.stride == 32
+    with pytest.raises(TypeError, match="wrap it again"):
+        RESTORE.exported(generator)
+    # A dark copy of a training frame comes out brighter and closer to the frame.
+    from tools.footage import degradations  # noqa: PLC0415
+
+    clean = images[0]
+    dark = degradations.degrade(clean, "low_light", "sensor", 10_000)
+    with torch.inference_mode():
+        out = data.to_image(generator.eval()(data.to_tensor([dark])))
+    assert psnr(out, clean) > psnr(dark, clean)
+
+
+def test_training_frames_that_the_wrapped_stride_does_not_divide_are_refused(
+    tmp_path: Path,
+) -> None:
+    assert isinstance(make_generator(tiny_guided()), GuidedUpsampled)
+    assert isinstance(make_generator(tiny_guided(guided_scale=1)), RestoreGenerator)
+    with pytest.raises(ValueError, match="not multiples of the generator's stride 48"):
+        train(tiny_guided(guided_scale=3), tmp_path, images=[], progress=False)

@@ -85,8 +85,13 @@ def load_onnx_weights(generator: torch.nn.Module, path: Path) -> int:
     loaded = 0
     with torch.no_grad():
         for name, param in generator.named_parameters():
-            # A model exported inside `GuidedUpsampled` keeps its own names under "inner.".
-            value = tensors.get(name, tensors.get(f"{GUIDED_PREFIX}{name}"))
+            # A model exported inside `GuidedUpsampled` keeps its own names under "inner.": load
+            # either into a bare generator or into a wrapped one.
+            value = tensors.get(name)
+            if value is None:
+                value = tensors.get(
+                    f"{GUIDED_PREFIX}{name}", tensors.get(name.removeprefix(GUIDED_PREFIX))
+                )
             if value is None:
                 raise ValueError(f"{path}: no weights for {name!r} (another architecture?)")
             if tuple(value.shape) != tuple(param.shape):

@@ -36,12 +36,11 @@ from tools.gan.export import (
 from tools.gan.models import (
     Generator,
     GuidedUpsampled,
-    build_generator,
     count_parameters,
     padded_size,
     tone_gate_stage,
 )
-from tools.gan.train import CALIBRATION, TrainConfig, TrainResult, train
+from tools.gan.train import CALIBRATION, TrainConfig, TrainResult, make_generator, train
 from vehicle_agent.enhance.manifest import Task
 from vehicle_agent.enhance.settings import DEFAULT_GATING
 
@@ -54,16 +53,14 @@ VERSION = "1.0.0"
 
 @dataclass(frozen=True, slots=True)
 class Guided:
-    """Ship the trained generator inside `GuidedUpsampled`: run on the frame shrunk `scale`
+    """Export the trained generator inside `GuidedUpsampled`: run on the frame shrunk `scale`
     times, its change brought back by a guided filter of `radius` (at the low resolution) and
-    ridge `eps`. Chosen on the train split (docs/benchmarks.md)."""
+    ridge `eps`. For weights trained at full size; a generator trained inside the wrapper
+    (`TrainConfig.guided_scale` > 1) is exported as it is."""
 
     scale: int
     radius: int
     eps: float
-
-    def wrap(self, generator: Generator) -> GuidedUpsampled:
-        return GuidedUpsampled(generator, self.scale, self.radius, self.eps)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,13 +72,21 @@ class ShipSpec:
     """Scene conditions (the analyze stage's) this model is the default for."""
     extra: dict[str, str] = field(default_factory=dict)
     guided: Guided | None = None
-    """Export the generator at a reduced resolution with guided upsampling (None: as trained)."""
+    """Export at a reduced resolution with guided upsampling (None: as trained)."""
     version: str = VERSION
     """The manifest's version: raised whenever the shipped file changes."""
 
     def exported(self, generator: Generator) -> Generator:
-        """What goes into the ONNX file: the generator, wrapped where `guided` says."""
-        return generator if self.guided is None else self.guided.wrap(generator)
+        """What goes into the ONNX file: the trained generator, wrapped where `guided` says."""
+        if self.guided is None:
+            return generator
+        if isinstance(generator, GuidedUpsampled):
+            raise TypeError(
+                f"{self.config.name}: trained inside GuidedUpsampled (guided_scale "
+                f"{self.config.guided_scale}) and asked to wrap it again at export"
+            )
+        g = self.guided
+        return GuidedUpsampled(generator, g.scale, g.radius, g.eps)
 
 
 FAST = ShipSpec(
@@ -132,6 +137,8 @@ RESTORE = ShipSpec(
         "trained to leave good frames alone."
     ),
     conditions=(),
+    # Trained at full size, run at a third of the resolution with guided upsampling (chosen on
+    # the train split, docs/benchmarks.md).
     guided=Guided(scale=3, radius=2, eps=1e-3),
     version="1.1.0",  # 1.0.0's weights, exported with guided upsampling
 )
@@ -356,12 +363,12 @@ The default chain gates by scene condition; it does not run this model by defaul
 with `[enhance.gating]` where the fleet's own footage says it helps.
 """
     )
-    g = spec.guided
+    g = built.exported if isinstance(built.exported, GuidedUpsampled) else None
     guided_section = (
         f"""3. **Guided upsampling** (`GuidedUpsampled`, in the graph): the two stages run on the
-   frame shrunk {g.scale}× (area average); their change is fitted per channel as a linear
-   function of the small frame in {2 * g.radius + 1}×{2 * g.radius + 1} windows (a guided filter,
-   ridge {g.eps:g} towards "no change"), and the smooth fit is upsampled and applied to the
+   frame shrunk {g.scale}× (area average). Their change is fitted per channel as a linear
+   function of the small frame in {2 * g.radius + 1}×{2 * g.radius + 1} windows (a guided
+   filter, ridge {g.eps:g} towards "no change"); the smooth fit is upsampled and applied to the
    full-resolution frame. Where the stages change nothing the frame comes out as it went in;
    where they flatten noise the full-resolution noise goes too; edges keep the input's full
    sharpness. Detail finer than 1/{g.scale} of the resolution cannot be restored. Chosen on the
@@ -525,7 +532,7 @@ def ship(
         if fresh and out.exists():
             shutil.rmtree(out)
         if weights_from is not None:
-            generator = build_generator(spec.config.arch, spec.config.width)
+            generator = make_generator(spec.config)
             count = load_onnx_weights(generator, weights_from)
             log(f"{name}: {count} weight tensors from {weights_from} (no training)")
             result = TrainResult(generator=generator, config=spec.config)
@@ -549,11 +556,10 @@ def ship(
         if gate is not None:
             log(f"{name}: dead zone widened to ±{gate:.4f} on the training frames (99 % untouched)")
         exported = spec.exported(result.generator).eval()
-        if spec.guided is not None:
-            g = spec.guided
+        if isinstance(exported, GuidedUpsampled):
             log(
-                f"{name}: exported at 1/{g.scale} resolution, guided upsampling r {g.radius}, "
-                f"eps {g.eps:g}"
+                f"{name}: at 1/{exported.scale} resolution, guided upsampling r "
+                f"{exported.radius}, eps {exported.eps:g}"
             )
         path = models_dir / name / MODEL_FILE
         export_onnx(exported, path)
@@ -645,12 +651,18 @@ def _ship_footage(
     model_dir = models_dir / name
     reports: dict[str, bench.FootageReport] = {}
     training = _training_info(spec, result, RESTORE_COMMAND)
+    wrapped = built.exported if isinstance(built.exported, GuidedUpsampled) else None
     if built.provenance is not None:
         # The weights were trained before; keep that run's record, say how it was re-exported.
         training = {**training, **built.provenance.get("training", {})}
         training["weights_from"] = {k: v for k, v in built.provenance.items() if k != "training"}
-    if spec.guided is not None:
-        training["guided"] = dataclasses.asdict(spec.guided)
+    if wrapped is not None:
+        training["guided"] = {
+            "scale": wrapped.scale,
+            "radius": wrapped.radius,
+            "eps": wrapped.eps,
+            "trained_inside": spec.config.guided_scale > 1,
+        }
     info = ManifestInfo(
         name=name,
         version=spec.version,

@@ -33,6 +33,7 @@ from tools.gan.models import (
     DEFAULTS,
     Architecture,
     Generator,
+    GuidedUpsampled,
     PatchDiscriminator,
     build_discriminator,
     build_generator,
@@ -115,6 +116,20 @@ class TrainConfig(BaseModel):
         default=False,
         description="Swap every pair's sides (the degraded frame becomes the target): a model "
         "that learns to degrade, for checking that a release gate stops it. Never for shipping.",
+    )
+    guided_scale: int = Field(
+        1,
+        ge=1,
+        le=8,
+        description="> 1: the generator runs on the frame shrunk this many times inside "
+        "`GuidedUpsampled` (guided upsampling in the graph), trained and exported so; the "
+        "training crops must then be multiples of the wrapped stride.",
+    )
+    guided_radius: int = Field(
+        2, ge=1, le=16, description="Guided filter window radius at the reduced resolution."
+    )
+    guided_eps: float = Field(
+        1e-3, gt=0, le=1, description="Guided filter ridge (towards 'no change')."
     )
     seed: int = Field(0, ge=0, description="Seeds weights, pairs and crops.")
     threads: int = Field(
@@ -236,7 +251,13 @@ class Trainer:
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)  # same initial weights everywhere (DDP also broadcasts)
         arch = config.arch
-        self.generator_module = build_generator(arch, config.width).to(self.device)
+        self.generator_module = make_generator(config).to(self.device)
+        stride = self.generator_module.stride
+        if config.height % stride or config.frame_width % stride:
+            raise ValueError(
+                f"training frames {config.frame_width}×{config.height} are not multiples of the "
+                f"generator's stride {stride} (guided_scale {config.guided_scale})"
+            )
         if init_from is not None:
             from tools.gan.export import load_onnx_weights  # noqa: PLC0415 - onnx on demand
 
@@ -580,11 +601,19 @@ def train(
         trainer.close()
 
 
+def make_generator(config: TrainConfig) -> Generator:
+    """The config's generator, inside `GuidedUpsampled` where `guided_scale` > 1."""
+    generator = build_generator(config.arch, config.width)
+    if config.guided_scale == 1:
+        return generator
+    return GuidedUpsampled(generator, config.guided_scale, config.guided_radius, config.guided_eps)
+
+
 def load_generator(checkpoint: Path) -> tuple[Generator, TrainConfig]:
     """The generator (eval mode) and config stored in a checkpoint."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     config = TrainConfig.model_validate(state["config"])
-    gen = build_generator(config.arch, config.width)
+    gen = make_generator(config)
     gen.load_state_dict(state["generator"])
     calibration = checkpoint.parent / CALIBRATION
     stage = tone_gate_stage(gen)
