@@ -3,6 +3,7 @@ resolution by a guided filter in the graph (`GuidedUpsampled`), exported and shi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -14,11 +15,12 @@ pytest.importorskip("onnx", reason="export needs onnx")
 pytest.importorskip("onnxruntime", reason="the check runs onnxruntime")
 
 import torch.nn.functional as F  # noqa: E402, N812
+from torch import Tensor  # noqa: E402
 
 from tools.gan import speed  # noqa: E402
 from tools.gan.export import check_onnx, export_onnx, load_onnx_weights  # noqa: E402
 from tools.gan.models import Generator, GuidedUpsampled, RestoreGenerator  # noqa: E402
-from tools.gan.ship import RESTORE, ship, weights_provenance  # noqa: E402
+from tools.gan.ship import RESTORE, Guided, ship, weights_provenance  # noqa: E402
 from tools.gan.train import TrainConfig, make_generator, train  # noqa: E402
 
 SHIPPED = Path(__file__).resolve().parents[2] / "models" / "restore"
@@ -33,11 +35,11 @@ class Lambda(Generator):
         super().__init__()
         self.fn = fn
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: Tensor) -> Tensor:
         return self.fn(x)  # type: ignore[operator, no-any-return]
 
 
-def textured(height: int = 96, width: int = 144, seed: int = 0) -> torch.Tensor:
+def textured(height: int = 96, width: int = 144, seed: int = 0) -> Tensor:
     """A picture with edges and texture, in (0.1, 0.9)."""
     rng = np.random.default_rng(seed)
     base = rng.random((1, 3, height // 8, width // 8), dtype=np.float32)
@@ -106,8 +108,7 @@ def trained_like_restore() -> RestoreGenerator:
 
 def test_a_wrapped_restore_model_exports_and_its_weights_load_back(tmp_path: Path) -> None:
     inner = trained_like_restore()
-    wrapped = RESTORE.exported(inner).eval()
-    assert isinstance(wrapped, GuidedUpsampled) and wrapped.inner is inner
+    wrapped = GuidedUpsampled(inner, scale=3, radius=2, eps=1e-3).eval()
     path = tmp_path / "model.onnx"
     export_onnx(wrapped, path)
     image = (np.random.default_rng(0).random((100, 150, 3)) * 255).astype(np.uint8)
@@ -129,21 +130,22 @@ def test_speed_pads_each_size_to_the_stride_the_runtime_pads_to(tmp_path: Path) 
     (timing,) = speed.measure(path, sizes=((100, 60),), threads=1, runs=2)
     assert (timing.width, timing.height) == (100, 60)
     (tmp_path / "manifest.json").write_text("{}")
-    with pytest.raises(ValueError, match="input.stride"):
+    with pytest.raises(ValueError, match=r"input\.stride"):
         speed.measure(path, sizes=((100, 60),), threads=1, runs=2)
 
 
-def test_the_shipped_restore_model_is_the_spec_s_guided_export() -> None:
+def test_the_shipped_restore_model_is_the_spec_s_guided_generator() -> None:
     manifest = json.loads((SHIPPED / "manifest.json").read_text())
-    guided = RESTORE.guided
-    assert guided is not None
+    c = RESTORE.config
+    assert manifest["version"] == RESTORE.version
     assert manifest["training"]["guided"] == {
-        "scale": guided.scale,
-        "radius": guided.radius,
-        "eps": guided.eps,
-        "trained_inside": False,
+        "scale": c.guided_scale,
+        "radius": c.guided_radius,
+        "eps": c.guided_eps,
+        "trained_inside": True,
     }
-    generator = RESTORE.exported(RestoreGenerator(width=RESTORE.config.width))
+    generator = RESTORE.exported(make_generator(c))
+    assert isinstance(generator, GuidedUpsampled)
     assert manifest["input"]["stride"] == generator.stride
     load_onnx_weights(generator, SHIPPED / "model.onnx")
     image = (np.random.default_rng(0).random((96, 144, 3)) * 255).astype(np.uint8)
@@ -153,8 +155,9 @@ def test_the_shipped_restore_model_is_the_spec_s_guided_export() -> None:
 def test_a_re_export_keeps_the_training_record_of_the_weights_it_takes() -> None:
     record = weights_provenance(SHIPPED / "model.onnx")
     assert len(record["sha256"]) == 64
-    assert "guided" not in record["training"] and "weights_from" not in record["training"]
-    assert record["training"]["command"].startswith("nice -n 5 torchrun")
+    assert "guided" not in record["training"]
+    assert "weights_from" not in record["training"]
+    assert "torchrun" in record["training"]["command"]
 
 
 def test_ship_refuses_weights_for_more_than_one_model_or_a_missing_file(tmp_path: Path) -> None:
@@ -200,9 +203,12 @@ def test_a_generator_trained_inside_the_wrapper_learns_and_is_not_wrapped_twice(
     rec = [h["rec"] for h in result.history]
     assert rec[-1] < 0.8 * rec[0], f"reconstruction loss did not fall: {rec}"
     generator = result.generator
-    assert isinstance(generator, GuidedUpsampled) and generator.stride == 32
+    assert isinstance(generator, GuidedUpsampled)
+    assert generator.stride == 32
+    twice = dataclasses.replace(RESTORE, guided=Guided(scale=2, radius=2, eps=1e-3))
     with pytest.raises(TypeError, match="wrap it again"):
-        RESTORE.exported(generator)
+        twice.exported(generator)
+    assert RESTORE.exported(generator) is generator
     # A dark copy of a training frame comes out brighter and closer to the frame.
     from tools.footage import degradations  # noqa: PLC0415
 
