@@ -13,13 +13,14 @@ so a 1280×720 frame is timed as the 1280×736 one a stride-32 model really runs
 from __future__ import annotations
 
 import json
-import math
 import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from vehicle_agent.enhance.prepost import padded_size
 
 SIZES: tuple[tuple[int, int], ...] = ((1280, 720), (640, 480))
 
@@ -80,7 +81,7 @@ def measure(
     rng = np.random.default_rng(0)
     timings: list[Timing] = []
     for width, height in sizes:
-        padded = (math.ceil(height / stride) * stride, math.ceil(width / stride) * stride)
+        padded = padded_size(height, width, stride, min_size=stride)
         x = rng.random((1, 3, *padded), dtype=np.float32)
         for _ in range(5):
             session.run(None, {name: x})
