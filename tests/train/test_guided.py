@@ -3,7 +3,6 @@ resolution by a guided filter in the graph (`GuidedUpsampled`), exported and shi
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from torch import Tensor  # noqa: E402
 from tools.gan import speed  # noqa: E402
 from tools.gan.export import check_onnx, export_onnx, load_onnx_weights  # noqa: E402
 from tools.gan.models import Generator, GuidedUpsampled, RestoreGenerator  # noqa: E402
-from tools.gan.ship import RESTORE, Guided, ship, weights_provenance  # noqa: E402
+from tools.gan.ship import RESTORE, ship, trained_inside, weights_provenance  # noqa: E402
 from tools.gan.train import TrainConfig, make_generator, train  # noqa: E402
 
 SHIPPED = Path(__file__).resolve().parents[2] / "models" / "restore"
@@ -144,7 +143,7 @@ def test_the_shipped_restore_model_is_the_spec_s_guided_generator() -> None:
         "eps": c.guided_eps,
         "trained_inside": True,
     }
-    generator = RESTORE.exported(make_generator(c))
+    generator = make_generator(c)
     assert isinstance(generator, GuidedUpsampled)
     assert manifest["input"]["stride"] == generator.stride
     load_onnx_weights(generator, SHIPPED / "model.onnx")
@@ -189,7 +188,7 @@ def tiny_guided(**fields: object) -> TrainConfig:
     return TrainConfig.model_validate(values)
 
 
-def test_a_generator_trained_inside_the_wrapper_learns_and_is_not_wrapped_twice(
+def test_a_generator_trained_inside_the_wrapper_learns(
     tmp_path: Path,
 ) -> None:
     from tools.gan import data  # noqa: PLC0415
@@ -205,10 +204,6 @@ def test_a_generator_trained_inside_the_wrapper_learns_and_is_not_wrapped_twice(
     generator = result.generator
     assert isinstance(generator, GuidedUpsampled)
     assert generator.stride == 32
-    twice = dataclasses.replace(RESTORE, guided=Guided(scale=2, radius=2, eps=1e-3))
-    with pytest.raises(TypeError, match="wrap it again"):
-        twice.exported(generator)
-    assert RESTORE.exported(generator) is generator
     # A dark copy of a training frame comes out brighter and closer to the frame.
     from tools.footage import degradations  # noqa: PLC0415
 
@@ -226,3 +221,10 @@ def test_training_frames_that_the_wrapped_stride_does_not_divide_are_refused(
     assert isinstance(make_generator(tiny_guided(guided_scale=1)), RestoreGenerator)
     with pytest.raises(ValueError, match="not multiples of the generator's stride 48"):
         train(tiny_guided(guided_scale=3), tmp_path, images=[], progress=False)
+
+
+def test_the_manifest_says_whether_the_weights_were_trained_inside_the_wrapper() -> None:
+    assert trained_inside({"config": {"guided_scale": 3}})
+    assert not trained_inside({"config": {"guided_scale": 1}})
+    assert not trained_inside({"config": {}})  # a record from before the option: full size
+    assert not trained_inside({})

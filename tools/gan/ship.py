@@ -52,18 +52,6 @@ VERSION = "1.0.0"
 
 
 @dataclass(frozen=True, slots=True)
-class Guided:
-    """Export the trained generator inside `GuidedUpsampled`: run on the frame shrunk `scale`
-    times, its change brought back by a guided filter of `radius` (at the low resolution) and
-    ridge `eps`. For weights trained at full size; a generator trained inside the wrapper
-    (`TrainConfig.guided_scale` > 1) is exported as it is."""
-
-    scale: int
-    radius: int
-    eps: float
-
-
-@dataclass(frozen=True, slots=True)
 class ShipSpec:
     config: TrainConfig
     task: Task
@@ -71,22 +59,8 @@ class ShipSpec:
     conditions: tuple[str, ...] = ()
     """Scene conditions (the analyze stage's) this model is the default for."""
     extra: dict[str, str] = field(default_factory=dict)
-    guided: Guided | None = None
-    """Export at a reduced resolution with guided upsampling (None: as trained)."""
     version: str = VERSION
     """The manifest's version: raised whenever the shipped file changes."""
-
-    def exported(self, generator: Generator) -> Generator:
-        """What goes into the ONNX file: the trained generator, wrapped where `guided` says."""
-        if self.guided is None:
-            return generator
-        if isinstance(generator, GuidedUpsampled):
-            raise TypeError(
-                f"{self.config.name}: trained inside GuidedUpsampled (guided_scale "
-                f"{self.config.guided_scale}) and asked to wrap it again at export"
-            )
-        g = self.guided
-        return GuidedUpsampled(generator, g.scale, g.radius, g.eps)
 
 
 FAST = ShipSpec(
@@ -323,7 +297,7 @@ def restore_card(
     seconds = float(training.get("seconds", 0.0))
     speed_lines = "\n".join(f"- {t.line()}" for t in built.timings)
     mix = ", ".join(f"{k} {v:.0%}" for k, v in c.mix.items())
-    flops = restore_flops(built.exported)
+    flops = restore_flops(result.generator)
     train_table = (
         f"\nOn the train split (scenes and renderers it was trained on), for comparison:\n\n"
         f"{train_footage.table()}\n"
@@ -367,11 +341,11 @@ The default chain gates by scene condition; it does not run this model by defaul
 with `[enhance.gating]` where the fleet's own footage says it helps.
 """
     )
-    g = built.exported if isinstance(built.exported, GuidedUpsampled) else None
-    trained_inside = (
+    g = result.generator if isinstance(result.generator, GuidedUpsampled) else None
+    fine_tuned = (
         "\n   The weights were then fine-tuned inside the wrapper (the loss on the full-resolution"
         "\n   output), from the previous version's."
-        if c.guided_scale > 1
+        if trained_inside(training)
         else ""
     )
     guided_section = (
@@ -383,7 +357,7 @@ with `[enhance.gating]` where the fleet's own footage says it helps.
    where they flatten noise the full-resolution noise goes too; edges keep the input's full
    sharpness. Detail finer than 1/{g.scale} of the resolution cannot be restored. Chosen on the
    train split only (scale 2 or 3, radius 1–4, ridge 1e-3 to 1e-2: the fastest within 0.25 dB
-   of the best on low light + motion blur; docs/benchmarks.md).{trained_inside}
+   of the best on low light + motion blur; docs/benchmarks.md).{fine_tuned}
 """
         if g is not None
         else ""
@@ -397,7 +371,7 @@ with `[enhance.gating]` where the fleet's own footage says it helps.
 | task | `{spec.task}`; {gating_row} |
 | architecture | `{c.arch}` ({count_parameters(result.generator):,} parameters, width {c.width}) |
 | file | `{MODEL_FILE}`, {size_bytes / 1024:.0f} KiB, ONNX opset {OPSET} |
-| input | float32 N×3×H×W, RGB, [0, 1]; H, W dynamic, padded to a multiple of {built.exported.stride} |
+| input | float32 N×3×H×W, RGB, [0, 1]; H, W dynamic, padded to a multiple of {result.generator.stride} |
 | output | float32 N×3×H×W, RGB, [0, 1], same size |
 | ONNX check | onnxruntime vs PyTorch max abs difference {built.max_abs_diff:.2e} |
 | compute | {flops / 1e9:.1f} GFLOPs (multiply-adds ×2 of the convolutions) per 1280×720 frame |
@@ -516,8 +490,9 @@ def ship(
     """Train (or resume), export, check, time, benchmark and write every named shipped model.
 
     `weights_from` (one footage-bank model named): take its weights from this exported ONNX
-    file of the same architecture instead of training (a re-export, for example with another
-    `ShipSpec.guided`); the manifest keeps the training record found beside that file."""
+    file of the same architecture instead of training (a re-export, for example of full-size
+    weights inside `GuidedUpsampled` where the config's `guided_scale` says so); the manifest
+    keeps the training record found beside that file."""
     started = time.perf_counter()
     specs = [SHIPPED[n] for n in names] if names else list(SHIPPED.values())
     provenance: dict[str, Any] | None = None
@@ -565,22 +540,22 @@ def ship(
             gate = calibrate(result.generator, frames, out)
         if gate is not None:
             log(f"{name}: dead zone widened to ±{gate:.4f} on the training frames (99 % untouched)")
-        exported = spec.exported(result.generator).eval()
-        if isinstance(exported, GuidedUpsampled):
+        generator = result.generator
+        if isinstance(generator, GuidedUpsampled):
             log(
-                f"{name}: at 1/{exported.scale} resolution, guided upsampling r "
-                f"{exported.radius}, eps {exported.eps:g}"
+                f"{name}: at 1/{generator.scale} resolution, guided upsampling r "
+                f"{generator.radius}, eps {generator.eps:g}"
             )
         path = models_dir / name / MODEL_FILE
-        export_onnx(exported, path)
-        diff = check_onnx(exported, path, images=[held_out[0].image])
+        export_onnx(generator, path)
+        diff = check_onnx(generator, path, images=[held_out[0].image])
         log(f"{name}: exported {path}; onnxruntime vs PyTorch max abs diff {diff:.2e}")
-        timings = speed.measure(path, threads=2, stride=exported.stride) + speed.measure(
-            path, threads=1, stride=exported.stride
+        timings = speed.measure(path, threads=2, stride=generator.stride) + speed.measure(
+            path, threads=1, stride=generator.stride
         )
         for t in timings:
             log(f"{name}: {t.line()}")
-        built[name] = Built(result, diff, timings, exported, provenance)
+        built[name] = Built(result, diff, timings, provenance)
     fast_specs = [s for s in specs if s.config.arch == "fast"]
     if fast_specs:
         _ship_fast(
@@ -596,6 +571,13 @@ def ship(
         if spec.config.arch != "fast":
             _ship_footage(spec, built[spec.config.name], models_dir=models_dir, peer=peer, log=log)
     log(f"ship: done in {(time.perf_counter() - started) / 60:.1f} min")
+
+
+def trained_inside(training: dict[str, Any]) -> bool:
+    """Whether the weights a manifest's training record describes were trained inside
+    `GuidedUpsampled` (its config's `guided_scale` > 1), rather than at full size and wrapped at
+    export (a `--weights-from` re-export of full-size weights)."""
+    return int((training.get("config") or {}).get("guided_scale", 1)) > 1
 
 
 def weights_provenance(path: Path) -> dict[str, Any]:
@@ -641,8 +623,6 @@ class Built:
     result: TrainResult
     max_abs_diff: float
     timings: list[speed.Timing]
-    exported: Generator
-    """What the ONNX file holds: the trained generator, wrapped where the spec says."""
     provenance: dict[str, Any] | None = None
     """With `weights_from`: where the weights came from (`weights_provenance`)."""
 
@@ -661,7 +641,7 @@ def _ship_footage(
     model_dir = models_dir / name
     reports: dict[str, bench.FootageReport] = {}
     training = _training_info(spec, result, RESTORE_COMMAND)
-    wrapped = built.exported if isinstance(built.exported, GuidedUpsampled) else None
+    wrapped = result.generator if isinstance(result.generator, GuidedUpsampled) else None
     if built.provenance is not None:
         # The weights were trained before; keep that run's record, say how it was re-exported.
         training = {**training, **built.provenance.get("training", {})}
@@ -671,13 +651,13 @@ def _ship_footage(
             "scale": wrapped.scale,
             "radius": wrapped.radius,
             "eps": wrapped.eps,
-            "trained_inside": spec.config.guided_scale > 1,
+            "trained_inside": trained_inside(training),
         }
     info = ManifestInfo(
         name=name,
         version=spec.version,
         task=spec.task,
-        stride=built.exported.stride,
+        stride=result.generator.stride,
         opset=OPSET,
         training=training,
         metrics={"onnx_max_abs_diff": built.max_abs_diff},
@@ -709,7 +689,7 @@ def _ship_footage(
     metrics["held_out_images"] = float(len({p.scene for p in held.footage.pairs}))
     metrics["onnx_max_abs_diff"] = built.max_abs_diff
     metrics["parameters"] = float(count_parameters(result.generator))
-    metrics["gflops_1280x720"] = round(restore_flops(built.exported) / 1e9, 2)
+    metrics["gflops_1280x720"] = round(restore_flops(result.generator) / 1e9, 2)
     for t in built.timings:
         metrics[f"ms_{t.width}x{t.height}_cpu{t.threads}_median"] = round(t.median_ms, 2)
     write_manifest(model_dir, dataclasses.replace(info, metrics=metrics))
