@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.quality.footage import FPS, looped, noisy, street
-from vehicle_agent.quality.condition import ConditionTracker, classify
+from vehicle_agent.quality.condition import DEFAULT_THRESHOLDS, ConditionTracker, classify
 from vehicle_agent.quality.metrics import compute_quality
 from vehicle_agent.records import Image, QualityMetrics
 
@@ -46,7 +46,8 @@ def test_a_uniform_frame_is_not_called_blurred() -> None:
 
 
 def test_leaving_low_light_needs_more_light_than_entering() -> None:
-    q = QualityMetrics(brightness=57.0, contrast=30.0, sharpness=500.0)
+    between = (DEFAULT_THRESHOLDS.low_light_enter + DEFAULT_THRESHOLDS.low_light_exit) / 2
+    q = QualityMetrics(brightness=between, contrast=30.0, sharpness=500.0)
     assert classify(q, current="normal") == "normal"
     assert classify(q, current="low_light") == "low_light"
 

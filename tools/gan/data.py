@@ -23,12 +23,22 @@ from typing import Literal, TypeAlias
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 import torch
 from torch import Tensor
 
 from tools.footage import catalog, degradations, splits
 from tools.footage.sets import BuildOptions, enhance_sources
-from tools.gan.degrade import KINDS, RGB, Kind, Pair, make_pair, sign_like_mask
+from tools.gan.degrade import (
+    KINDS,
+    RGB,
+    Kind,
+    Pair,
+    linear_to_srgb,
+    make_pair,
+    sign_like_mask,
+    srgb_to_linear,
+)
 
 Renderers: TypeAlias = Literal["gan", "bank"]
 """Where a batch's degradations come from: the training pairs' own (`tools/gan/degrade.py`), or
@@ -200,6 +210,79 @@ def scene_tone(image: RGB, rng: np.random.Generator) -> RGB:
     return np.asarray(cv2.LUT(image, lut), np.uint8)
 
 
+def plant_lamps(image: RGB, rng: np.random.Generator) -> RGB:
+    """A few street lamps, headlights or lit signs planted into a frame: small saturated discs
+    (white, sodium-warm or LED-cool) with a soft glow added in linear light. Night frames hold
+    such lights, and many training scenes are daytime ones that do not."""
+    height, width = image.shape[:2]
+    scale = width / 640.0
+    linear = srgb_to_linear(image.astype(np.float32) / np.float32(255.0))
+    light = np.zeros((height, width), np.float32)
+    glow = np.zeros((height, width, 3), np.float32)
+    colours = ((1.0, 1.0, 1.0), (1.0, 0.72, 0.38), (0.82, 0.9, 1.0))
+    for _ in range(int(rng.integers(1, 7))):
+        radius = float(rng.uniform(1.5, 9.0)) * scale
+        centre = (float(rng.uniform(0, width)), float(rng.uniform(0, height * 0.8)))
+        disc = np.zeros((height, width), np.float32)
+        cv2.circle(
+            disc,
+            (round(centre[0] * 16), round(centre[1] * 16)),
+            round(radius * 16),
+            1.0,
+            -1,
+            cv2.LINE_AA,
+            4,
+        )
+        halo = cv2.GaussianBlur(disc, (0, 0), max(1.0, radius * float(rng.uniform(1.5, 4.0))))
+        colour = np.array(colours[int(rng.integers(len(colours)))], np.float32)
+        glow += halo[..., None] * colour * np.float32(rng.uniform(0.3, 1.5))
+        light = np.maximum(light, disc)
+    lit = linear + glow
+    lit = lit * (np.float32(1.0) - light[..., None]) + light[..., None]  # the lamp itself clips
+    return np.asarray(
+        np.clip(linear_to_srgb(np.clip(lit, 0.0, 1.0)) * 255.0 + 0.5, 0, 255), np.uint8
+    )
+
+
+def light_sources(image: RGB, max_share: float = 0.005) -> npt.NDArray[np.float32]:
+    """Where `image` shows a light source: each connected patch of saturated pixels (luma ≥ 0.96)
+    no larger than `max_share` of the frame (a lamp, a headlight, a lit sign; a clipped sky is
+    larger), grown by a pixel and feathered. H×W in [0, 1]."""
+    height, width = image.shape[:2]
+    saturated = (image.astype(np.float32).mean(axis=2) >= 0.96 * 255).astype(np.uint8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(saturated, connectivity=8)
+    small = stats[:, cv2.CC_STAT_AREA] <= max(1.0, max_share * height * width)
+    small[0] = False  # background
+    core = small[labels].astype(np.float32)
+    grown = cv2.dilate(core, np.ones((3, 3), np.uint8))
+    return np.asarray(np.maximum(core, cv2.GaussianBlur(grown, (0, 0), 0.8)), np.float32)
+
+
+def night_camera(good: RGB, poor: RGB, rng: np.random.Generator) -> RGB:
+    """What a real night camera adds to an under-exposed frame: its lights stay saturated (a
+    lamp's radiance is far above the clipping level, so cutting the exposure does not dim it),
+    and, half the time, the camera's own denoiser has smoothed the grain (non-local means or a
+    bilateral filter of random strength), so little noise is left to say the frame is dark."""
+    out = poor
+    if rng.random() < 0.5:
+        if rng.random() < 0.5:
+            h = float(rng.uniform(3.0, 12.0))
+            out = np.asarray(
+                cv2.fastNlMeansDenoisingColored(np.ascontiguousarray(out), None, h, h, 5, 15),
+                np.uint8,
+            )
+        else:
+            out = np.asarray(
+                cv2.bilateralFilter(
+                    np.ascontiguousarray(out), 5, float(rng.uniform(15.0, 60.0)), 3.0
+                ),
+                np.uint8,
+            )
+    sources = light_sources(good)[..., None]
+    mixed = out.astype(np.float32) * (1.0 - sources) + good.astype(np.float32) * sources
+    return np.asarray(np.clip(mixed + 0.5, 0, 255), np.uint8)
+
+
 def balanced_weights(samples: Sequence[Sample]) -> list[float]:
     """Sampling weights giving each source (the video, the photos) half of the draws, so the
     165 frames of one street do not drown the photos."""
@@ -245,6 +328,7 @@ class PairSampler:
         rank: int = 0,
         weights: Sequence[float] | None = None,
         tone: float = 0.0,
+        night: float = 0.0,
         renderers: Renderers = "gan",
         corrupt: bool = False,
     ) -> None:
@@ -259,6 +343,8 @@ class PairSampler:
             raise ValueError("need one non-negative weight per image")
         self.image_p = p / p.sum()
         self.tone = tone
+        self.night = night
+        """Share of low-light pairs given `plant_lamps` (half of them) and `night_camera`."""
         self.renderers = renderers
         self.corrupt = corrupt
         """Corrupted labels: each batch's good and poor sides swapped (`TrainConfig`)."""
@@ -276,9 +362,17 @@ class PairSampler:
             view = scene_tone(view, rng)
         kind = self.kinds[int(rng.choice(len(self.kinds), p=self.kind_p))]
         seed = int(rng.integers(1 << 31))
-        if self.renderers == "bank":
-            return bank_pair(view, kind, seed, rng)
-        return make_pair(view, kind, seed)
+        night = kind == "low_light" and self.night > 0 and rng.random() < self.night
+        if night and rng.random() < 0.5:
+            view = plant_lamps(view, rng)
+        pair = (
+            bank_pair(view, kind, seed, rng)
+            if self.renderers == "bank"
+            else make_pair(view, kind, seed)
+        )
+        if night:
+            pair = Pair(pair.good, night_camera(pair.good, pair.poor, rng), kind, pair.region)
+        return pair
 
     def batch(self, epoch: int, index: int, phase: int = 1) -> Batch:
         """Phase 0: discriminator pretraining; 1: the alternating epochs."""

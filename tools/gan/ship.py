@@ -97,15 +97,17 @@ RESTORE = ShipSpec(
         epochs=16,
         steps_per_epoch=100,
         d_pretrain_steps=100,
-        lr_g=1e-3,
+        lr_g=4e-4,
         lr_d=5e-4,
         data="bank",
         tone=0.5,
+        night=0.5,
         seed=2026,
         mix={"clean": 0.2, "low_light": 0.4, "blur": 0.25, "noise": 0.1, "rain": 0.05},
         # 1.2.0: 1.1.0 (1.0.0's full-size weights run at a third of the resolution with guided
         # upsampling) fine-tuned inside the wrapper for 16 epochs, crops a multiple of its
-        # stride 48 (docs/benchmarks.md).
+        # stride 48. 1.3.0: 1.2.0 fine-tuned 16 more epochs with night-camera low-light pairs
+        # (`night`; at lr_g 1e-3 that run diverged after its warm-up) (docs/benchmarks.md).
         guided_scale=3,
         guided_radius=2,
         guided_eps=1e-3,
@@ -117,7 +119,7 @@ RESTORE = ShipSpec(
         "trained to leave good frames alone."
     ),
     conditions=(),
-    version="1.2.0",
+    version="1.3.0",
 )
 RESTORE_COMMAND = (
     "nice -n 5 torchrun --standalone --nproc_per_node=2 -m tools.gan train --shipped restore "
@@ -298,6 +300,13 @@ def restore_card(
     speed_lines = "\n".join(f"- {t.line()}" for t in built.timings)
     mix = ", ".join(f"{k} {v:.0%}" for k, v in c.mix.items())
     flops = restore_flops(result.generator)
+    night = (
+        f" {c.night:.0%} of the low-light pairs were made night-camera-like "
+        "(`data.night_camera`: lamps planted in half of them, light sources kept saturated in "
+        "the dark copy, the camera's denoiser run on half)."
+        if c.night
+        else ""
+    )
     train_table = (
         f"\nOn the train split (scenes and renderers it was trained on), for comparison:\n\n"
         f"{train_footage.table()}\n"
@@ -402,7 +411,7 @@ with `[enhance.gating]` where the fleet's own footage says it helps.
 - Data: every *train* scene of the footage bank (`tools/footage/splits.py`: the vtest street,
   the handheld box clip, and 27 photos from OpenCV's and scikit-image's bundled samples; every
   {data.BANK_VIDEO_STEP}th video frame), random crops, half of them given a darker or brighter
-  scene tone first. Nothing was downloaded from the web.
+  scene tone first.{night} Nothing was downloaded from the web.
 - Degradations: {mix}. Low light, fog, motion blur and rain streaks come from the bank's
   *train* renderer families (`gan`: the training pairs' own; `sensor`: a camera-pipeline model
   with Bayer mosaic, Poisson-Gaussian noise, street-light white balance, JPEG); `noise` and
@@ -447,7 +456,8 @@ order of {flops / (25e12 * 0.15) * 1e3:.0f} ms — an estimate, not a measuremen
 - Trained on synthetic degradations of real daytime frames: no real night footage with ground
   truth is available offline.
 - Absolute brightness is ambiguous: a dark scene and an under-exposed one can look alike; the
-  scene-tone augmentation teaches it to leave dark scenes with full tonal range alone.
+  scene-tone augmentation teaches it to leave dark scenes with full tonal range alone, and the
+  night-camera pairs that saturated lights and a denoised grain do not make a frame a day one.
 - It does not remove lens drops (the fan's job) and is not the fog model.
 """
 

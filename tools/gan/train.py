@@ -109,6 +109,14 @@ class TrainConfig(BaseModel):
     tone: float = Field(
         0.5, ge=0, le=1, description="Share of frames given a darker/brighter scene tone first."
     )
+    night: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of low-light pairs made night-camera-like: lamps planted in half of "
+        "them, lights kept saturated, and the camera's denoiser run on half "
+        "(`data.night_camera`).",
+    )
     balance_sources: bool = Field(
         default=True, description="Draw the video and the photos equally often."
     )
@@ -318,6 +326,7 @@ class Trainer:
             rank=self.env.rank,
             weights=weights,
             tone=config.tone,
+            night=config.night,
             corrupt=config.corrupt_labels,
             renderers="bank" if config.data == "bank" else "gan",
         )

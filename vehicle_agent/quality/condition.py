@@ -7,7 +7,9 @@ condition must hold for a while (frame time, not wall time) before it is reporte
 Thresholds were read off real photographs and their degraded copies (blur: Gaussian σ 4 px at
 768 px wide; fog: 55 % veil; dark: ×0.15), measured at 320 px wide:
 
-- low light: mean luma below 50 (leave above 65);
+- low light: mean luma below 90 (leave above 105). This one was chosen on the footage bank's
+  train split (enter 50–100 swept, the default chain scored on every row; docs/benchmarks.md,
+  "restore 1.3.0"): below it the gated restore model runs, and it leaves frames it cannot help;
 - fog / haze: low contrast and low saturation with a dark channel close to the mean luma (the
   haze veil lifts the darkest pixels), on a picture that is not dark;
 - blur: Laplacian variance small for the picture's contrast (sharpness / contrast² below 0.03;
@@ -30,8 +32,8 @@ CONDITIONS: tuple[Condition, ...] = get_args(Condition)
 class ConditionThresholds:
     """Enter/leave thresholds of each condition (0–255 luma scales unless noted)."""
 
-    low_light_enter: float = 50.0
-    low_light_exit: float = 65.0
+    low_light_enter: float = 90.0
+    low_light_exit: float = 105.0
     fog_contrast_enter: float = 35.0
     fog_contrast_exit: float = 42.0
     fog_haze_enter: float = 0.75

@@ -43,14 +43,14 @@ class QualityConfig(ConfigModel):
         "/usr/share/opencv/quality.",
     )
     low_light_enter: float = Field(
-        50.0,
+        90.0,
         ge=1.0,
         le=254.0,
         description="Scene condition: mean luma (0–255) of the raw frame below which the scene "
         "is 'low_light'.",
     )
     low_light_exit: float = Field(
-        65.0,
+        105.0,
         ge=1.0,
         le=255.0,
         description="The scene leaves 'low_light' once its mean luma is back above this.",
