@@ -3,6 +3,7 @@
     python -m tools.eval_adhesion                           # held-out scenes × held-out renderer
     python -m tools.eval_adhesion --split train             # the same on the train split
     python -m tools.eval_adhesion --quick --json build/eval-adhesion.json
+    python -m tools.eval_adhesion --split train --detectors learned --lines 0.9,0.95,0.98
 
 Both detectors run side by side on the same frames: the learned one the daemon uses by default
 (`models/soilnet`, `vehicle_agent.quality.soilnet`) and the classical tile heuristic it replaces
@@ -17,6 +18,9 @@ moving and parked, gets one kind of soiling from the split's renderer families (
   soiling covers at least half of it, a flagged tile counts as right when soiling covers at least
   a tenth of it; for the learned detector also whether it named the right class;
 - alarms before the onset.
+`--lines` scores the learned detector's network output at other decision lines too, beside its
+manifest's (`learned@0.9`, …), from one run of the network: a line is chosen on the train split
+this way and judged once on the held-out one.
 Clean runs: the `adhesion-clean` plan (driving with 10 s stand-stills, mixed light, night, dusk,
 a parked camera, traffic) for `--clean-minutes`; false alarms are rising edges of `detected`,
 per hour.
@@ -48,7 +52,7 @@ from vehicle_agent.quality.adhesion import AdhesionDetector
 from vehicle_agent.quality.metrics import prepare
 from vehicle_agent.quality.monitor import MonitorSettings, QualityMonitor
 from vehicle_agent.quality.settings import AdhesionConfig
-from vehicle_agent.quality.soilnet import CLASSES
+from vehicle_agent.quality.soilnet import CLASSES, LearnedAdhesionDetector, TileDecision
 from vehicle_agent.records import AdhesionEstimate
 
 ANALYSIS_WIDTH = 320
@@ -80,13 +84,38 @@ class Learned:
         if monitor.learned is None:
             raise SystemExit(f"learned detector unavailable: {monitor.detector_fallback}")
         self.label = monitor.detector_label
-        self._detector = monitor.learned
+        self.detector = monitor.learned
 
     def update(self, bgr: npt.NDArray[np.uint8], t: float) -> AdhesionEstimate:
-        return self._detector.update(prepare(bgr, ANALYSIS_WIDTH).colour, t)
+        return self.detector.update(prepare(bgr, ANALYSIS_WIDTH).colour, t)
 
     def classes(self) -> npt.NDArray[np.int8] | None:
-        return self._detector.decision.tile_classes
+        return self.detector.decision.tile_classes
+
+
+class LearnedAt:
+    """The learned detector's network output (`Learned`, run first on the same frame) under
+    another decision line: `on`, and `off` by training's calibration rule (`on` − 0.25, at
+    least 0.15). For `--lines`: choosing a line on the train split runs the network once."""
+
+    def __init__(self, source: LearnedAdhesionDetector, label: str, on: float) -> None:
+        params = source.decision.params
+        self.name = f"learned@{on:g}"
+        self.label = f"{label}, on {on:g}"
+        self._source = source
+        self._decision = TileDecision(
+            dataclasses.replace(params, on=on, off=round(max(0.15, on - 0.25), 3))
+        )
+
+    def update(self, bgr: npt.NDArray[np.uint8], t: float) -> AdhesionEstimate:
+        del bgr  # the source detector has just analysed it
+        latest = self._source.latest
+        if latest is None:
+            return AdhesionEstimate(score=0.0, covered_fraction=0.0)
+        return self._decision.update(latest, t)
+
+    def classes(self) -> npt.NDArray[np.int8] | None:
+        return self._decision.tile_classes
 
 
 class Classical:
@@ -348,6 +377,9 @@ def print_table(rows: Sequence[dict[str, Any]]) -> None:
 def evaluate(args: argparse.Namespace) -> Report:
     started = time.monotonic()
     detectors = [FACTORIES[name](args.model) for name in args.detectors]
+    learned = next((d for d in detectors if isinstance(d, Learned)), None)
+    if learned is not None:  # after their source, which analyses each frame first
+        detectors += [LearnedAt(learned.detector, learned.label, on) for on in args.lines]
     report = Report(args.split, {d.name: getattr(d, "label", d.name) for d in detectors})
     timing: dict[str, list[float]] = {d.name: [] for d in detectors}
     if args.split == "train":
@@ -363,9 +395,27 @@ def evaluate(args: argparse.Namespace) -> Report:
                 print(f"  soiled {result.scene} {result.kind} {result.motion}", file=sys.stderr)
         for clean in clean_runs(detectors, args, timing):
             report.clean.append(clean)
-    report.ms_per_frame = {k: 1000 * statistics.median(v) for k, v in timing.items() if v}
+    shared = {d.name for d in detectors if isinstance(d, LearnedAt)}  # no network of their own
+    report.ms_per_frame = {
+        k: 1000 * statistics.median(v) for k, v in timing.items() if v and k not in shared
+    }
     report.wall_s = round(time.monotonic() - started, 1)
     return report
+
+
+def _lines(parser: argparse.ArgumentParser, text: str) -> list[float]:
+    lines = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        try:
+            on = float(item)
+        except ValueError:
+            parser.error(f"--lines: {item!r} is not a number")
+        if not 0.05 <= on <= 0.999:
+            parser.error(f"--lines: {item} is outside 0.05–0.999 (a manifest's `on` range)")
+        lines.append(on)
+    return sorted(set(lines))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -376,6 +426,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--model", type=Path, help="the learned detector's model folder (default: the shipped one)"
+    )
+    parser.add_argument(
+        "--lines",
+        default="",
+        help="also score the learned detector at these decision lines (`on`, comma separated, "
+        "each in 0.05–0.999; `off` by training's rule), beside its manifest's line: the network "
+        "runs once, so a line can be chosen on the train split in one pass",
     )
     parser.add_argument("--kinds", default=",".join(SOILING_KINDS))
     parser.add_argument(
@@ -399,6 +456,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown detectors {bad}; known: {', '.join(FACTORIES)}")
     if bad := sorted(set(args.kinds) - set(SOILING_KINDS)):
         parser.error(f"unknown kinds {bad}; known: {', '.join(SOILING_KINDS)}")
+    args.lines = _lines(parser, args.lines)
+    if args.lines and "learned" not in args.detectors:
+        parser.error("--lines scores the learned detector: add it to --detectors")
     if args.families is not None:
         args.families = [f.strip() for f in args.families.split(",") if f.strip()]
         split_families = splits.names("soiling", args.split)

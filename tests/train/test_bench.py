@@ -60,3 +60,44 @@ def test_bench_on_held_out_footage_scores_every_method_per_condition(
     assert bench.FrameScore("x", "", 26.0, 0.9, 27.5).harmed
     assert not bench.FrameScore("x", "", 26.6, 0.9, 27.5).harmed
     assert not bench.FrameScore("x", "", 10.0, 0.5, 24.0).harmed
+
+
+def test_bench_quality_override_runs_a_candidate_chain_beside_the_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The low-light line is a [quality] setting: a candidate line runs as its own column, so a
+    # sweep of it is a loop over this command, not a scratch script.
+    monkeypatch.setattr(ship, "BUILD", tmp_path / "gan")
+    out = tmp_path / "bench.json"
+    argv = ["bench", "--scene", "home", "--kinds", "low_light", "--no-peer", "--no-ssim"]
+    argv += ["--quality", "low_light_enter=1", "--quality", "low_light_exit=2", "--json", str(out)]
+    assert main(argv) == 0
+    data = json.loads(out.read_text())
+    column = bench.candidate_column(quality={"low_light_enter": 1.0, "low_light_exit": 2.0})
+    assert column == "chain, low_light_enter=1, low_light_exit=2"
+    assert data["methods"][-1] == column
+    frames = data["frames"]["low_light"]
+    assert {f["condition"] for f in frames[bench.CHAIN]} == {"low_light"}
+    assert "low_light" not in {f["condition"] for f in frames[column]}
+
+
+@pytest.mark.parametrize(
+    ("entries", "says"),
+    [
+        (["low_light_enter"], "expected SETTING=NUMBER"),
+        (["no_such=3"], "[quality] has no setting 'no_such'"),
+        (["low_light_enter=dark"], "is not a number"),
+        (["low_light_enter=120"], "low_light_exit (105.0) is below low_light_enter"),
+        (["low_light_enter=0"], "low_light_enter"),
+    ],
+)
+def test_bench_refuses_a_bad_quality_override_before_building_anything(
+    entries: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["bench", "--no-peer"]
+    for entry in entries:
+        argv += ["--quality", entry]
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert says in capsys.readouterr().err

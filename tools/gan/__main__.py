@@ -167,6 +167,41 @@ def _gating_entry(value: str) -> tuple[str, str]:
     return condition, choice
 
 
+def _quality_entry(value: str) -> tuple[str, float]:
+    """'setting=number' of `[quality]` (for example low_light_enter=70). The entries together are
+    checked by `QualityConfig` once all are read (`_quality_overrides`): one line alone may sit
+    across the default of its pair."""
+    from vehicle_agent.quality.settings import QualityConfig  # noqa: PLC0415
+
+    key, sep, number = value.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected SETTING=NUMBER")
+    if key not in QualityConfig.model_fields:
+        raise argparse.ArgumentTypeError(f"{value!r}: [quality] has no setting {key!r}")
+    try:
+        return key, float(number)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r}: {number!r} is not a number") from None
+
+
+def _quality_overrides(entries: list[tuple[str, float]] | None) -> dict[str, float]:
+    """The `--quality` entries as one override of `[quality]`; SystemExit (2) with pydantic's
+    reason when together they are not a valid `[quality]` table."""
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from vehicle_agent.quality.settings import QualityConfig  # noqa: PLC0415
+
+    quality = dict(entries or ())
+    try:
+        QualityConfig.model_validate(quality)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"]) or "[quality]"
+        print(f"tools.gan bench: --quality {where}: {error['msg']}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return quality
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.legacy_frames:
         return _bench_legacy(args)
@@ -174,6 +209,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from tools.gan.ship import BUILD, MODELS, SHIPPED  # noqa: PLC0415
 
     kinds = _footage_kinds(args.kinds) if args.kinds else bench.FOOTAGE_KINDS
+    quality = _quality_overrides(args.quality)  # before the set is built: it takes a while
     if args.examples:
         print("--examples is for --legacy-frames; the footage set's images are in --set folders")
     if args.set is not None:
@@ -188,7 +224,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     )
     models = args.model or [MODELS / name / "model.onnx" for name in SHIPPED]
     methods, skipped = bench.footage_methods(
-        models, peer=not args.no_peer, gating=dict(args.gating or ()), log=print
+        models,
+        peer=not args.no_peer,
+        gating=dict(args.gating or ()),
+        quality=quality,
+        log=print,
     )
     try:
         report = bench.evaluate_footage(
@@ -532,6 +572,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CONDITION=CHOICE",
         help="also run the chain with this entry over the default gating table, beside the "
         "default chain (repeatable; CHOICE a model name, 'classical' or 'none')",
+    )
+    be.add_argument(
+        "--quality",
+        type=_quality_entry,
+        action="append",
+        metavar="SETTING=NUMBER",
+        help="also run the chain with this [quality] setting (for example low_light_enter=70 "
+        "with low_light_exit=85: the scene condition's line), beside the default chain "
+        "(repeatable; combined with --gating into one candidate column)",
     )
     be.add_argument("--no-peer", action="store_true", help="leave out the Zero-DCE++ peer")
     be.add_argument("--no-ssim", action="store_true", help="PSNR only (faster)")

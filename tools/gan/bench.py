@@ -376,9 +376,13 @@ CHAIN = "default chain"
 CHAIN_NO_GUARD = "default chain, no guard"
 
 
-def gating_column(gating: Mapping[str, str]) -> str:
-    """The column of the chain run with `gating` over the default table."""
-    return "chain, " + ", ".join(f"{k}={v}" for k, v in sorted(gating.items()))
+def candidate_column(
+    gating: Mapping[str, str] | None = None, quality: Mapping[str, float] | None = None
+) -> str:
+    """The column of the chain run with `gating` over the default gating table and `quality`
+    over the default `[quality]` settings (the scene condition's lines)."""
+    entries = {**(gating or {}), **{k: f"{v:g}" for k, v in (quality or {}).items()}}
+    return "chain, " + ", ".join(f"{k}={v}" for k, v in sorted(entries.items()))
 
 
 PEER = "Zero-DCE++ (peer)"
@@ -482,15 +486,21 @@ class ChainMethod:
     each image gated by `SceneGate` exactly as `vehicle-agent enhance` gates an image (its
     condition as a still scene, given `switch_after_frames` times; the guard's smoothing reset).
     Models come from the shipped `models/` only (no state_dir). `gating` overrides entries of
-    the default gating table (a candidate table, judged beside the default).
+    the default gating table and `quality` entries of `[quality]` (for example the low-light
+    line the gate routes by): a candidate, judged beside the default.
     """
 
-    def __init__(self, guard: bool = True, gating: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        guard: bool = True,
+        gating: Mapping[str, str] | None = None,
+        quality: Mapping[str, float] | None = None,
+    ) -> None:
         from vehicle_agent.config import Config  # noqa: PLC0415
         from vehicle_agent.enhance.chain import DEFAULT_GUARD, build_enhancer  # noqa: PLC0415
         from vehicle_agent.enhance.offline import SceneGate  # noqa: PLC0415
 
-        config = Config()
+        config = Config.model_validate({"quality": dict(quality)}) if quality else Config()
         enhance = config.enhance
         health = enhance.health.model_copy(update={"max_latency_ms": BENCH_LATENCY_MS})
         update: dict[str, Any] = {"health": health}
@@ -528,11 +538,13 @@ def footage_methods(
     peer: bool = True,
     chain: bool = True,
     gating: Mapping[str, str] | None = None,
+    quality: Mapping[str, float] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> tuple[dict[str, Method], dict[str, str]]:
     """The columns: baselines, the peer, each ONNX model run raw (`models`; the name
-    '<folder> (raw)'), the default chain with and without the guard, and with `gating` the chain
-    under that gating (`gating_column`); and {method: why it was skipped}."""
+    '<folder> (raw)'), the default chain with and without the guard, and with `gating` and/or
+    `quality` the chain under those overrides (`candidate_column`); and {method: why it was
+    skipped}."""
     methods: dict[str, Method] = {"identity": identity, "CLAHE": clahe, "auto-gamma": auto_gamma}
     skipped: dict[str, str] = {}
     if peer:
@@ -551,8 +563,10 @@ def footage_methods(
     if chain:
         methods[CHAIN] = ChainMethod(guard=True)
         methods[CHAIN_NO_GUARD] = ChainMethod(guard=False)
-        if gating:
-            methods[gating_column(gating)] = ChainMethod(guard=True, gating=gating)
+        if gating or quality:
+            methods[candidate_column(gating, quality)] = ChainMethod(
+                guard=True, gating=gating, quality=quality
+            )
     if log:
         for name, reason in skipped.items():
             log(f"{name} skipped: {reason}")

@@ -38,6 +38,7 @@ from tools.gan.degrade import (
     make_pair,
     sign_like_mask,
     srgb_to_linear,
+    to_uint8,
 )
 
 Renderers: TypeAlias = Literal["gan", "bank"]
@@ -239,9 +240,7 @@ def plant_lamps(image: RGB, rng: np.random.Generator) -> RGB:
         light = np.maximum(light, disc)
     lit = linear + glow
     lit = lit * (np.float32(1.0) - light[..., None]) + light[..., None]  # the lamp itself clips
-    return np.asarray(
-        np.clip(linear_to_srgb(np.clip(lit, 0.0, 1.0)) * 255.0 + 0.5, 0, 255), np.uint8
-    )
+    return to_uint8(linear_to_srgb(np.clip(lit, 0.0, 1.0)))
 
 
 def light_sources(image: RGB, max_share: float = 0.005) -> npt.NDArray[np.float32]:

@@ -36,7 +36,8 @@ def _to_float(image: RGB) -> Float:
     return out
 
 
-def _to_uint8(image: npt.NDArray[np.floating]) -> RGB:
+def to_uint8(image: npt.NDArray[np.floating]) -> RGB:
+    """0–1 float (sRGB-encoded) → uint8, rounded to the nearest level and clipped."""
     return np.asarray(np.clip(image * 255.0 + 0.5, 0, 255), dtype=np.uint8)
 
 
@@ -71,7 +72,7 @@ def low_light(image: RGB, rng: np.random.Generator) -> RGB:
     noisy = signal + rng.standard_normal(signal.shape, dtype=np.float32) * std
     gamma = float(rng.uniform(0.85, 1.15))  # the night tone curve differs from the day one
     encoded = linear_to_srgb(np.clip(noisy, 0.0, 1.0)) ** np.float32(gamma)
-    return _to_uint8(encoded)
+    return to_uint8(encoded)
 
 
 def fog(image: RGB, rng: np.random.Generator) -> RGB:
@@ -87,7 +88,7 @@ def fog(image: RGB, rng: np.random.Generator) -> RGB:
     transmission = np.exp(-beta * depth).astype(np.float32)[..., None]
     airlight = (rng.uniform(0.72, 0.95) + rng.uniform(-0.03, 0.03, 3)).astype(np.float32)
     out = _to_float(image) * transmission + airlight * (1.0 - transmission)
-    return _to_uint8(out)
+    return to_uint8(out)
 
 
 def rain(image: RGB, rng: np.random.Generator) -> RGB:
@@ -116,7 +117,7 @@ def noise(image: RGB, rng: np.random.Generator) -> RGB:
     x = _to_float(image)
     sigma = rng.uniform(0.015, 0.06)
     std = np.sqrt(x * np.float32(sigma * sigma) + np.float32((sigma / 2) ** 2))
-    return _to_uint8(x + rng.standard_normal(x.shape, dtype=np.float32) * std)
+    return to_uint8(x + rng.standard_normal(x.shape, dtype=np.float32) * std)
 
 
 def mask(image: RGB, rng: np.random.Generator) -> RGB:
@@ -130,7 +131,7 @@ def mask(image: RGB, rng: np.random.Generator) -> RGB:
     alpha = np.asarray(cv2.GaussianBlur(alpha, (0, 0), max(1.0, height / 200)), np.float32)
     colour = rng.uniform(0.0, 0.5, 3).astype(np.float32)
     out = _to_float(image) * (1.0 - alpha[..., None]) + colour * alpha[..., None]
-    return _to_uint8(out)
+    return to_uint8(out)
 
 
 def clean(image: RGB, rng: np.random.Generator) -> RGB:

@@ -13,6 +13,7 @@ from pydantic import Field, model_validator
 
 from vehicle_agent.compat import Self
 from vehicle_agent.config_base import ConfigModel
+from vehicle_agent.quality.condition import DEFAULT_THRESHOLDS
 
 
 class QualityConfig(ConfigModel):
@@ -43,14 +44,14 @@ class QualityConfig(ConfigModel):
         "/usr/share/opencv/quality.",
     )
     low_light_enter: float = Field(
-        90.0,
+        DEFAULT_THRESHOLDS.low_light_enter,
         ge=1.0,
         le=254.0,
         description="Scene condition: mean luma (0–255) of the raw frame below which the scene "
         "is 'low_light'.",
     )
     low_light_exit: float = Field(
-        105.0,
+        DEFAULT_THRESHOLDS.low_light_exit,
         ge=1.0,
         le=255.0,
         description="The scene leaves 'low_light' once its mean luma is back above this.",

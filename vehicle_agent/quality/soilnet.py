@@ -374,6 +374,16 @@ class LearnedAdhesionDetector:
         self._count = 0
         self._latest = None
 
+    @property
+    def latest(self) -> npt.NDArray[np.float32] | None:
+        """The per-tile class probabilities the decision last saw (None before the first
+        frame); read-only."""
+        if self._latest is None:
+            return None
+        view: npt.NDArray[np.float32] = self._latest.view()
+        view.flags.writeable = False
+        return view
+
     def probabilities(self, features: FeatureMap) -> npt.NDArray[np.float32]:
         """The network's per-tile class probabilities for one feature map."""
         out = np.asarray(self.net(features[None]), np.float32)
