@@ -21,6 +21,7 @@ from tools.gan.export import check_onnx, export_onnx, load_onnx_weights  # noqa:
 from tools.gan.models import Generator, GuidedUpsampled, RestoreGenerator  # noqa: E402
 from tools.gan.ship import RESTORE, ship, trained_inside, weights_provenance  # noqa: E402
 from tools.gan.train import TrainConfig, make_generator, train  # noqa: E402
+from vehicle_agent.enhance.manifest import InputSpec, build_manifest, write_manifest  # noqa: E402
 
 SHIPPED = Path(__file__).resolve().parents[2] / "models" / "restore"
 
@@ -124,12 +125,18 @@ def test_speed_pads_each_size_to_the_stride_the_runtime_pads_to(tmp_path: Path) 
     wrapped = GuidedUpsampled(Lambda(lambda t: t * 0.9), scale=3).eval()
     path = tmp_path / "model.onnx"
     export_onnx(wrapped, path)
-    (tmp_path / "manifest.json").write_text(json.dumps({"input": {"stride": wrapped.stride}}))
+    manifest = build_manifest(
+        path, name="wrapped", version="0.0.1", task="denoise", opset=17,
+        training={"data": "none (test)", "seed": 0, "command": "pytest", "architecture": "x0.9"},
+        input_spec=InputSpec(stride=wrapped.stride, min_size=wrapped.stride),
+    )  # fmt: skip
+    write_manifest(tmp_path, manifest)
     # 100×60 is no multiple of 24: unpadded, the graph's shapes would not agree.
     (timing,) = speed.measure(path, sizes=((100, 60),), threads=1, runs=2)
     assert (timing.width, timing.height) == (100, 60)
-    (tmp_path / "manifest.json").write_text("{}")
-    with pytest.raises(ValueError, match=r"input\.stride"):
+    # A manifest the runtime would refuse is refused here too, saying where.
+    (tmp_path / "manifest.json").write_text(json.dumps({"input": {"stride": wrapped.stride}}))
+    with pytest.raises(ValueError, match=r"manifest\.json.*name"):
         speed.measure(path, sizes=((100, 60),), threads=1, runs=2)
 
 

@@ -12,7 +12,6 @@ so a 1280×720 frame is timed as the 1280×736 one a stride-32 model really runs
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vehicle_agent.enhance.manifest import MANIFEST_FILE, ManifestError, read_manifest
 from vehicle_agent.enhance.prepost import padded_size
 
 SIZES: tuple[tuple[int, int], ...] = ((1280, 720), (640, 480))
@@ -50,14 +50,15 @@ class Timing:
 
 
 def manifest_stride(path: Path) -> int:
-    """The stride the runtime pads to, from the manifest beside the model (1 without one)."""
-    manifest = path.parent / "manifest.json"
+    """The stride the runtime pads to, from the manifest beside the model (1 without one), read
+    by the runtime's own manifest model; ValueError saying where when that manifest is bad."""
+    manifest = path.parent / MANIFEST_FILE
     if not manifest.is_file():
         return 1
     try:
-        return int(json.loads(manifest.read_text())["input"]["stride"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{manifest}: no readable input.stride ({exc})") from exc
+        return read_manifest(manifest).input.stride
+    except ManifestError as exc:
+        raise ValueError(str(exc)) from exc
 
 
 def measure(
