@@ -4,6 +4,7 @@ detector and raises the alarm there."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="training needs the train extra (torch)")
 
-from tools.footage import splits, streets  # noqa: E402
+from tools.footage import catalog, splits, streets  # noqa: E402
 from tools.footage.soiling import SOILING_KINDS  # noqa: E402
 from tools.soilnet.data import (  # noqa: E402
     FEATURELESS_STD,
@@ -221,6 +222,32 @@ def test_a_drive_over_a_street_reads_only_its_allowed_train_photos() -> None:
     assert not usage.held_out()
     assert len(part.y) > 0
     assert np.any(part.y > 0)
+
+
+def test_a_video_share_sends_that_share_of_drives_over_clips_and_leaves_every_other_draw() -> None:
+    """`--video-share`: a vehicle waits at lights while the world moves by itself; cycled, the
+    three train clips get one drive in 78, so the share sends more drives over them, drawn from
+    a stream of their own: everything else about each drive is as without it."""
+    with splits.training("soilnet test"):
+        plain = recipes(160, 5, seconds=20.0, street_scenes=48)
+        more = recipes(160, 5, seconds=20.0, street_scenes=48, video_share=0.25)
+    clips = {n for n in splits.scenes("train") if catalog.item(n).kind == "video"}
+    assert clips
+    assert sum(r.scene in clips for r in plain) < 10
+    assert 25 < sum(r.scene in clips for r in more) < 60
+    assert {r.scene for r in more if r.scene in clips} == clips
+    for a, b in zip(plain, more, strict=True):
+        if b.scene in clips:
+            assert b.textures == ()
+        assert dataclasses.replace(a, scene=b.scene, textures=b.textures) == b
+
+
+def test_a_video_share_out_of_range_or_with_no_clip_left_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"video share 1\.2"):
+        recipes(4, 0, video_share=1.2)
+    clips = [n for n in splits.scenes("train") if catalog.item(n).kind == "video"]
+    with pytest.raises(ValueError, match="no train scene left is a clip"):
+        recipes(4, 0, left_out_scenes=clips, video_share=0.5)
 
 
 def test_a_negative_street_count_is_refused() -> None:
@@ -476,6 +503,8 @@ def test_a_dropped_channel_list_out_of_range_or_of_every_channel_is_refused(
         ("--leave-out-scenes", "aero1,tree", "tree: not train scenes"),
         ("--street-scenes", "-1", "-1 is below 0"),
         ("--street-scenes", "two", "'two' is not a whole number"),
+        ("--video-share", "1.5", "1.5 is not in [0, 1]"),
+        ("--video-share", "many", "'many' is not a number"),
     ],
 )
 def test_the_cli_refuses_a_bad_list_with_a_message_before_building_anything(

@@ -88,7 +88,7 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                 built = build_training_set(
                     drives, seed, args.seconds, args.net_width, args.sample_every, workers,
                     _progress(what, drives), x_path, args.label_cover, args.families,
-                    args.leave_out_scenes, args.street_scenes,
+                    args.leave_out_scenes, args.street_scenes, args.video_share,
                 )  # fmt: skip
             assert not usage.held_out()  # noqa: S101 - note_use raised already if it were not so
             return built
@@ -105,6 +105,8 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             key += "-without-" + "+".join(args.leave_out_scenes)
         if args.street_scenes:
             key += f"-streets{args.street_scenes}"
+        if args.video_share:
+            key += f"-videos{args.video_share:g}"
         return cached(args.cache / f"v{FEATURE_VERSION}-{source_digest()}-{key}", build, log)
 
     data = samples("train set", args.drives, args.seed)
@@ -157,6 +159,11 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                 + (
                     f" and {args.street_scenes} streets composed from their photos"
                     if args.street_scenes
+                    else ""
+                )
+                + (
+                    f", about {args.video_share:.0%} of the drives over the clips"
+                    if args.video_share
                     else ""
                 )
                 + " with soiling from "
@@ -248,6 +255,16 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value:g} is not in [0, 1]")
+    return value
+
+
 def _family_list(text: str) -> tuple[str, ...]:
     return tuple(_refused_now(train_families, _items(text)))
 
@@ -312,6 +329,15 @@ def main(argv: list[str] | None = None) -> int:
             metavar="N",
             help="also drive over N streets composed from the train photos "
             "(tools.footage.streets), interleaved with the photos",
+        )
+        p.add_argument(
+            "--video-share",
+            type=_share,
+            default=0.0,
+            metavar="SHARE",
+            help="about this share of the drives goes over the train scenes that are clips "
+            "(a world moving by itself while the camera may stand; default 0: cycled with "
+            "the rest)",
         )
         p.add_argument("--seed", type=int, default=2026)
         p.add_argument("--workers", type=int, default=0, help="data processes (0: cores)")

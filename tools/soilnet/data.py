@@ -154,14 +154,27 @@ def recipes(  # noqa: PLR0917 - the CLI passes its options through
     families: Sequence[str] | None = None,
     left_out_scenes: Sequence[str] = (),
     street_scenes: int = 0,
+    video_share: float = 0.0,
 ) -> list[DriveRecipe]:
     """`count` drives over the train scenes (cycled; all, or all but `left_out_scenes`) with random
     soiling from train families (all, or `families`; the draws are the same either way, only the
     family picked differs). With `street_scenes` the cycle also has that many streets composed
-    from those scenes' photos (`tools.footage.streets`), each its own."""
+    from those scenes' photos (`tools.footage.streets`), each its own.
+
+    With `video_share` about that share of the drives goes over the scenes that are clips, not
+    photos (a world that moves by itself: people walking, traffic, wind), drawn from a stream of
+    their own so every other draw stays as it was. Cycled, a clip gets one drive in as many as
+    there are scenes, yet it is where a vehicle that waits at lights sees the world move while
+    the lens stands still, the picture a detector must not take for soiling."""
     if street_scenes < 0:
         raise ValueError(f"street scenes {street_scenes} < 0")
+    if not 0.0 <= video_share <= 1.0:
+        raise ValueError(f"video share {video_share} is not in [0, 1]")
     photos = train_scenes(left_out_scenes)
+    videos = [n for n in photos if catalog.item(n).kind == "video"]
+    if video_share > 0 and not videos:
+        raise ValueError("a video share is asked for, but no train scene left is a clip")
+    pick_video = np.random.default_rng([seed, 9])
     if street_scenes:
         streets.pools(photos)  # refuses a leave-out that leaves a street nothing to be made of
     # Real scenes and streets interleaved, so any number of drives sees both.
@@ -204,6 +217,8 @@ def recipes(  # noqa: PLR0917 - the CLI passes its options through
             int(rng.integers(1 << 30)) if rng.random() < FEATURELESS_SHARE[bool(events)] else None
         )
         scene = scenes[(i + seed) % len(scenes)]
+        if video_share > 0 and pick_video.random() < video_share:
+            scene = videos[int(pick_video.integers(len(videos)))]
         out.append(
             DriveRecipe(
                 scene=scene,
@@ -401,6 +416,7 @@ def build_training_set(  # noqa: PLR0917 - the CLI passes its options through
     families: Sequence[str] | None = None,
     left_out_scenes: Sequence[str] = (),
     street_scenes: int = 0,
+    video_share: float = 0.0,
 ) -> Samples:
     """Samples from `drives` train drives (in `workers` processes); the CI split test runs it
     tiny. With `x_path` the features are written straight into that .npy file (memory-mapped):
@@ -408,7 +424,7 @@ def build_training_set(  # noqa: PLR0917 - the CLI passes its options through
     if not 0.0 < label_cover <= 1.0:
         raise ValueError(f"label cover {label_cover} is not in (0, 1]")
     with splits.training("soilnet training"):
-        plan = recipes(drives, seed, seconds, families, left_out_scenes, street_scenes)
+        plan = recipes(drives, seed, seconds, families, left_out_scenes, street_scenes, video_share)
     height = min(feature_height(r, net_width) for r in plan)
     total = sum(len(sample_indices(r, sample_every)) for r in plan)
     rows, cols = height // TILE, net_width // TILE
