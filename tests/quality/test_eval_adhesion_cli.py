@@ -17,26 +17,12 @@ from vehicle_agent.quality.soilnet import CLASSES, TILE, DecisionParams, Learned
         (["--families", ","], "soiling families []"),
         (["--detectors", "magic"], "unknown detectors ['magic']"),
         (["--kinds", "snow"], "unknown kinds ['snow']"),
-    ],
-)
-def test_a_family_detector_or_kind_the_split_has_not_is_refused(
-    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
-
-
-@pytest.mark.parametrize(
-    ("argv", "message"),
-    [
         (["--detectors", "learned", "--lines", "0.9,high"], "--lines: 'high' is not a number"),
         (["--detectors", "learned", "--lines", "1.5"], "--lines: 1.5 is outside 0.05–0.999"),
         (["--lines", "0.9"], "--lines scores the learned detector: add it to --detectors"),
     ],
 )
-def test_a_bad_decision_line_is_refused(
+def test_a_family_detector_kind_or_line_it_cannot_judge_is_refused(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as exit_info:
