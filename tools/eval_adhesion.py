@@ -52,7 +52,12 @@ from vehicle_agent.quality.adhesion import AdhesionDetector
 from vehicle_agent.quality.metrics import prepare
 from vehicle_agent.quality.monitor import MonitorSettings, QualityMonitor
 from vehicle_agent.quality.settings import AdhesionConfig
-from vehicle_agent.quality.soilnet import CLASSES, LearnedAdhesionDetector, TileDecision
+from vehicle_agent.quality.soilnet import (
+    CLASSES,
+    LearnedAdhesionDetector,
+    TileDecision,
+    hysteresis_off,
+)
 from vehicle_agent.records import AdhesionEstimate
 
 ANALYSIS_WIDTH = 320
@@ -95,17 +100,15 @@ class Learned:
 
 class LearnedAt:
     """The learned detector's network output (`Learned`, run first on the same frame) under
-    another decision line: `on`, and `off` by training's calibration rule (`on` − 0.25, at
-    least 0.15). For `--lines`: choosing a line on the train split runs the network once."""
+    another decision line: `on`, and `off` by training's calibration rule (`hysteresis_off`).
+    For `--lines`: choosing a line on the train split runs the network once."""
 
     def __init__(self, source: LearnedAdhesionDetector, label: str, on: float) -> None:
         params = source.decision.params
         self.name = f"learned@{on:g}"
         self.label = f"{label}, on {on:g}"
         self._source = source
-        self._decision = TileDecision(
-            dataclasses.replace(params, on=on, off=round(max(0.15, on - 0.25), 3))
-        )
+        self._decision = TileDecision(dataclasses.replace(params, on=on, off=hysteresis_off(on)))
 
     def update(self, bgr: npt.NDArray[np.uint8], t: float) -> AdhesionEstimate:
         del bgr  # the source detector has just analysed it

@@ -38,6 +38,7 @@ from tools.gan.degrade import (
     make_pair,
     sign_like_mask,
     srgb_to_linear,
+    to_float,
     to_uint8,
 )
 
@@ -217,7 +218,7 @@ def plant_lamps(image: RGB, rng: np.random.Generator) -> RGB:
     such lights, and many training scenes are daytime ones that do not."""
     height, width = image.shape[:2]
     scale = width / 640.0
-    linear = srgb_to_linear(image.astype(np.float32) / np.float32(255.0))
+    linear = srgb_to_linear(to_float(image))
     light = np.zeros((height, width), np.float32)
     glow = np.zeros((height, width, 3), np.float32)
     colours = ((1.0, 1.0, 1.0), (1.0, 0.72, 0.38), (0.82, 0.9, 1.0))

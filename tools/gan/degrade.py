@@ -29,7 +29,8 @@ Float: TypeAlias = npt.NDArray[np.float32]
 Mask: TypeAlias = npt.NDArray[np.bool_]
 
 
-def _to_float(image: RGB) -> Float:
+def to_float(image: RGB) -> Float:
+    """uint8 → 0–1 float32 (still sRGB-encoded)."""
     out: Float = image.astype(np.float32) / np.float32(
         255.0
     )  # annotated: numpy's stubs, see [tool.mypy]
@@ -62,7 +63,7 @@ def low_light(image: RGB, rng: np.random.Generator) -> RGB:
     """Under-exposure seen through a real sensor: exposure cut in linear light, then shot noise
     (variance ∝ signal) and read noise, a white-balance drift, the camera's transfer curve with a
     jittered gamma, and 8-bit quantisation (dark frames keep only a few dozen levels)."""
-    linear = srgb_to_linear(_to_float(image))
+    linear = srgb_to_linear(to_float(image))
     exposure = float(math.exp(rng.uniform(math.log(0.02), math.log(0.2))))
     balance = rng.uniform(0.88, 1.12, 3).astype(np.float32)
     signal = linear * np.float32(exposure) * balance
@@ -87,7 +88,7 @@ def fog(image: RGB, rng: np.random.Generator) -> RGB:
     beta = rng.uniform(0.8, 2.8)
     transmission = np.exp(-beta * depth).astype(np.float32)[..., None]
     airlight = (rng.uniform(0.72, 0.95) + rng.uniform(-0.03, 0.03, 3)).astype(np.float32)
-    out = _to_float(image) * transmission + airlight * (1.0 - transmission)
+    out = to_float(image) * transmission + airlight * (1.0 - transmission)
     return to_uint8(out)
 
 
@@ -114,7 +115,7 @@ def blur(image: RGB, rng: np.random.Generator) -> RGB:
 
 def noise(image: RGB, rng: np.random.Generator) -> RGB:
     """Sensor noise at normal exposure (high gain): signal-dependent plus constant."""
-    x = _to_float(image)
+    x = to_float(image)
     sigma = rng.uniform(0.015, 0.06)
     std = np.sqrt(x * np.float32(sigma * sigma) + np.float32((sigma / 2) ** 2))
     return to_uint8(x + rng.standard_normal(x.shape, dtype=np.float32) * std)
@@ -130,7 +131,7 @@ def mask(image: RGB, rng: np.random.Generator) -> RGB:
         cv2.ellipse(alpha, centre, axes, float(rng.uniform(0, 180)), 0, 360, 1.0, -1)
     alpha = np.asarray(cv2.GaussianBlur(alpha, (0, 0), max(1.0, height / 200)), np.float32)
     colour = rng.uniform(0.0, 0.5, 3).astype(np.float32)
-    out = _to_float(image) * (1.0 - alpha[..., None]) + colour * alpha[..., None]
+    out = to_float(image) * (1.0 - alpha[..., None]) + colour * alpha[..., None]
     return to_uint8(out)
 
 

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from tools.footage.soiling import SOILING_KINDS
 from tools.soilnet.data import Samples
-from vehicle_agent.quality.soilnet import CHANNELS, CLASSES, GAIN_INVARIANT, TILE
+from vehicle_agent.quality.soilnet import CHANNELS, CLASSES, GAIN_INVARIANT, TILE, hysteresis_off
 
 OPSET = 17
 _LINEAR = [c for c in range(CHANNELS) if c not in GAIN_INVARIANT]
@@ -304,7 +304,7 @@ def calibrate(
         ):
             on = c
             break
-    return round(on, 4), round(max(0.15, on - 0.25), 3)
+    return round(on, 4), hysteresis_off(on)
 
 
 def export_onnx(net: TileNet, path: Path, height: int = 112, width: int = 192) -> float:

@@ -257,6 +257,12 @@ class DecisionParams:
     """...and falls below this."""
 
 
+def hysteresis_off(on: float) -> float:
+    """The `off` line that goes with an `on` line: a band of 0.25 below it, never under 0.15
+    (the rule training's calibration writes into a manifest)."""
+    return round(max(0.15, on - 0.25), 3)
+
+
 _LOGIT_LIMIT = 8.0
 """The network's per-tile log-odds are clipped to ±this before smoothing (odds of about 3000 to
 1): a tile the network is very sure is clean still turns within a few tenths of a second once
